@@ -1,0 +1,237 @@
+"""Typed, validated configuration objects.
+
+One ``TrialConfig`` describes one training run; one ``ExperimentConfig`` describes a whole search.
+Everything downstream reads these objects, never raw dicts from YAML or the command line.
+This module imports neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cxr_tune.errors import ConfigError
+
+Task = Literal["multiclass", "multilabel"]
+Mode = Literal["min", "max"]
+
+# Metrics every trial reports once per epoch (validation split). Multi-label runs add the
+# MULTILABEL_EXTRA ones. "val_accuracy" is plain accuracy for multi-class runs and per-label
+# (Hamming) accuracy for multi-label runs, the closest analogue of the paper's Dataset 3 figure.
+EPOCH_METRICS: tuple[str, ...] = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_macro_precision",
+    "val_macro_recall",
+    "val_macro_f1",
+)
+MULTILABEL_EXTRA: tuple[str, ...] = ("val_macro_auroc", "val_micro_f1", "val_subset_accuracy")
+METRIC_MODES: dict[str, Mode] = {
+    "val_loss": "min",
+    "val_accuracy": "max",
+    "val_macro_precision": "max",
+    "val_macro_recall": "max",
+    "val_macro_f1": "max",
+    "val_macro_auroc": "max",
+    "val_micro_f1": "max",
+    "val_subset_accuracy": "max",
+}
+
+AUGMENTATIONS: tuple[str, ...] = ("none", "paper", "light", "strong")
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs to train one model on one dataset.
+
+    ``dataset``, ``cell`` and ``seed`` are set by the search; the rest comes from the search
+    space (``fixed`` values and sampled ``params``).
+    """
+
+    dataset: str = "phantom"
+    model: str = "alexnet"
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    batch_size: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 50
+    image_size: int = 224
+    pretrained: bool = False
+    augment: str = "paper"
+    lr_schedule: str = "constant"
+    precision: str = "auto"
+    compile: bool = False
+    seed: int = 0
+    cell: str = ""
+
+    def __post_init__(self) -> None:
+        _check_positive("lr", self.lr)
+        _check_int_at_least("batch_size", self.batch_size, 1)
+        _check_int_at_least("epochs", self.epochs, 1)
+        # AlexNet's feature stack needs >= 63 px; 32 px is the floor for the others.
+        _check_int_at_least("image_size", self.image_size, 32)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"The value of `momentum` is {self.momentum}, but must be in [0, 1).")
+        if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"The value of `weight_decay` is {self.weight_decay}, but must be >= 0.")
+        _check_choice("augment", self.augment, AUGMENTATIONS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
+        """Build from a flat dict (a Tune config), ignoring keys that are not fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        return cls(**{k: _coerce(k, v) for k, v in kwargs.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def trial_field_types() -> dict[str, type]:
+    """Field name -> Python type of ``TrialConfig`` (what a search space may set)."""
+    defaults = TrialConfig()
+    return {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(TrialConfig)}
+
+
+# Fields the search fills in itself; a search space must not set them.
+SEARCH_MANAGED_FIELDS: frozenset[str] = frozenset({"dataset", "cell", "seed"})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = trial_field_types()[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        raise ConfigError(f"The value of `{name}` is {value!r}, but must be a number > 0.")
+
+
+def _check_int_at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"The value of `{name}` is {value!r}, but must be an integer >= {low}.")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"The value of `{name}` is {value!r}, but must be one of: {', '.join(allowed)}."
+        )
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset given on the command line: ``--data [KEY=]PATH``, or the built-in phantom."""
+
+    key: str | None
+    path: Path | None
+
+    @classmethod
+    def parse(cls, text: str) -> DataSource:
+        """Parse ``KEY=PATH``, ``PATH`` or ``phantom``.
+
+        Raises:
+            ConfigError: the text is empty or the path does not exist.
+        """
+        text = text.strip()
+        if not text:
+            raise ConfigError("--data: the value is empty; expected [KEY=]PATH.")
+        if text == "phantom":
+            return cls(key="phantom", path=None)
+        key: str | None = None
+        raw_path = text
+        # A Windows drive letter or a path containing '=' is rare; KEY must look like a name.
+        head, sep, tail = text.partition("=")
+        if sep and head and head.replace("_", "").isalnum():
+            key, raw_path = head, tail
+        path = Path(raw_path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"--data: the folder '{raw_path}' does not exist.")
+        if not path.is_dir():
+            raise ConfigError(f"--data: '{raw_path}' is not a folder; give a dataset's root folder.")
+        return cls(key=key, path=path.resolve())
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a run sizes itself to the machine.
+
+    Caps are applied on top of the search space: a space's 50 epochs become ``max_epochs`` on a
+    small profile, and so on. ``None`` means "take the space's value".
+    """
+
+    name: str
+    description: str
+    image_size: int | None = None
+    max_epochs: int | None = None
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    grace_period: int | None = None
+    phantom_images: int = 6000
+    eval_seeds: int = 3
+    cpus_per_trial: float = 1.0
+    # GPU share per architecture; a fraction packs several trials on one GPU.
+    gpus_per_trial: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(self.gpus_per_trial)
+
+
+PROFILES: dict[str, Profile] = {
+    "gpu": Profile(
+        name="gpu",
+        description="full study settings from the search space, trials on GPUs",
+        phantom_images=6000,
+        eval_seeds=3,
+        cpus_per_trial=2.0,
+        gpus_per_trial={"alexnet": 0.25, "vgg11": 0.5, "resnet50": 0.5},
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="shrunk to finish in minutes on a CPU-only machine",
+        image_size=64,
+        max_epochs=3,
+        num_samples=6,
+        grace_period=1,
+        phantom_images=640,
+        eval_seeds=1,
+        cpus_per_trial=1.0,
+    ),
+    "smoke": Profile(
+        name="smoke",
+        description="seconds per trial, for CI and quick checks",
+        image_size=64,
+        max_epochs=2,
+        num_samples=2,
+        grace_period=1,
+        phantom_images=128,
+        eval_seeds=1,
+        cpus_per_trial=1.0,
+    ),
+}
+PROFILE_CHOICES: tuple[str, ...] = ("auto", *PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    """Return a named profile (not ``auto``, which the search resolves from the cluster)."""
+    if name not in PROFILES:
+        from cxr_tune.errors import unknown_name_message
+
+        raise ConfigError("--profile: " + unknown_name_message("profile", name, PROFILE_CHOICES))
+    return PROFILES[name]

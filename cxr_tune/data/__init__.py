@@ -1,0 +1,125 @@
+"""Datasets: layout parsers, robust decoding, leakage-safe splits, the decode-once cache.
+
+The one entry point the rest of the package needs is :func:`load_dataset`: a ``DataSource``
+(``--data [KEY=]PATH`` or the built-in phantom) in, a decoded and split ``DatasetArrays`` out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr_tune.config import DataSource
+from cxr_tune.data.datasets import DATASETS, DatasetSpec, Detection
+from cxr_tune.data.splits import DEFAULT_FRACTIONS, grouped_stratified_split, split_hash
+from cxr_tune.data.types import (
+    SEARCH_SPLITS,
+    SPLITS,
+    DatasetArrays,
+    Manifest,
+    Record,
+    SkipReport,
+    SplitArrays,
+)
+
+__all__ = [
+    "DATASETS",
+    "SEARCH_SPLITS",
+    "SPLITS",
+    "DataOptions",
+    "DatasetArrays",
+    "DatasetSpec",
+    "Detection",
+    "Manifest",
+    "Record",
+    "SkipReport",
+    "SplitArrays",
+    "default_cache_dir",
+    "load_dataset",
+]
+
+
+def default_cache_dir() -> Path:
+    """Where decoded datasets are cached: ``$CXR_TUNE_CACHE`` or ``~/.cache/cxr_tune``."""
+    return Path(os.environ.get("CXR_TUNE_CACHE", "~/.cache/cxr_tune")).expanduser()
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How to turn a dataset into arrays.
+
+    Attributes:
+        image_size: side of the square uint8 images a trial receives.
+        seed: seeds the split (and the phantom).
+        fractions: train/val/test shares.
+        cache_dir: root of the decode-once cache.
+        phantom_images: size of the built-in phantom dataset.
+        phantom_imbalance: None (balanced) or "dataset1" (the paper's Dataset 1 shares).
+        phantom_multilabel: generate independent findings instead of classes.
+        parser_options: layout-specific options (e.g. ``views`` for covid_chestxray).
+    """
+
+    image_size: int = 224
+    seed: int = 0
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    phantom_images: int = 640
+    phantom_imbalance: str | None = None
+    phantom_multilabel: bool = False
+    parser_options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_dataset(source: DataSource, options: DataOptions) -> DatasetArrays:
+    """Load one dataset, decoded and split, with all three splits.
+
+    Use ``DatasetArrays.for_search()`` before handing it to trials: the search never reads
+    the test split.
+
+    Raises:
+        DataError: the folder is missing, unreadable or not a known layout.
+        ConfigError: an unknown dataset key.
+    """
+    if source.key == "phantom" or (source.key is None and source.path is None):
+        return load_phantom(options)
+    from cxr_tune.data.cache import load_or_prepare
+
+    return load_or_prepare(source, options)
+
+
+def load_phantom(options: DataOptions) -> DatasetArrays:
+    """Generate the built-in phantom in memory and split it by simulated patient."""
+    from cxr_tune.data.phantom import PhantomSpec, generate
+
+    spec = PhantomSpec(
+        n_images=options.phantom_images,
+        image_size=options.image_size,
+        seed=options.seed,
+        imbalance=options.phantom_imbalance,
+        multilabel=options.phantom_multilabel,
+    )
+    data = generate(spec)
+    if data.labels.ndim == 1:
+        strata = [data.classes[int(c)] for c in data.labels]
+    else:
+        strata = ["+".join(str(int(v)) for v in row) for row in data.labels]
+    split = grouped_stratified_split(
+        strata, list(data.groups), fractions=options.fractions, seed=options.seed
+    )
+    ids = [f"phantom-{i:06d}" for i in range(len(strata))]
+    splits = {
+        name: SplitArrays(images=data.images[idx], labels=np.ascontiguousarray(data.labels[idx]))
+        for name, idx in split.items()
+    }
+    return DatasetArrays(
+        name="phantom",
+        task="multilabel" if spec.multilabel else "multiclass",
+        classes=data.classes,
+        image_size=options.image_size,
+        splits=splits,
+        dataset_hash=spec.key(),
+        split_hash=split_hash(ids, split),
+    )

@@ -1,0 +1,59 @@
+"""The dataset registry: one entry per supported layout, plus the built-in phantom."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxr_tune.config import Task
+from cxr_tune.data.types import Manifest
+from cxr_tune.registry import Registry
+
+ParseFn = Callable[[Path, Mapping[str, Any]], Manifest]
+# A detector looks at a folder and says whether it holds this layout (and why), cheaply:
+# it lists folders and reads at most a header, never decodes images.
+DetectFn = Callable[[Path], "Detection | None"]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A detector's verdict: this folder is ``dataset``, found at ``root`` because ``reason``."""
+
+    dataset: str
+    root: Path
+    reason: str
+    # Higher wins when several layouts match (a specific layout beats imagefolder).
+    score: int = 1
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to read one dataset layout.
+
+    Attributes:
+        name: registry key, used with ``--data KEY=PATH``.
+        title: the human name (e.g. the Kaggle title).
+        task: multi-class or multi-label.
+        parse: folder -> manifest; ``None`` for generated datasets (the phantom).
+        detect: folder -> detection or None; ``None`` if the layout cannot be recognised.
+    """
+
+    name: str
+    title: str
+    task: Task
+    parse: ParseFn | None = None
+    detect: DetectFn | None = None
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+DATASETS.add(
+    "phantom",
+    DatasetSpec(
+        name="phantom",
+        title="built-in procedural chest X-ray phantom (4 classes, no patient data)",
+        task="multiclass",
+    ),
+)

@@ -1,0 +1,126 @@
+"""The data layer's value types: what a parser returns and what a trial receives."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cxr_tune.config import Task
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+# The splits a search may read. The test split is read once, by the final evaluation.
+SEARCH_SPLITS: tuple[str, ...] = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a dataset, as a layout parser found it.
+
+    Attributes:
+        path: absolute path of the image file.
+        labels: class name (multi-class) or finding labels (multi-label).
+        group: patient id where the layout has one; images of one group never cross splits.
+        source: source collection of the image, where the layout records it.
+        split: a split fixed by the layout itself (an imagefolder's train/val/test folders).
+    """
+
+    path: Path
+    labels: tuple[str, ...]
+    group: str | None = None
+    source: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class SkipReport:
+    """Files found but not used, counted per reason, with the first few paths of each."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 5
+
+    def add(self, reason: str, path: str | Path) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < self.max_examples:
+            shown.append(str(path))
+
+    def merge(self, other: SkipReport) -> None:
+        for reason, count in other.counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + count
+            shown = self.examples.setdefault(reason, [])
+            shown.extend(other.examples.get(reason, [])[: self.max_examples - len(shown)])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {"total": self.total, "counts": dict(self.counts), "examples": dict(self.examples)}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a layout parser found in a dataset folder, before any image is decoded."""
+
+    dataset: str
+    root: Path
+    task: Task
+    classes: tuple[str, ...]
+    records: tuple[Record, ...]
+    skipped: SkipReport = field(default_factory=SkipReport)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """One split of a decoded dataset.
+
+    Attributes:
+        images: uint8 array (N, H, W), grayscale, already at the run's image size.
+        labels: int64 class indices (N,) for multi-class; uint8 multi-hot (N, C) for multi-label.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class DatasetArrays:
+    """A decoded, split dataset: what the driver hands to trials through Ray's object store."""
+
+    name: str
+    task: Task
+    classes: tuple[str, ...]
+    image_size: int
+    splits: Mapping[str, SplitArrays]
+    dataset_hash: str
+    split_hash: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> SplitArrays:
+        """Return one split; asking a search copy for ``test`` is an error, on purpose."""
+        if name not in self.splits:
+            raise KeyError(
+                f"Dataset '{self.name}' carries no '{name}' split here "
+                f"(available: {', '.join(self.splits)})."
+            )
+        return self.splits[name]
+
+    def for_search(self) -> DatasetArrays:
+        """A copy holding only the splits a search may read (train, val): never the test split."""
+        kept = {k: v for k, v in self.splits.items() if k in SEARCH_SPLITS}
+        return dataclasses.replace(self, splits=kept)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(arrays) for name, arrays in self.splits.items()}
