@@ -60,7 +60,13 @@ class DataOptions:
         phantom_images: size of the built-in phantom dataset.
         phantom_imbalance: None (balanced) or "dataset1" (the paper's Dataset 1 shares).
         phantom_multilabel: generate independent findings instead of classes.
-        parser_options: layout-specific options (e.g. ``views`` for covid_chestxray).
+        parser_options: layout-specific options (e.g. ``views`` for covid_chestxray), flat or
+            keyed by dataset name.
+        workers: decoding processes; 0 picks one per CPU core (up to 8).
+        min_label_positives: multi-label only: a label needs this many positive images in
+            every split, or it is dropped from the vocabulary (and reported).
+        near_duplicate_similarity: cosine similarity of image signatures at or above which two
+            images are near-duplicates and kept in one split (see ``cxr_tune.data.dedup``).
     """
 
     image_size: int = 224
@@ -71,6 +77,9 @@ class DataOptions:
     phantom_imbalance: str | None = None
     phantom_multilabel: bool = False
     parser_options: dict[str, Any] = field(default_factory=dict)
+    workers: int = 0
+    min_label_positives: int = 2
+    near_duplicate_similarity: float = 0.985
 
 
 def load_dataset(source: DataSource, options: DataOptions) -> DatasetArrays:

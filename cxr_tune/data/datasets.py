@@ -38,6 +38,8 @@ class DatasetSpec:
         task: multi-class or multi-label.
         parse: folder -> manifest; ``None`` for generated datasets (the phantom).
         detect: folder -> detection or None; ``None`` if the layout cannot be recognised.
+        options: names of the parser options this layout accepts (``DataOptions.parser_options``).
+        expects: one line saying what the folder must hold (for "not a dataset" messages).
     """
 
     name: str
@@ -45,6 +47,8 @@ class DatasetSpec:
     task: Task
     parse: ParseFn | None = None
     detect: DetectFn | None = None
+    options: tuple[str, ...] = ()
+    expects: str = ""
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -57,3 +61,6 @@ DATASETS.add(
         task="multiclass",
     ),
 )
+
+# The layout modules register themselves; imported last because they import this module.
+from cxr_tune.data import layouts as _layouts  # noqa: E402,F401

@@ -43,15 +43,17 @@ def grouped_stratified_split(
     Args:
         strata: one stratum key per item (class name, or a label combination).
         groups: one group id per item (patient id or near-duplicate cluster id).
-        fractions: target shares of train, val and test.
+        fractions: target shares of train, val and test. A share may be 0 (that split gets
+            no dealt items), e.g. to carve only a val split out of a dataset's own train folder.
         seed: shuffles the order in which groups are dealt.
         fixed: a split name per item where the dataset fixes it (e.g. imagefolder's
-            ``train/`` folder), else None; fixed items keep their split.
+            ``train/`` folder), else None. Fixed items always keep their split; the unfixed
+            members of a group follow the split most of its fixed members have.
 
     Returns:
         split name -> sorted int64 indices.
     """
-    targets = check_fractions(fractions)
+    targets = _check_shares(fractions)
     n = len(strata)
     if len(groups) != n or (fixed is not None and len(fixed) != n):
         raise ValueError("strata, groups and fixed must have one entry per item")
@@ -60,19 +62,21 @@ def grouped_stratified_split(
     members: dict[str, list[int]] = defaultdict(list)
     for i, group in enumerate(groups):
         members[group].append(i)
-    # A group's stratum is its most common stratum; its fixed split (if any) wins for all.
+    # A group's stratum is its most common stratum.
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for group, items in members.items():
-        pinned = {assignment[i] for i in items if assignment[i] is not None}
+        pinned = Counter(assignment[i] for i in items if assignment[i] is not None)
         if pinned:
-            chosen = sorted(pinned)[0]
+            chosen = min(pinned, key=lambda s: (-pinned[s], s))
             for i in items:
-                assignment[i] = chosen
+                assignment[i] = assignment[i] or chosen
             continue
         stratum = Counter(strata[i] for i in items).most_common(1)[0][0]
         by_stratum[stratum].append(group)
 
     rng = np.random.default_rng(seed)
+    share = dict(zip(SPLITS, targets, strict=True))
+    open_splits = [s for s in SPLITS if share[s] > 0]
     for stratum in sorted(by_stratum):
         stratum_groups = sorted(by_stratum[stratum])
         order = rng.permutation(len(stratum_groups))
@@ -82,9 +86,8 @@ def grouped_stratified_split(
             group = stratum_groups[k]
             # Deal to the split furthest below its target, relative to the target.
             split = max(
-                SPLITS,
-                key=lambda s: (targets[SPLITS.index(s)] * total - filled[s])
-                / (targets[SPLITS.index(s)] * total),
+                open_splits,
+                key=lambda s: (share[s] * total - filled[s]) / (share[s] * total),
             )
             filled[split] += len(members[group])
             for i in members[group]:
@@ -93,6 +96,17 @@ def grouped_stratified_split(
         split: np.array(sorted(i for i, s in enumerate(assignment) if s == split), dtype=np.int64)
         for split in SPLITS
     }
+
+
+def _check_shares(fractions: Sequence[float]) -> tuple[float, ...]:
+    """Like :func:`check_fractions`, but a share may be 0 (at least one must be > 0)."""
+    values = tuple(float(f) for f in fractions)
+    if len(values) != len(SPLITS) or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(
+            f"The split fractions are {values}, but must be three numbers >= 0 summing to 1 "
+            "(train, val, test)."
+        )
+    return values
 
 
 def split_hash(ids: Sequence[str], split: Mapping[str, np.ndarray]) -> str:

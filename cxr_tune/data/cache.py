@@ -1,0 +1,681 @@
+"""The decode-once cache: a dataset folder -> uint8 arrays on disk, memory-mapped on load.
+
+``prepare`` detects the layout, parses it, decodes every image once (in a process pool, in a
+fixed order, so the result is deterministic), groups near-duplicates and patients, splits, and
+writes one cache folder::
+
+    <cache_dir>/<dataset>-<size>px-<key>/
+        images.npy     uint8 (N, size, size), ordered train block, val block, test block
+        labels.npy     int64 (N,) class indices, or uint8 (N, C) multi-hot
+        manifest.csv   one row per image, in the same order (path, split, labels, group, ...)
+        split.json     split offsets, content hash, leakage audit, near-duplicate summary
+        skipped.json   files not used, per reason, with the first paths
+        meta.json      key, dataset_hash, classes, task, sizes, counts, modes, versions
+
+Each split is a contiguous slice of one memory map (``np.load(mmap_mode="r")``): loading copies
+nothing. The key hashes every source file's relative path, size and mtime (hidden files aside),
+the parser options, image size, split fractions and seed, and :data:`FORMAT_VERSION`: a changed
+dataset or size gets a new folder, an unchanged one is found again after a directory walk.
+
+The folder is written under a temporary name in the same parent and renamed into place with
+``os.replace``: a crash or Ctrl-C leaves no partial cache, only a temporary folder that the next
+``prepare`` removes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr_tune.config import DataSource
+from cxr_tune.data import DataOptions
+from cxr_tune.data import images as image_io
+from cxr_tune.data.datasets import DATASETS, Detection
+from cxr_tune.data.dedup import DEFAULT_MAX_CLUSTER, UnionFind, cluster_with
+from cxr_tune.data.detect import resolve
+from cxr_tune.data.layouts.common import check_options
+from cxr_tune.data.splits import grouped_stratified_split, leakage_audit, split_hash
+from cxr_tune.data.types import SPLITS, DatasetArrays, Manifest, Record, SkipReport, SplitArrays
+from cxr_tune.errors import DataError
+
+# Bump when the cache's content or meaning changes: old folders are then rebuilt, never misread.
+FORMAT_VERSION = 1
+# Below this many images a process pool costs more than it saves.
+_POOL_MIN_IMAGES = 256
+_COPY_CHUNK = 1024
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A prepared dataset in the cache.
+
+    Attributes:
+        path: the cache folder.
+        meta: the content of meta.json.
+        detection: which layout was read, at which root, and why.
+        built: True when this call decoded the images, False when it reused the cache.
+        seconds: how long this call took.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    detection: Detection
+    built: bool
+    seconds: float
+
+    def arrays(self) -> DatasetArrays:
+        """The dataset as memory-mapped arrays, all three splits."""
+        return open_cache(self.path)
+
+    def split_info(self) -> dict[str, Any]:
+        return _read_json(self.path / "split.json")
+
+    def skipped(self) -> dict[str, Any]:
+        return _read_json(self.path / "skipped.json")
+
+
+def load_or_prepare(source: DataSource, options: DataOptions) -> DatasetArrays:
+    """Load a dataset folder from the cache, preparing the cache first when needed.
+
+    Raises:
+        DataError: the folder is missing, not a known layout, or holds no decodable image.
+        ConfigError: an unknown dataset key or parser option.
+    """
+    return prepare(source, options).arrays()
+
+
+def prepare(
+    source: DataSource, options: DataOptions, *, progress: bool | None = None
+) -> CacheEntry:
+    """Decode a dataset folder into the cache, or find the cache that already holds it.
+
+    Args:
+        source: ``[KEY=]PATH``; the layout is detected unless KEY forces one.
+        options: image size, split fractions and seed, cache folder, parser options, workers.
+        progress: show a progress bar on stderr; None shows it when stderr is a terminal.
+
+    Returns:
+        The cache entry (``built`` says whether images were decoded now).
+
+    Raises:
+        DataError: the folder is missing, not a known layout, or holds no decodable image;
+            the cache folder cannot be written.
+        ConfigError: an unknown dataset key or parser option.
+    """
+    started = time.perf_counter()
+    detection = resolve(source)
+    spec = DATASETS.get(detection.dataset)
+    parser_options = check_options(spec.name, options.parser_options, spec.options)
+    key = cache_key(detection, parser_options, options)
+    final = options.cache_dir / f"{detection.dataset}-{options.image_size}px-{key}"
+    meta = _valid_meta(final, key)
+    built = meta is None
+    if meta is None:
+        assert spec.parse is not None  # resolve() only returns parseable layouts
+        manifest = spec.parse(detection.root, parser_options)
+        meta = _build(final, manifest, detection, options, key, progress)
+    seconds = time.perf_counter() - started
+    return CacheEntry(final, meta, detection, built=built, seconds=seconds)
+
+
+def cache_key(detection: Detection, parser_options: Mapping[str, Any], options: DataOptions) -> str:
+    """Hash of everything the cache content depends on (16 hex digits)."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "dataset": detection.dataset,
+        "parser_options": parser_options,
+        "image_size": options.image_size,
+        "fractions": list(options.fractions),
+        "seed": options.seed,
+        "min_label_positives": options.min_label_positives,
+        "near_duplicate_similarity": options.near_duplicate_similarity,
+        "files": source_fingerprint(detection.root),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def source_fingerprint(root: Path) -> str:
+    """Hash of (relative path, size, mtime_ns) of every file under ``root``, hidden ones aside."""
+    digest = hashlib.sha256()
+    for current, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.lower() in image_io.SYSTEM_FILES:
+                continue
+            path = os.path.join(current, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def open_cache(path: Path) -> DatasetArrays:
+    """Open a cache folder: each split is a slice of one read-only memory map (no copy).
+
+    Raises:
+        DataError: the folder is not a complete cache of this format.
+    """
+    meta = _read_json(path / "meta.json")
+    if meta.get("format") != FORMAT_VERSION:
+        raise DataError(
+            f"The cache folder '{path}' has format {meta.get('format')}, but this version of "
+            f"cxr_tune reads format {FORMAT_VERSION}; run `python -m cxr_tune.data prepare` again."
+        )
+    images = np.load(path / "images.npy", mmap_mode="r")
+    labels = np.load(path / "labels.npy", mmap_mode="r")
+    splits = {
+        name: SplitArrays(images=images[start:stop], labels=labels[start:stop])
+        for name, (start, stop) in meta["offsets"].items()
+    }
+    return DatasetArrays(
+        name=meta["dataset"],
+        task=meta["task"],
+        classes=tuple(meta["classes"]),
+        image_size=int(meta["image_size"]),
+        splits=splits,
+        dataset_hash=meta["dataset_hash"],
+        split_hash=meta["split_hash"],
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as err:
+        raise DataError(f"The cache file '{path}' cannot be read: {err}.") from None
+
+
+def _valid_meta(final: Path, key: str) -> dict[str, Any] | None:
+    """meta.json of an existing, complete cache for ``key``, or None (then it is rebuilt)."""
+    try:
+        with open(final / "meta.json", encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    complete = all((final / name).is_file() for name in ("images.npy", "labels.npy", "split.json"))
+    if meta.get("format") != FORMAT_VERSION or meta.get("key") != key or not complete:
+        return None
+    return meta
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    """What the decode pass keeps in memory (pixels go straight to disk)."""
+
+    kept: list[int]
+    thumbs: np.ndarray
+    info: list[dict[str, Any]]
+    skipped: SkipReport
+    seconds: float
+
+
+def _build(
+    final: Path,
+    manifest: Manifest,
+    detection: Detection,
+    options: DataOptions,
+    key: str,
+    progress: bool | None,
+) -> dict[str, Any]:
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-{os.getpid()}-", dir=parent))
+    except OSError as err:
+        raise DataError(f"The cache folder '{parent}' cannot be written: {err.strerror}.") from None
+    try:
+        meta = _write_cache(tmp, manifest, detection, options, key, progress)
+        _publish(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the finished temporary folder into place (atomic on one file system)."""
+    if final.exists():
+        # A stale or broken cache under the same key; another process may also have just
+        # finished the same one, in which case its copy is as good as ours.
+        if _valid_meta(final, json.loads((tmp / "meta.json").read_text())["key"]) is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _remove_stale_temporaries(parent: Path) -> None:
+    """Delete temporary folders left by a prepare that was killed (its process is gone)."""
+    for entry in parent.glob(f"{_TMP_PREFIX}*"):
+        pid_text = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 2 else ""
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_cache(
+    tmp: Path,
+    manifest: Manifest,
+    detection: Detection,
+    options: DataOptions,
+    key: str,
+    progress: bool | None,
+) -> dict[str, Any]:
+    if not manifest.records:
+        raise DataError(
+            f"The folder '{manifest.root}' holds no usable image for {manifest.dataset} "
+            f"({manifest.skipped.total} files skipped)."
+        )
+    size = options.image_size
+    scratch = tmp / "decoded.npy"
+    decoded_images = np.lib.format.open_memmap(
+        scratch, mode="w+", dtype=np.uint8, shape=(len(manifest.records), size, size)
+    )
+    decoded = _decode_all(manifest.records, size, decoded_images, options.workers, progress)
+    if not decoded.kept:
+        raise DataError(
+            f"The folder '{manifest.root}' holds no decodable image: all "
+            f"{len(manifest.records)} files were skipped ({_reasons(decoded.skipped)})."
+        )
+    records = [manifest.records[i] for i in decoded.kept]
+    skipped = SkipReport()
+    skipped.merge(manifest.skipped)
+    skipped.merge(decoded.skipped)
+    ids = [_record_id(r, manifest.root) for r in records]
+
+    groups, dedup = _group(records, ids, decoded.thumbs, options.near_duplicate_similarity)
+    split = _split(manifest, records, groups, options)
+    classes, labels, label_report = _labels(manifest, records, split, options.min_label_positives)
+    order = np.concatenate([split[s] for s in SPLITS])
+    offsets = _offsets(split)
+
+    _write_images(tmp / "images.npy", decoded_images[: len(records)], order)
+    del decoded_images
+    scratch.unlink()
+    np.save(tmp / "labels.npy", np.ascontiguousarray(labels[order]))
+    _write_manifest(tmp / "manifest.csv", records, ids, groups, decoded.info, order, offsets)
+    audit = leakage_audit(groups, split)
+    s_hash = split_hash(ids, split)
+    split_info = {
+        "hash": s_hash,
+        "seed": options.seed,
+        "fractions": list(options.fractions),
+        "offsets": offsets,
+        "fixed_by_layout": any(r.split for r in records),
+        "audit": audit,
+        "near_duplicates": dedup,
+    }
+    _write_json(tmp / "split.json", split_info)
+    _write_json(tmp / "skipped.json", skipped.to_dict())
+    meta = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "dataset": manifest.dataset,
+        "title": DATASETS.get(manifest.dataset).title,
+        "root": str(manifest.root),
+        "detected": detection.reason,
+        "task": manifest.task,
+        "classes": list(classes),
+        "image_size": size,
+        "sizes": {s: int(stop - start) for s, (start, stop) in offsets.items()},
+        "offsets": offsets,
+        "counts": _counts(manifest.task, classes, labels, split),
+        "dataset_hash": _dataset_hash(manifest, classes, records, ids, decoded.info),
+        "split_hash": s_hash,
+        "labels_dropped": label_report,
+        "skipped_total": skipped.total,
+        "notes": list(manifest.notes) + _label_notes(label_report),
+        "image_modes": dict(Counter(info["mode"] for info in decoded.info).most_common()),
+        "image_sizes": _size_stats(decoded.info),
+        "decode_seconds": round(decoded.seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(),
+    }
+    _write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def _reasons(report: SkipReport) -> str:
+    return ", ".join(f"{reason}: {count}" for reason, count in report.counts.items())
+
+
+def _record_id(record: Record, root: Path) -> str:
+    return os.path.relpath(record.path, root).replace(os.sep, "/")
+
+
+def _worker_count(requested: int, n_images: int) -> int:
+    if n_images < _POOL_MIN_IMAGES:
+        return 1
+    if requested > 0:
+        return requested
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _decoded_stream(paths: Sequence[str], size: int, workers: int) -> Iterator[image_io.Decoded]:
+    """Decoded files in input order (``map`` keeps it: deterministic whatever the pool does)."""
+    decode = partial(image_io.decode_file, size=size)
+    if workers <= 1:
+        yield from map(decode, paths)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may be a Ray driver with threads running.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(decode, paths, chunksize=16)
+
+
+def _decode_all(
+    records: Sequence[Record],
+    size: int,
+    out: np.ndarray,
+    workers: int,
+    progress: bool | None,
+) -> _Decoded:
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    paths = [str(r.path) for r in records]
+    kept: list[int] = []
+    thumbs: list[np.ndarray] = []
+    info: list[dict[str, Any]] = []
+    skipped = SkipReport()
+    stream = _decoded_stream(paths, size, _worker_count(workers, len(paths)))
+    bar = tqdm(
+        stream,
+        total=len(paths),
+        desc="decoding",
+        unit="img",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+    )
+    for i, result in enumerate(bar):
+        if result.skip is not None or result.pixels is None or result.thumb is None:
+            skipped.add(result.skip or image_io.SKIP_UNDECODABLE, paths[i])
+            continue
+        out[len(kept)] = result.pixels
+        kept.append(i)
+        thumbs.append(result.thumb)
+        info.append(
+            {
+                "mode": result.mode,
+                "width": result.width,
+                "height": result.height,
+                "format": result.format,
+                "digest": result.digest,
+            }
+        )
+    side = image_io.THUMB_SIZE
+    stacked = np.stack(thumbs) if thumbs else np.zeros((0, side, side), dtype=np.uint8)
+    return _Decoded(kept, stacked, info, skipped, time.perf_counter() - started)
+
+
+def _group(
+    records: Sequence[Record], ids: Sequence[str], thumbs: np.ndarray, min_similarity: float
+) -> tuple[list[str], dict[str, float | int]]:
+    """Group ids: patients where the layout has them, joined by near-duplicate clusters.
+
+    Patients are merged first and without a size cap; near-duplicates then join images (or
+    whole patients) closest pair first, capped (see ``cxr_tune.data.dedup``).
+    """
+    sets = UnionFind(len(records))
+    first_of: dict[str, int] = {}
+    for i, record in enumerate(records):
+        if record.group is not None:
+            sets.union(first_of.setdefault(record.group, i), i)
+    clusters = cluster_with(sets, thumbs, min_similarity, DEFAULT_MAX_CLUSTER)
+    members: dict[int, list[int]] = {}
+    for i, root in enumerate(clusters.ids):
+        members.setdefault(int(root), []).append(i)
+    names: list[str] = [""] * len(records)
+    for items in members.values():
+        patients = sorted({records[i].group for i in items if records[i].group is not None})
+        if patients:
+            name = "+".join(patients)
+        elif len(items) > 1:
+            name = f"near-duplicates:{ids[items[0]]}"
+        else:
+            name = f"image:{ids[items[0]]}"
+        for i in items:
+            names[i] = name
+    summary = clusters.summary()
+    summary["patient_groups"] = len(first_of)
+    return names, summary
+
+
+def _stratum(record: Record) -> str:
+    return "+".join(sorted(record.labels))
+
+
+def _split(
+    manifest: Manifest, records: Sequence[Record], groups: Sequence[str], options: DataOptions
+) -> dict[str, np.ndarray]:
+    """Grouped, stratified split; split folders of the layout are kept (missing ones carved)."""
+    fractions = tuple(options.fractions)
+    fixed: list[str | None] | None = None
+    if any(r.split for r in records):
+        present = {r.split for r in records if r.split}
+        free = {"train"} | (set(SPLITS) - present)
+        shares = [f if s in free else 0.0 for s, f in zip(SPLITS, fractions, strict=True)]
+        fractions = tuple(f / sum(shares) for f in shares)
+        fixed = [None if (r.split == "train" and len(free) > 1) else r.split for r in records]
+    return grouped_stratified_split(
+        [_stratum(r) for r in records],
+        list(groups),
+        fractions=fractions,
+        seed=options.seed,
+        fixed=fixed,
+    )
+
+
+def _labels(
+    manifest: Manifest,
+    records: Sequence[Record],
+    split: Mapping[str, np.ndarray],
+    min_positives: int,
+) -> tuple[tuple[str, ...], np.ndarray, dict[str, dict[str, int]]]:
+    """Label array in record order: class indices, or multi-hot over the kept vocabulary.
+
+    Multi-label: a label with fewer than ``min_positives`` positives in some split is dropped
+    from the vocabulary; the report maps each dropped label to its per-split counts.
+    """
+    if manifest.task == "multiclass":
+        index = {name: k for k, name in enumerate(manifest.classes)}
+        return manifest.classes, np.array([index[r.labels[0]] for r in records], np.int64), {}
+    vocab = sorted({label for r in records for label in r.labels})
+    column = {name: k for k, name in enumerate(vocab)}
+    hot = np.zeros((len(records), len(vocab)), dtype=np.uint8)
+    for i, record in enumerate(records):
+        hot[i, [column[label] for label in record.labels]] = 1
+    per_split = {s: hot[idx].sum(axis=0) for s, idx in split.items()}
+    dropped = {
+        name: {s: int(per_split[s][k]) for s in SPLITS}
+        for k, name in enumerate(vocab)
+        if min(int(per_split[s][k]) for s in SPLITS) < min_positives
+    }
+    keep = [k for k, name in enumerate(vocab) if name not in dropped]
+    if not keep:
+        raise DataError(
+            f"The folder '{manifest.root}' leaves no label with at least {min_positives} positive "
+            f"images in every split (labels: {', '.join(vocab)}); lower min_label_positives or "
+            "add images."
+        )
+    return tuple(vocab[k] for k in keep), np.ascontiguousarray(hot[:, keep]), dropped
+
+
+def _label_notes(dropped: Mapping[str, Mapping[str, int]]) -> list[str]:
+    if not dropped:
+        return []
+    shown = "; ".join(
+        f"{name} ({', '.join(f'{s} {n}' for s, n in counts.items())})"
+        for name, counts in dropped.items()
+    )
+    return [f"Labels dropped for too few positives in some split: {shown}."]
+
+
+def _offsets(split: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
+    offsets: dict[str, list[int]] = {}
+    start = 0
+    for name in SPLITS:
+        stop = start + len(split[name])
+        offsets[name] = [start, stop]
+        start = stop
+    return offsets
+
+
+def _write_images(path: Path, source: np.ndarray, order: np.ndarray) -> None:
+    """Copy rows of ``source`` in ``order`` into a new .npy, in chunks (bounded memory)."""
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.uint8, shape=(len(order),) + source.shape[1:]
+    )
+    for start in range(0, len(order), _COPY_CHUNK):
+        chunk = order[start : start + _COPY_CHUNK]
+        out[start : start + len(chunk)] = source[chunk]
+    out.flush()
+    del out
+
+
+def _write_manifest(
+    path: Path,
+    records: Sequence[Record],
+    ids: Sequence[str],
+    groups: Sequence[str],
+    info: Sequence[Mapping[str, Any]],
+    order: np.ndarray,
+    offsets: Mapping[str, Sequence[int]],
+) -> None:
+    split_of = np.empty(len(order), dtype=object)
+    for name, (start, stop) in offsets.items():
+        split_of[start:stop] = name
+    columns = ["index", "split", "path", "labels", "group", "source", "mode", "width", "height"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*columns, "format", "digest"])
+        for row, i in enumerate(order):
+            record, meta = records[int(i)], info[int(i)]
+            writer.writerow(
+                [
+                    row,
+                    split_of[row],
+                    ids[int(i)],
+                    "|".join(record.labels),
+                    groups[int(i)],
+                    record.source or "",
+                    meta["mode"],
+                    meta["width"],
+                    meta["height"],
+                    meta["format"],
+                    meta["digest"],
+                ]
+            )
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """The rows of a cache folder's manifest.csv, in cache order."""
+    with open(path / "manifest.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+
+
+def _counts(
+    task: str, classes: Sequence[str], labels: np.ndarray, split: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, int]]:
+    """Images (multi-class) or positives (multi-label) per class and split."""
+    counts: dict[str, dict[str, int]] = {}
+    for name in SPLITS:
+        part = labels[split[name]]
+        if task == "multiclass":
+            per = np.bincount(part, minlength=len(classes))
+        else:
+            per = part.sum(axis=0) if len(part) else np.zeros(len(classes), dtype=np.int64)
+        counts[name] = {c: int(per[k]) for k, c in enumerate(classes)}
+    return counts
+
+
+def _dataset_hash(
+    manifest: Manifest,
+    classes: Sequence[str],
+    records: Sequence[Record],
+    ids: Sequence[str],
+    info: Sequence[Mapping[str, Any]],
+) -> str:
+    """Content hash: which file (bytes digest) has which labels and patient, and the classes.
+
+    Independent of image size, split and file times, so the same data on two machines hashes
+    the same.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps([manifest.dataset, manifest.task, list(classes)]).encode())
+    for i in np.argsort(ids, kind="stable"):
+        record = records[int(i)]
+        line = [ids[int(i)], list(record.labels), record.group, info[int(i)]["digest"]]
+        digest.update(json.dumps(line).encode())
+    return digest.hexdigest()[:16]
+
+
+def _size_stats(info: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    if not info:
+        return {}
+    widths = np.array([m["width"] for m in info])
+    heights = np.array([m["height"] for m in info])
+    common = Counter(f"{m['width']}x{m['height']}" for m in info).most_common(3)
+    return {
+        "images": len(info),
+        "min": [int(widths.min()), int(heights.min())],
+        "median": [int(np.median(widths)), int(np.median(heights))],
+        "max": [int(widths.max()), int(heights.max())],
+        "most_common": [[size, n] for size, n in common],
+    }
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+
+    from cxr_tune import __version__
+
+    return {
+        "cxr_tune": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }

@@ -1,0 +1,211 @@
+"""Robust image decoding: any file a dataset ships -> one 8-bit grayscale square, or a skip reason.
+
+Real collections mix modes (``L``, ``LA``, ``P``, ``RGB``, ``RGBA``, ``CMYK``, 16-bit ``I;16`` and
+32-bit ``I``), formats (PNG, JPEG with any extension case) and sizes, and carry the odd truncated,
+zero-byte or non-image file. :func:`decode_file` turns each file into either pixels or the reason it
+was skipped; it never raises for a bad file.
+
+Geometry follows the paper's preset (torchvision ``Resize(size)`` + ``CenterCrop(size)``): the
+shorter side is resized to ``size`` (bilinear, antialiased) and the centre square is kept.
+
+Decompression bombs: a file whose header declares more than :data:`MAX_PIXELS` pixels is skipped
+with the reason :data:`SKIP_TOO_LARGE` before any pixel is decoded. A skip, not an error, because
+one hostile or broken file must not stop a 20,000-image dataset; the skip report lists it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Extensions the parsers treat as images, compared case-insensitively (".PNG", ".Jpg" ...).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff"}
+)
+# Files that operating systems drop into folders; never images, never worth a warning each.
+SYSTEM_FILES: frozenset[str] = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db"})
+# 100 MP: above the largest radiographs (~4300x3500 = 15 MP) by a wide margin, below what would
+# exhaust a worker's memory when decoded as 32-bit.
+MAX_PIXELS = 100_000_000
+# Side of the grayscale thumbnail kept for near-duplicate hashing.
+THUMB_SIZE = 32
+
+SKIP_SYSTEM = "system or hidden file"
+SKIP_NOT_IMAGE = "not an image file (extension)"
+SKIP_EMPTY = "empty file (0 bytes)"
+SKIP_UNREADABLE = "unreadable file"
+SKIP_UNDECODABLE = "not a decodable image"
+SKIP_TRUNCATED = "truncated or corrupt image data"
+SKIP_TOO_LARGE = f"too many pixels (over {MAX_PIXELS:,}; decompression bomb limit)"
+
+# Modes holding more than 8 bits per pixel; scaled by their real range, not clipped.
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded file.
+
+    Attributes:
+        pixels: uint8 (size, size) grayscale, or None when skipped.
+        thumb: uint8 (THUMB_SIZE, THUMB_SIZE) grayscale of the whole image (for hashing).
+        mode: the file's PIL mode ("L", "RGB", "I;16", ...); "" when it could not be opened.
+        width, height: the file's size in pixels (0 when unknown).
+        format: "PNG", "JPEG", ...; "" when unknown.
+        digest: blake2b of the file's bytes (content identity for the dataset hash).
+        skip: the reason the file was skipped, or None.
+    """
+
+    pixels: np.ndarray | None
+    thumb: np.ndarray | None
+    mode: str = ""
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    digest: str = ""
+    skip: str | None = None
+
+
+def file_skip_reason(name: str) -> str | None:
+    """Why a file found in a class folder is not an image candidate, judged by its name alone."""
+    lower = name.lower()
+    if lower in SYSTEM_FILES or lower.startswith("."):
+        return SKIP_SYSTEM
+    if os.path.splitext(lower)[1] not in IMAGE_EXTENSIONS:
+        return SKIP_NOT_IMAGE
+    return None
+
+
+def is_image_name(name: str) -> bool:
+    """True when the file name looks like an image (extension matched case-insensitively)."""
+    return file_skip_reason(name) is None
+
+
+def decode_file(path: str | Path, size: int) -> Decoded:
+    """Decode one file into a ``size`` x ``size`` uint8 grayscale image, or say why not.
+
+    Args:
+        path: the image file.
+        size: side of the output square.
+
+    Returns:
+        A :class:`Decoded`; ``skip`` is set (and ``pixels`` is None) for empty, unreadable,
+        undecodable, truncated or oversized files. Never raises for a bad file.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return Decoded(None, None, skip=SKIP_UNREADABLE)
+    if not data:
+        return Decoded(None, None, skip=SKIP_EMPTY)
+    return decode_bytes(data, size)
+
+
+def decode_bytes(data: bytes, size: int) -> Decoded:
+    """Like :func:`decode_file`, for a file's bytes already in memory."""
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    with warnings.catch_warnings():
+        # Pillow warns about palette transparency and large images; both are handled here.
+        warnings.simplefilter("ignore")
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
+            return Decoded(None, None, digest=digest, skip=SKIP_UNDECODABLE)
+        mode, (width, height), fmt = image.mode, image.size, image.format or ""
+        info = {"mode": mode, "width": width, "height": height, "format": fmt, "digest": digest}
+        if width * height > MAX_PIXELS:
+            return Decoded(None, None, **info, skip=SKIP_TOO_LARGE)
+        try:
+            gray = to_gray(_load_first_frame(image, size))
+        except Image.DecompressionBombError:
+            return Decoded(None, None, **info, skip=SKIP_TOO_LARGE)
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError):
+            return Decoded(None, None, **info, skip=SKIP_TRUNCATED)
+    resized = resize_shorter(gray, size)
+    pixels = np.asarray(center_crop(resized, size), dtype=np.uint8)
+    return Decoded(pixels, make_thumb(resized), **info)
+
+
+def _load_first_frame(image: Image.Image, size: int) -> Image.Image:
+    """Load pixel data (the first frame of multi-frame files), decoding JPEGs at reduced scale."""
+    if image.format == "JPEG" and image.mode in ("L", "RGB", "CMYK", "YCbCr"):
+        # DCT scaling: decode big JPEGs at 1/2, 1/4 or 1/8 while keeping the shorter side >= the
+        # doubled target, so the final antialiased resize still does the real filtering.
+        width, height = image.size
+        scale = 2 * size / min(width, height)
+        image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
+    image.seek(0)
+    image.load()
+    return image
+
+
+def to_gray(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit grayscale ``L``.
+
+    Colour modes use the ITU-R 601 luma weights (Pillow's ``convert("L")``); alpha is dropped.
+    16- and 32-bit modes are scaled linearly from the image's own min..max to 0..255, so a 12-bit
+    radiograph keeps its contrast instead of being clipped to white.
+    """
+    if image.mode == "L":
+        return image
+    if image.mode in _WIDE_MODES:
+        return _scale_wide(image)
+    if image.mode == "LA":
+        return image.getchannel("L")
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "RGBa", "La"):
+        image = image.convert("RGB")
+    return image.convert("L")
+
+
+def _scale_wide(image: Image.Image) -> Image.Image:
+    values = np.asarray(image).astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return Image.new("L", image.size, 0)
+    scaled = (values - low) * (255.0 / (high - low))
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+
+
+def resize_shorter(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is ``size``, as torchvision's ``Resize(size)`` does on PIL."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return image
+    new_long = int(size * long / short)
+    new_size = (size, new_long) if width <= height else (new_long, size)
+    return image.resize(new_size, Image.Resampling.BILINEAR)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Keep the centre ``size`` x ``size`` square, as torchvision's ``CenterCrop(size)`` does."""
+    width, height = image.size
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def make_thumb(image: Image.Image) -> np.ndarray:
+    """A THUMB_SIZE square thumbnail of the whole (uncropped) image, for perceptual hashing."""
+    thumb = image.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(thumb, dtype=np.uint8)
+
+
+def probe_file(path: str | Path) -> tuple[str, int, int, str] | None:
+    """Read only a file's header: (mode, width, height, format), or None if it is not an image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return image.mode, image.size[0], image.size[1], image.format or ""
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
+        return None

@@ -1,0 +1,466 @@
+"""Miniature copies of every supported dataset layout, with generated images and every quirk.
+
+Each ``build_*`` function writes a small folder tree that has the same folder and file names and
+the same quirks as the real download (see DATASETS.md), and returns an :class:`Expected` saying
+exactly what a correct reader must find. Reused by the search-per-layout tests::
+
+    from tests.data.builders import build_covid19_radiography
+    expected = build_covid19_radiography(tmp_path)
+    # run on expected.root; assert against expected.counts, expected.skips, ...
+
+Images are smooth random patterns (distinct under a perceptual hash unless made as copies),
+small (40-72 px) so that decoding a whole miniature takes well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr_tune.data.images import (
+    SKIP_EMPTY,
+    SKIP_NOT_IMAGE,
+    SKIP_SYSTEM,
+    SKIP_TRUNCATED,
+)
+
+
+@dataclass
+class Expected:
+    """What a correct reader finds in a built miniature.
+
+    Attributes:
+        root: the folder to give to ``--data`` (may be a wrapper above the dataset).
+        dataset_root: the folder the layout itself starts at.
+        dataset: registry name of the layout.
+        classes: class names (multi-class) or kept label vocabulary (multi-label), sorted as
+            the reader reports them.
+        counts: images per class (multi-class) or positives per label (multi-label), after
+            every skip.
+        images: number of images in the cache (all skips applied).
+        skips: skip reason -> count, parse-time and decode-time together.
+        groups: relative path (from dataset_root) -> patient group, where the layout has one.
+        copies: (original, copy) relative paths that must share a split (near-duplicates).
+        dropped_labels: multi-label only: labels too rare to keep.
+        notes: substrings that must appear in the manifest notes.
+    """
+
+    root: Path
+    dataset_root: Path
+    dataset: str
+    classes: tuple[str, ...]
+    counts: dict[str, int]
+    images: int
+    skips: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    copies: list[tuple[str, str]] = field(default_factory=list)
+    dropped_labels: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def pattern(seed: int, width: int = 64, height: int = 64) -> np.ndarray:
+    """A smooth random uint8 image: Gaussian blobs and waves, unique per seed.
+
+    Distinct seeds are far apart for the near-duplicate signature (cosine < 0.95), so only the
+    copies a builder makes on purpose are grouped.
+    """
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    u, v = x / width, y / height
+    image = np.zeros_like(u)
+    for _ in range(3):
+        fx, fy = rng.integers(1, 4, size=2)
+        image += rng.uniform(0.3, 1.0) * np.cos(2 * np.pi * (fx * u + fy * v) + rng.uniform(0, 6.3))
+    for _ in range(8):
+        cx, cy, sigma = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.06, 0.2)
+        image += rng.uniform(-1.5, 1.5) * np.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * sigma**2))
+    image -= image.min()
+    return (image / max(image.max(), 1e-9) * 235 + 10).astype(np.uint8)
+
+
+def to_mode(gray: np.ndarray, mode: str) -> Image.Image:
+    """The pattern as a PIL image in ``mode`` (the content stays recognisably the same)."""
+    base = Image.fromarray(gray, mode="L")
+    if mode == "L":
+        return base
+    if mode == "LA":
+        return Image.merge("LA", (base, Image.new("L", base.size, 255)))
+    if mode == "P":
+        return base.convert("P")
+    if mode in ("RGB", "RGBA", "CMYK"):
+        rgb = Image.merge("RGB", (base, base.point(lambda v: int(v * 0.95)), base))
+        return rgb if mode == "RGB" else rgb.convert(mode)
+    if mode == "I;16":
+        # A 12-bit range that does not start at 0: decoding must scale by min..max.
+        return Image.fromarray(gray.astype(np.uint16) * 12 + 300)
+    if mode == "I":
+        return Image.fromarray(gray.astype(np.int32) * 100 - 5000)
+    raise ValueError(f"no generator for mode {mode}")
+
+
+def save_image(path: Path, seed: int, mode: str = "L", size: tuple[int, int] = (64, 64)) -> Path:
+    """Write pattern ``seed`` in ``mode``; the format follows the extension (any case)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = to_mode(pattern(seed, *size), mode)
+    ext = path.suffix.lower()
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}[ext]
+    image.save(path, format=fmt)
+    return path
+
+
+def save_truncated(path: Path, seed: int) -> Path:
+    """A PNG cut in the middle of its pixel data."""
+    buffer = io.BytesIO()
+    Image.fromarray(pattern(seed)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def save_copy(path: Path, seed: int, kind: str) -> Path:
+    """An augmented copy of pattern ``seed``: hflip, vflip, crop (10% off each side), rot3."""
+    image = Image.fromarray(pattern(seed, 72, 72))
+    if kind == "hflip":
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    elif kind == "vflip":
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    elif kind == "crop":
+        image = image.crop((7, 7, 65, 65)).resize((72, 72), Image.Resampling.BILINEAR)
+    elif kind == "rot3":
+        image = image.rotate(3, resample=Image.Resampling.BILINEAR, fillcolor=10)
+    else:
+        raise ValueError(kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def write_junk(folder: Path) -> None:
+    """The files operating systems and people leave in class folders."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (folder / "notes.txt").write_text("scanned at site B\n")
+
+
+# --- Dataset 1 ------------------------------------------------------------------------------
+
+D1_CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+D1_SOURCES = {
+    "COVID": "https://github.com/ieee8023/covid-chestxray-dataset",
+    "Lung_Opacity": "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data",
+    "Normal": "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data",
+    "Viral Pneumonia": "https://www.kaggle.com/paultimothymooney/chest-xray-pneumonia",
+}
+# Modes cycled through the images of each class.
+D1_MODES = ("L", "RGB", "L", "RGBA", "LA", "P", "I;16", "L")
+
+
+def build_covid19_radiography(parent: Path, per_class: int = 6, wrapper: bool = True) -> Expected:
+    """Dataset 1 (v4+), optionally as the Kaggle zip unpacks it: ``archive/<dataset>/``.
+
+    Quirks: "Viral Pneumonia" (space), masks/ beside images/, FILE NAME in upper case for
+    Normal (``NORMAL-1`` vs ``Normal-1.png``), one image without an xlsx row, every mode, a
+    16-bit PNG, a truncated PNG, a zero-byte PNG, an upper-case extension, .DS_Store,
+    Thumbs.db and a .txt in class folders, README.md.txt at the root.
+    """
+    root = parent / "archive" / "COVID-19_Radiography_Dataset" if wrapper else parent
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "README.md.txt").write_text("COVID-19 Radiography Database\n")
+    seed = 1000
+    for class_index, name in enumerate(D1_CLASSES):
+        images, masks = root / name / "images", root / name / "masks"
+        rows = []
+        for k in range(1, per_class + 1):
+            seed += 1
+            mode = D1_MODES[(k - 1 + class_index) % len(D1_MODES)]
+            ext = ".PNG" if (name == "Normal" and k == 2) else ".png"
+            size = (64, 64) if k % 3 else (72, 56)
+            save_image(images / f"{name}-{k}{ext}", seed, mode, size)
+            save_image(masks / f"{name}-{k}.png", seed + 50_000, "L", (32, 32))
+            file_name = f"{name.upper()}-{k}" if name == "Normal" else f"{name}-{k}"
+            if not (name == "Viral Pneumonia" and k == per_class):
+                rows.append((file_name, "PNG", "256*256", D1_SOURCES[name]))
+        _write_xlsx(root / f"{name}.metadata.xlsx", rows)
+    write_junk(root / "Normal" / "images")
+    save_truncated(root / "Lung_Opacity" / "images" / f"Lung_Opacity-{per_class + 1}.png", 7)
+    (root / "COVID" / "images" / f"COVID-{per_class + 1}.png").write_bytes(b"")
+    counts = dict.fromkeys(D1_CLASSES, per_class)
+    return Expected(
+        root=parent / "archive" if wrapper else root,
+        dataset_root=root,
+        dataset="covid19_radiography",
+        classes=D1_CLASSES,
+        counts=counts,
+        images=per_class * len(D1_CLASSES),
+        skips={SKIP_SYSTEM: 2, SKIP_NOT_IMAGE: 1, SKIP_TRUNCATED: 1, SKIP_EMPTY: 1},
+        notes=(
+            f"Ignored {per_class * len(D1_CLASSES)} lung masks",
+            "1 image(s) of class Viral Pneumonia have no row",
+        ),
+    )
+
+
+def _write_xlsx(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Sheet1"
+    sheet.append(["FILE NAME", "FORMAT", "SIZE", "URL"])
+    for row in rows:
+        sheet.append(list(row))
+    book.save(path)
+
+
+def build_covid19_radiography_v3(parent: Path, per_class: int = 4) -> Expected:
+    """An older release (v1-v3): NORMAL/, COVID-19/, Viral Pneumonia/ holding images directly."""
+    root = parent / "COVID-19 Radiography Database"
+    classes = ("COVID-19", "NORMAL", "Viral Pneumonia")
+    seed = 3000
+    for name in classes:
+        for k in range(1, per_class + 1):
+            seed += 1
+            save_image(root / name / f"{name} ({k}).png", seed)
+    return Expected(
+        root=root,
+        dataset_root=root,
+        dataset="covid19_radiography",
+        classes=classes,
+        counts=dict.fromkeys(classes, per_class),
+        images=per_class * len(classes),
+        notes=("Older release (v1-v3)",),
+    )
+
+
+# --- Dataset 2 ------------------------------------------------------------------------------
+
+D2_CLASSES = ("covid", "normal", "pneumonia")
+D2_COPY_KINDS = ("hflip", "vflip", "crop", "rot3")
+
+
+def build_covid19_pneumonia_normal(parent: Path, per_class: int = 6, copies: int = 4) -> Expected:
+    """Dataset 2: covid/, normal/, pneumonia/; ``copies`` augmented covid copies (flips, crop,
+    rotation) of the first covid images; mixed extension case (.png, .jpg, .JPG, .jpeg, .PNG).
+    """
+    root = parent / "Data"
+    exts = (".png", ".jpg", ".JPG", ".jpeg", ".PNG")
+    seed = 2000
+    for name in D2_CLASSES:
+        for k in range(1, per_class + 1):
+            seed += 1
+            ext = exts[(k - 1) % len(exts)]
+            save_image(root / name / f"{name.upper()}({k}){ext}", seed, "L", (72, 72))
+    first = 2001  # seed of covid image 1
+    pairs = []
+    for k in range(copies):
+        kind = D2_COPY_KINDS[k % len(D2_COPY_KINDS)]
+        original = k % per_class
+        copy = f"covid/COVID-aug-{k + 1}.png"
+        save_copy(root / copy, first + original, kind)
+        ext = exts[original % len(exts)]
+        pairs.append((f"covid/COVID({original + 1}){ext}", copy))
+    write_junk(root / "pneumonia")
+    counts = {"covid": per_class + copies, "normal": per_class, "pneumonia": per_class}
+    return Expected(
+        root=root,
+        dataset_root=root,
+        dataset="covid19_pneumonia_normal",
+        classes=D2_CLASSES,
+        counts=counts,
+        images=sum(counts.values()),
+        skips={SKIP_SYSTEM: 2, SKIP_NOT_IMAGE: 1},
+        copies=pairs,
+    )
+
+
+# --- Dataset 3 ------------------------------------------------------------------------------
+
+D3_HEADER = (
+    "patientid,offset,sex,age,finding,RT_PCR_positive,survival,intubated,intubation_present,"
+    "went_icu,in_icu,needed_supplemental_O2,extubated,temperature,pO2_saturation,"
+    "leukocyte_count,neutrophil_count,lymphocyte_count,view,modality,date,location,folder,"
+    "filename,doi,url,license,clinical_notes,other_notes,"
+)
+D3_FRONTAL = ("PA", "AP", "AP Supine", "AP semi erect", "AP erect")
+
+
+def build_covid_chestxray(
+    parent: Path, covid_patients: int = 14, normal_patients: int = 14
+) -> Expected:
+    """Dataset 3: metadata.csv (trailing-comma header, Latin-1, string patient ids) + images/.
+
+    Kept: COVID-19 patients (2 frontal images each, one per view name in turn) and No Finding
+    patients (1 image each); rare findings (SARS, Herpes with a trailing space, Streptococcus)
+    with too few patients to reach every split. Skipped rows: a lateral view, CT slices (one a
+    JPEG in images/), todo and Unknown findings, a row whose file is missing, a file listed
+    twice; plus a file in images/ that the CSV does not list.
+    """
+    root = parent / "covid-chestxray-dataset"
+    images = root / "images"
+    rows: list[dict[str, str]] = []
+    groups: dict[str, str] = {}
+    seed = 4000
+
+    def add(pid: str, finding: str, view: str, modality: str = "X-ray", write: bool = True) -> str:
+        nonlocal seed
+        seed += 1
+        name = f"{pid}-{seed}.{'png' if seed % 2 else 'jpg'}"
+        if write:
+            mode = ("L", "RGB", "L", "RGBA")[seed % 4]
+            save_image(images / name, seed, mode, (64, 56) if seed % 3 else (60, 72))
+        rows.append(
+            {
+                "patientid": pid,
+                "finding": finding,
+                "view": view,
+                "modality": modality,
+                "folder": "images",
+                "filename": name,
+            }
+        )
+        return name
+
+    for p in range(covid_patients):
+        pid = f"{100 + p}{'a' if p % 2 else ''}"
+        for k in range(2):
+            name = add(pid, "Pneumonia/Viral/COVID-19", D3_FRONTAL[(p + k) % len(D3_FRONTAL)])
+            groups[f"images/{name}"] = f"patient:{pid}"
+    for p in range(normal_patients):
+        pid = f"{300 + p}b"
+        name = add(pid, "No Finding", "PA")
+        groups[f"images/{name}"] = f"patient:{pid}"
+    rare = (
+        ("400", "Pneumonia/Viral/SARS"),
+        ("401", "Pneumonia/Viral/Herpes "),
+        ("402", "Pneumonia/Bacterial/Streptococcus"),
+    )
+    for pid, finding in rare:
+        name = add(pid, finding, "AP")
+        groups[f"images/{name}"] = f"patient:{pid}"
+    add("100", "Pneumonia/Viral/COVID-19", "L")  # lateral
+    add("500", "Pneumonia/Viral/COVID-19", "Axial", "CT")  # CT slice as JPEG in images/
+    add("501", "Pneumonia/Viral/COVID-19", "Coronal", "CT", write=False)  # CT volume, absent
+    rows[-1]["folder"] = "volumes"
+    rows[-1]["filename"] = "coronacases_001.nii.gz"
+    add("502", "todo", "PA")
+    add("503", "Unknown", "AP")
+    add("504", "Pneumonia/Viral/COVID-19", "PA", write=False)  # listed, file missing
+    rows.append(dict(rows[0]))  # the first image listed twice
+    save_image(images / "unlisted-figure.png", 9999)
+    _write_metadata_csv(root / "metadata.csv", rows)
+
+    n_covid, n_normal = 2 * covid_patients, normal_patients
+    # The rare findings are dropped as labels, but their images stay (positives of the parents).
+    counts = {
+        "COVID-19": n_covid,
+        "No Finding": n_normal,
+        "Pneumonia": n_covid + len(rare),
+        "Viral": n_covid + 2,
+    }
+    return Expected(
+        root=root,
+        dataset_root=root,
+        dataset="covid_chestxray",
+        classes=("COVID-19", "No Finding", "Pneumonia", "Viral"),
+        counts=counts,
+        images=n_covid + n_normal + len(rare),
+        skips={
+            "view not chosen (L)": 1,
+            "not an X-ray (modality CT)": 2,
+            "no label (finding todo/Unknown)": 2,
+            "listed in metadata.csv, file missing": 1,
+            "listed twice in metadata.csv": 1,
+            "in images/ but not in metadata.csv": 1,
+        },
+        groups=groups,
+        dropped_labels=("Bacterial", "Herpes", "SARS", "Streptococcus"),
+        notes=("metadata.csv is not UTF-8; read as latin-1",),
+    )
+
+
+def _write_metadata_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    columns = D3_HEADER.rstrip(",").split(",")
+    buffer = io.StringIO()
+    buffer.write(D3_HEADER + "\n")
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        full = {c: "" for c in columns}
+        full.update(row)
+        full["clinical_notes"] = "Hôpital Bichat, fièvre"  # not ASCII: Latin-1 bytes on disk
+        writer.writerow([full[c] for c in columns] + [""])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue().encode("latin-1"))
+
+
+# --- imagefolder ----------------------------------------------------------------------------
+
+
+def build_imagefolder(parent: Path, per_class: int = 6) -> Expected:
+    """``<class>/**`` with a nested subfolder, a 32-bit TIFF (mode I), a CMYK JPEG, mixed
+    extension case, an empty class folder, a hidden folder, junk files and a loose root file.
+    """
+    root = parent / "my_xrays"
+    plan = {
+        "effusion": ("L", "I", "CMYK", "P", "RGB", "LA"),
+        "normal": ("L", "RGBA", "L", "I;16", "RGB", "L"),
+    }
+    exts = {"I": ".tif", "CMYK": ".JPG", "RGB": ".jpeg"}
+    seed = 5000
+    for name, modes in plan.items():
+        for k in range(per_class):
+            seed += 1
+            mode = modes[k % len(modes)]
+            sub = "batch2/" if k == per_class - 1 else ""
+            save_image(root / name / f"{sub}{name}_{k}{exts.get(mode, '.png')}", seed, mode)
+    (root / "empty_class").mkdir(parents=True)
+    save_image(root / ".cache" / "hidden.png", 1)
+    write_junk(root / "normal")
+    (root / "labels.txt").write_text("effusion\nnormal\n")
+    return Expected(
+        root=root,
+        dataset_root=root,
+        dataset="imagefolder",
+        classes=("effusion", "normal"),
+        counts={"effusion": per_class, "normal": per_class},
+        images=2 * per_class,
+        skips={SKIP_SYSTEM: 2, SKIP_NOT_IMAGE: 2},
+    )
+
+
+def build_imagefolder_splits(parent: Path, with_val: bool = True) -> Expected:
+    """``train/``, ``val/`` (optional), ``test/`` of class folders: the layout fixes the split."""
+    root = parent / "split_xrays"
+    sizes = {"train": 8, "val": 3, "test": 3} if with_val else {"train": 10, "test": 3}
+    seed = 6000
+    for split, n in sizes.items():
+        for name in ("a", "b"):
+            for k in range(n):
+                seed += 1
+                save_image(root / split / name / f"{name}{k}.png", seed)
+    total = sum(sizes.values())
+    return Expected(
+        root=root,
+        dataset_root=root,
+        dataset="imagefolder",
+        classes=("a", "b"),
+        counts={"a": total, "b": total},
+        images=2 * total,
+    )
+
+
+BUILDERS = {
+    "covid19_radiography": build_covid19_radiography,
+    "covid19_pneumonia_normal": build_covid19_pneumonia_normal,
+    "covid_chestxray": build_covid_chestxray,
+    "imagefolder": build_imagefolder,
+}
