@@ -36,16 +36,17 @@ def resolve(source: DataSource) -> Detection:
     best_below = max((d.score for d in below), default=0)
     if best_here is not None and best_here.score >= best_below:
         return best_here
-    top = [d for d in below if d.score == best_below]
-    if len(top) > 1:
+    # Several specific layouts (or several generic ones, when nothing specific) below: ambiguous.
+    level = 2 if best_below >= 2 else 1
+    top = [d for d in below if d.score >= level]
+    if len({d.root for d in top}) > 1:
         found = "; ".join(f"{d.dataset} at '{d.root}'" for d in top)
         raise DataError(
             f"The folder '{root}' holds several datasets ({found}); give one of those folders."
         )
     if top:
-        return dataclasses.replace(
-            top[0], reason=f"{top[0].reason}, in subfolder '{top[0].root.name}'"
-        )
+        best = max(top, key=lambda d: d.score)
+        return dataclasses.replace(best, reason=f"{best.reason}, in subfolder '{best.root.name}'")
     raise DataError(not_a_dataset_message(root))
 
 

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr_tune.config import DataSource
+from cxr_tune.data import DataOptions, load_dataset
+from cxr_tune.data import cache as cache_module
+from cxr_tune.data import images as image_io
+from cxr_tune.data.cache import open_cache, prepare, read_manifest
+from cxr_tune.errors import DataError
+from tests.data import builders
+from tests.data.builders import Expected
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Expected:
+    """A private, modifiable miniature (Dataset 2)."""
+    return builders.build_covid19_pneumonia_normal(tmp_path / "src", per_class=4, copies=2)
+
+
+@pytest.fixture
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = image_io.decode_file
+
+    def counting(path: str, size: int) -> image_io.Decoded:
+        calls.append(str(path))
+        return real(path, size)
+
+    monkeypatch.setattr(image_io, "decode_file", counting)
+    return calls
+
+
+def test_prepare_writes_every_file(dataset: Expected, options: DataOptions) -> None:
+    entry = prepare(DataSource(None, dataset.root), options)
+    names = {p.name for p in entry.path.iterdir()}
+    assert names == {
+        "images.npy",
+        "labels.npy",
+        "manifest.csv",
+        "split.json",
+        "skipped.json",
+        "meta.json",
+    }
+    meta = entry.meta
+    assert meta["key"] in entry.path.name and meta["image_size"] == 32
+    assert set(meta["versions"]) >= {"cxr_tune", "numpy", "pillow", "python"}
+    assert len(meta["dataset_hash"]) == 16 and meta["split_hash"] == entry.split_info()["hash"]
+
+
+def test_splits_are_contiguous_slices_of_one_memmap(
+    dataset: Expected, options: DataOptions
+) -> None:
+    arrays = load_dataset(DataSource(None, dataset.root), options)
+    whole = np.load(
+        prepare(DataSource(None, dataset.root), options).path / "images.npy", mmap_mode="r"
+    )
+    start = 0
+    for name in ("train", "val", "test"):
+        part = arrays.split(name)
+        assert isinstance(part.images, np.memmap) and part.images.dtype == np.uint8
+        assert part.images.shape[1:] == (32, 32)
+        assert np.shares_memory(part.images, part.images.base) or part.images.base is not None
+        np.testing.assert_array_equal(part.images, whole[start : start + len(part)])
+        assert part.labels.dtype == np.int64
+        start += len(part)
+    assert start == dataset.images
+    assert "test" not in arrays.for_search().splits
+
+
+def test_manifest_rows_follow_the_cache_order(dataset: Expected, options: DataOptions) -> None:
+    entry = prepare(DataSource(None, dataset.root), options)
+    arrays = entry.arrays()
+    rows = read_manifest(entry.path)
+    labels = np.concatenate([arrays.split(s).labels for s in ("train", "val", "test")])
+    assert [r["labels"] for r in rows] == [arrays.classes[k] for k in labels]
+    offsets = entry.meta["offsets"]
+    assert [r["split"] for r in rows] == [
+        s for s in ("train", "val", "test") for _ in range(offsets[s][1] - offsets[s][0])
+    ]
+
+
+def test_reuse_decodes_nothing(
+    dataset: Expected, options: DataOptions, count_decodes: list[str]
+) -> None:
+    first = prepare(DataSource(None, dataset.root), options)
+    assert first.built and len(count_decodes) == dataset.images
+    count_decodes.clear()
+    mtime = (first.path / "meta.json").stat().st_mtime_ns
+    second = prepare(DataSource(None, dataset.root), options)
+    assert not second.built and count_decodes == []
+    assert second.path == first.path and (first.path / "meta.json").stat().st_mtime_ns == mtime
+    assert second.meta["split_hash"] == first.meta["split_hash"]
+
+
+def test_changed_file_rebuilds(dataset: Expected, options: DataOptions) -> None:
+    first = prepare(DataSource(None, dataset.root), options)
+    victim = dataset.dataset_root / "normal" / "NORMAL(1).png"
+    builders.save_image(victim, 12345)
+    os.utime(victim, ns=(1, 1))
+    second = prepare(DataSource(None, dataset.root), options)
+    assert second.built and second.path != first.path
+    assert second.meta["dataset_hash"] != first.meta["dataset_hash"]
+
+
+def test_changed_image_size_rebuilds_same_dataset_hash(
+    dataset: Expected, options: DataOptions
+) -> None:
+    small = prepare(DataSource(None, dataset.root), options)
+    bigger = DataOptions(image_size=48, cache_dir=options.cache_dir, workers=1)
+    large = prepare(DataSource(None, dataset.root), bigger)
+    assert large.built and large.path != small.path
+    assert large.arrays().split("train").images.shape[1:] == (48, 48)
+    assert large.meta["dataset_hash"] == small.meta["dataset_hash"]
+
+
+def test_interrupted_prepare_leaves_no_cache(
+    dataset: Expected, options: DataOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module, "_write_manifest", explode)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(DataSource(None, dataset.root), options)
+    assert list(options.cache_dir.iterdir()) == []
+    monkeypatch.undo()
+    entry = prepare(DataSource(None, dataset.root), options)
+    assert entry.built and [p.name for p in options.cache_dir.iterdir()] == [entry.path.name]
+
+
+def test_killed_prepare_temporaries_are_cleaned(dataset: Expected, options: DataOptions) -> None:
+    stale = options.cache_dir / ".tmp-x-999999999-abc"
+    stale.mkdir(parents=True)
+    prepare(DataSource(None, dataset.root), options)
+    assert not stale.exists()
+
+
+def test_broken_cache_folder_is_rebuilt(dataset: Expected, options: DataOptions) -> None:
+    first = prepare(DataSource(None, dataset.root), options)
+    (first.path / "images.npy").unlink()
+    second = prepare(DataSource(None, dataset.root), options)
+    assert second.built and (second.path / "images.npy").is_file()
+
+
+def test_multilabel_cache_is_multi_hot_uint8(
+    layouts: dict[str, Expected], options: DataOptions
+) -> None:
+    expected = layouts["covid_chestxray"]
+    arrays = load_dataset(DataSource(None, expected.root), options)
+    assert arrays.task == "multilabel" and arrays.classes == expected.classes
+    labels = np.concatenate([arrays.split(s).labels for s in ("train", "val", "test")])
+    assert labels.dtype == np.uint8 and labels.shape == (expected.images, len(expected.classes))
+    assert dict(zip(arrays.classes, labels.sum(axis=0).tolist(), strict=True)) == expected.counts
+
+
+def test_pool_decoding_is_deterministic(
+    dataset: Expected, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "_POOL_MIN_IMAGES", 1)
+    serial = prepare(
+        DataSource(None, dataset.root),
+        DataOptions(image_size=32, cache_dir=tmp_path / "a", workers=1),
+    )
+    pooled = prepare(
+        DataSource(None, dataset.root),
+        DataOptions(image_size=32, cache_dir=tmp_path / "b", workers=2),
+    )
+    np.testing.assert_array_equal(
+        np.load(serial.path / "images.npy"), np.load(pooled.path / "images.npy")
+    )
+    assert serial.meta["split_hash"] == pooled.meta["split_hash"]
+
+
+def test_folder_without_decodable_images_is_a_data_error(
+    tmp_path: Path, options: DataOptions
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / "src" / name).mkdir(parents=True)
+        (tmp_path / "src" / name / "x.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match="no decodable image"):
+        prepare(DataSource("imagefolder", tmp_path / "src"), options)
+    assert [p for p in options.cache_dir.iterdir()] == []
+
+
+def test_open_cache_rejects_other_formats(dataset: Expected, options: DataOptions) -> None:
+    entry = prepare(DataSource(None, dataset.root), options)
+    copy = options.cache_dir / "copy"
+    shutil.copytree(entry.path, copy)
+    meta = (copy / "meta.json").read_text().replace('"format": 1', '"format": 999')
+    (copy / "meta.json").write_text(meta)
+    with pytest.raises(DataError, match="format 999"):
+        open_cache(copy)

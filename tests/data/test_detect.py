@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cxr_tune.config import DataSource
+from cxr_tune.data.detect import resolve
+from cxr_tune.errors import ConfigError, DataError
+from tests.data import builders
+from tests.data.builders import Expected
+
+
+def test_detect_looks_one_level_down(layouts: dict[str, Expected]) -> None:
+    expected = layouts["covid19_radiography"]  # built as archive/COVID-19_Radiography_Dataset/
+    found = resolve(DataSource(None, expected.root))
+    assert found.root == expected.dataset_root
+    assert "in subfolder 'COVID-19_Radiography_Dataset'" in found.reason
+
+
+def test_detect_not_a_dataset_names_folder_and_layouts(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    with pytest.raises(DataError) as err:
+        resolve(DataSource(None, tmp_path))
+    message = str(err.value)
+    assert f"'{tmp_path}'" in message and "KEY=PATH" in message
+    for name in ("covid19_radiography", "covid19_pneumonia_normal", "covid_chestxray"):
+        assert name in message
+
+
+def test_detect_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        resolve(DataSource(None, tmp_path / "nope"))
+
+
+def test_detect_two_datasets_below_is_ambiguous(tmp_path: Path) -> None:
+    builders.build_covid19_pneumonia_normal(tmp_path / "a", per_class=1, copies=0)
+    builders.build_covid19_radiography_v3(tmp_path / "b", per_class=1)
+    shutil.move(str(tmp_path / "a" / "Data"), str(tmp_path / "both" / "Data"))
+    shutil.move(str(tmp_path / "b" / "COVID-19 Radiography Database"), str(tmp_path / "both"))
+    with pytest.raises(DataError, match="several datasets"):
+        resolve(DataSource(None, tmp_path / "both"))
+
+
+def test_forced_key_wins_over_detection(layouts: dict[str, Expected]) -> None:
+    expected = layouts["covid19_pneumonia_normal"]
+    found = resolve(DataSource("imagefolder", expected.root))
+    assert found.dataset == "imagefolder"
+    assert found.reason.startswith("forced by imagefolder=PATH")
+
+
+def test_forced_key_finds_the_layout_one_level_down(layouts: dict[str, Expected]) -> None:
+    expected = layouts["covid19_radiography"]
+    found = resolve(DataSource("covid19_radiography", expected.root))
+    assert found.root == expected.dataset_root
+
+
+def test_unknown_key_suggests(layouts: dict[str, Expected]) -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'covid_chestxray'"):
+        resolve(DataSource("covid_chestxrays", layouts["covid_chestxray"].root))
+
+
+def test_phantom_key_takes_no_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="built in"):
+        resolve(DataSource("phantom", tmp_path))

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxr_tune.config import DataSource
+from cxr_tune.data import DataOptions
+from cxr_tune.data.cache import prepare, read_manifest
+from cxr_tune.data.datasets import DATASETS
+from cxr_tune.data.detect import resolve
+from cxr_tune.errors import ConfigError, DataError
+from tests.data import builders
+from tests.data.builders import Expected
+
+LAYOUTS = tuple(builders.BUILDERS)
+
+
+def test_registry_lists_every_layout() -> None:
+    assert set(LAYOUTS) | {"phantom"} == set(DATASETS.names())
+    assert DATASETS.names()[-1] == "imagefolder"
+
+
+@pytest.mark.parametrize("name", [*LAYOUTS, "covid19_radiography_v3", "imagefolder_splits"])
+def test_layout_detected_at_its_root(layouts: dict[str, Expected], name: str) -> None:
+    expected = layouts[name]
+    found = resolve(DataSource(None, expected.root))
+    assert found.dataset == expected.dataset
+    assert found.root == expected.dataset_root
+
+
+@pytest.mark.parametrize("name", [*LAYOUTS, "covid19_radiography_v3"])
+def test_layout_cache_has_exact_counts_and_skips(
+    layouts: dict[str, Expected], options: DataOptions, name: str
+) -> None:
+    expected = layouts[name]
+    entry = prepare(DataSource(None, expected.root), options)
+    meta = entry.meta
+    assert tuple(meta["classes"]) == expected.classes
+    assert sum(meta["sizes"].values()) == expected.images
+    totals = {
+        c: sum(meta["counts"][s][c] for s in ("train", "val", "test")) for c in meta["classes"]
+    }
+    assert totals == expected.counts
+    assert entry.skipped()["counts"] == expected.skips
+    for note in expected.notes:
+        assert any(note in n for n in meta["notes"]), (note, meta["notes"])
+    assert sorted(meta["labels_dropped"]) == sorted(expected.dropped_labels)
+
+
+def test_covid19_radiography_reads_sources_case_insensitively(layouts: dict[str, Expected]) -> None:
+    expected = layouts["covid19_radiography"]
+    manifest = DATASETS.get("covid19_radiography").parse(expected.dataset_root, {})
+    by_name = {r.path.name: r for r in manifest.records}
+    # FILE NAME "NORMAL-1" in the sheet, "Normal-1.png" on disk; "Normal-2.PNG" upper-case.
+    assert by_name["Normal-1.png"].source == builders.D1_SOURCES["Normal"]
+    assert by_name["Normal-2.PNG"].source == builders.D1_SOURCES["Normal"]
+    assert by_name["Viral Pneumonia-1.png"].labels == ("Viral Pneumonia",)
+    assert by_name["Viral Pneumonia-6.png"].source is None  # no row in its sheet
+    assert all("masks" not in r.path.parts for r in manifest.records)
+    assert all(r.group is None for r in manifest.records)
+
+
+def test_covid19_radiography_old_release_is_named(layouts: dict[str, Expected]) -> None:
+    found = resolve(DataSource(None, layouts["covid19_radiography_v3"].root))
+    assert "older release (v1-v3)" in found.reason
+    manifest = DATASETS.get("covid19_radiography").parse(found.root, {})
+    assert manifest.classes == ("COVID-19", "NORMAL", "Viral Pneumonia")
+    assert manifest.notes[0].startswith("Older release (v1-v3)")
+
+
+def test_covid_chestxray_labels_groups_and_filters(layouts: dict[str, Expected]) -> None:
+    expected = layouts["covid_chestxray"]
+    manifest = DATASETS.get("covid_chestxray").parse(expected.dataset_root, {})
+    assert manifest.task == "multilabel"
+    groups = {
+        r.path.relative_to(expected.dataset_root).as_posix(): r.group for r in manifest.records
+    }
+    assert groups == expected.groups
+    labels = {r.labels for r in manifest.records}
+    assert labels == {
+        ("Pneumonia", "Viral", "COVID-19"),
+        ("No Finding",),
+        ("Pneumonia", "Viral", "SARS"),
+        ("Pneumonia", "Viral", "Herpes"),  # "Herpes " stripped
+        ("Pneumonia", "Bacterial", "Streptococcus"),
+    }
+    assert "patient:101a" in set(groups.values())  # string ids kept as strings
+    assert any("latin-1" in note for note in manifest.notes)
+
+
+def test_covid_chestxray_views_option(layouts: dict[str, Expected]) -> None:
+    root = layouts["covid_chestxray"].dataset_root
+    parse = DATASETS.get("covid_chestxray").parse
+    only_pa = parse(root, {"views": "PA"})
+    with_lateral = parse(root, {"covid_chestxray": {"views": ["PA", "AP", "L"]}})
+    default = parse(root, {})
+    assert 0 < len(only_pa.records) < len(default.records)
+    assert "view not chosen (L)" not in with_lateral.skipped.counts
+    with pytest.raises(ConfigError, match="`views`"):
+        parse(root, {"views": 3})
+
+
+def test_unknown_parser_option_suggests_the_right_one(layouts: dict[str, Expected]) -> None:
+    root = layouts["covid_chestxray"].dataset_root
+    with pytest.raises(ConfigError, match="Did you mean 'views'"):
+        DATASETS.get("covid_chestxray").parse(root, {"veiws": ["PA"]})
+
+
+def test_flat_options_of_other_layouts_are_ignored(layouts: dict[str, Expected]) -> None:
+    root = layouts["imagefolder"].dataset_root
+    manifest = DATASETS.get("imagefolder").parse(root, {"views": ["PA"]})
+    assert len(manifest.records) == layouts["imagefolder"].images
+
+
+def test_covid_chestxray_missing_column_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "metadata.csv").write_text("patientid,finding,filename\n1,No Finding,a.png\n")
+    with pytest.raises(DataError, match=r"metadata.csv' has no column view, modality"):
+        DATASETS.get("covid_chestxray").parse(tmp_path, {})
+
+
+def test_imagefolder_split_folders_are_kept(
+    layouts: dict[str, Expected], options: DataOptions
+) -> None:
+    entry = prepare(DataSource(None, layouts["imagefolder_splits"].root), options)
+    assert entry.meta["sizes"] == {"train": 16, "val": 6, "test": 6}
+    rows = read_manifest(entry.path)
+    assert all(row["path"].startswith(row["split"] + "/") for row in rows)
+
+
+def test_imagefolder_missing_val_is_carved_from_train(
+    layouts: dict[str, Expected], options: DataOptions
+) -> None:
+    entry = prepare(DataSource(None, layouts["imagefolder_no_val"].root), options)
+    rows = read_manifest(entry.path)
+    assert {r["split"] for r in rows if r["path"].startswith("test/")} == {"test"}
+    assert {r["split"] for r in rows if r["path"].startswith("train/")} == {"train", "val"}
+    assert entry.meta["sizes"]["test"] == 6 and entry.meta["sizes"]["val"] > 0
+
+
+def test_imagefolder_needs_two_classes(tmp_path: Path) -> None:
+    builders.save_image(tmp_path / "only" / "a.png", 1)
+    with pytest.raises(DataError, match="at least 2"):
+        DATASETS.get("imagefolder").parse(tmp_path, {})
