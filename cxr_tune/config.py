@@ -82,7 +82,9 @@ class TrialConfig:
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"The value of `momentum` is {self.momentum}, but must be in [0, 1).")
         if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"The value of `weight_decay` is {self.weight_decay}, but must be >= 0.")
+            raise ConfigError(
+                f"The value of `weight_decay` is {self.weight_decay}, but must be >= 0."
+            )
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -163,7 +165,9 @@ class DataSource:
         if not path.exists():
             raise ConfigError(f"--data: the folder '{raw_path}' does not exist.")
         if not path.is_dir():
-            raise ConfigError(f"--data: '{raw_path}' is not a folder; give a dataset's root folder.")
+            raise ConfigError(
+                f"--data: '{raw_path}' is not a folder; give a dataset's root folder."
+            )
         return cls(key=key, path=path.resolve())
 
 

@@ -9,9 +9,9 @@ mimic the paper's Dataset 1:
 - ``Lung_Opacity``: a lobar consolidation (dense, one lung, one zone);
 - ``Viral Pneumonia``: diffuse bilateral opacity with reticular texture.
 
-Finding strength is drawn from a range that starts near the noise floor, so some images are
-genuinely ambiguous: a good model scores well, not perfectly, and a poor optimiser setting does
-clearly worse. Images of one simulated patient share anatomy; the split keeps them together.
+Finding severity is drawn uniformly from barely visible to obvious, so some images are genuinely
+ambiguous: a good model scores well, not perfectly, and a poor optimiser setting does clearly
+worse. Images of one simulated patient share anatomy; the split keeps them together.
 
 Everything is a function of (seed, image index): the same seed gives the same bytes, whatever
 the batch size used to render.
@@ -47,6 +47,7 @@ class PhantomSpec:
         imbalance: ``None`` for balanced classes, ``"dataset1"`` for the paper's Dataset 1
             shares, or explicit per-class shares.
         multilabel: draw independent findings instead of one class per image.
+        strength: multiplies the opacity of every finding (1.0: the standard difficulty).
     """
 
     n_images: int = 640
@@ -54,6 +55,7 @@ class PhantomSpec:
     seed: int = 0
     imbalance: str | Sequence[float] | None = None
     multilabel: bool = False
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n_images < 8:
@@ -64,7 +66,7 @@ class PhantomSpec:
     def key(self) -> str:
         """A short stable string naming this exact dataset (part of cache keys and hashes)."""
         shares = self.imbalance if isinstance(self.imbalance, str) else tuple(self.imbalance or ())
-        text = f"phantom-v1|{self.n_images}|{self.image_size}|{self.seed}|{shares}|{self.multilabel}"
+        text = f"phantom-v2|{self.n_images}|{self.image_size}|{self.seed}|{shares}|{self.multilabel}|{self.strength}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -183,7 +185,6 @@ def _render_batch(
     spec: PhantomSpec, index: np.ndarray, findings: np.ndarray, patients: np.ndarray
 ) -> np.ndarray:
     size = spec.image_size
-    n = len(index)
     anatomy = [np.random.default_rng([spec.seed, 2, int(p)]) for p in patients]
     shot = [np.random.default_rng([spec.seed, 3, int(i)]) for i in index]
 
@@ -215,15 +216,28 @@ def _render_batch(
 
     image = 0.04 + 0.34 * body - 0.22 * lungs + 0.16 * spine + 0.2 * heart * (0.4 + 0.6 * lungs)
     image += 0.07 * ribs
-    image += _findings_layer(x, y, left, right, findings, shot, size)
+    image += spec.strength * _findings_layer(x, y, left, right, findings, shot, size)
 
     for b, s in enumerate(shot):
         exposure = 0.035 * _smooth_noise(s, size, 3)
         grain = s.uniform(0.01, 0.035) * s.standard_normal((size, size)).astype(np.float32)
-        contrast, brightness, gamma = s.uniform(0.8, 1.2), s.uniform(-0.05, 0.05), s.uniform(0.8, 1.25)
+        contrast, brightness, gamma = (
+            s.uniform(0.8, 1.2),
+            s.uniform(-0.05, 0.05),
+            s.uniform(0.8, 1.25),
+        )
         value = np.clip((image[b] + exposure) * contrast + brightness, 0.0, 1.0) ** gamma
         image[b] = value + grain
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _severity(rng: np.random.Generator) -> float:
+    """How pronounced a finding is, uniform from barely there to obvious.
+
+    About one case in ten is too faint to tell from noise and positioning, which keeps the
+    best reachable score below 1 however long a model trains.
+    """
+    return float(rng.uniform(0.02, 1.0))
 
 
 def _findings_layer(
@@ -241,8 +255,8 @@ def _findings_layer(
     for b, rng in enumerate(shot):
         ground_glass, consolidation, diffuse = findings[b]
         if ground_glass:
-            # Bilateral, peripheral, lower-zone patches; faint by design.
-            amplitude = rng.uniform(0.03, 0.11)
+            # Bilateral, peripheral, lower-zone patches.
+            amplitude = 0.35 * _severity(rng)
             for side in (-1.0, 1.0):
                 for _ in range(rng.integers(2, 5)):
                     cx = side * rng.uniform(0.48, 0.62)
@@ -255,12 +269,12 @@ def _findings_layer(
             cx = side * rng.uniform(0.3, 0.45)
             cy = rng.choice([-0.3, 0.25]) + rng.normal(0.0, 0.05)
             rx, ry = rng.uniform(0.12, 0.2), rng.uniform(0.12, 0.22)
-            amplitude = rng.uniform(0.06, 0.22)
+            amplitude = 0.6 * _severity(rng)
             lobe = _ellipse(x[b], y[b], cx, cy, rx, ry, 0.15)
             layer[b] += amplitude * lobe * (left[b] if side < 0 else right[b])
         if diffuse:
             # Bilateral haze with a reticular (net-like) texture.
-            amplitude = rng.uniform(0.03, 0.09)
+            amplitude = 0.3 * _severity(rng)
             texture = _smooth_noise(rng, size, max(4, size // 8))
             layer[b] += amplitude * lungs[b] * (0.8 + 0.5 * np.abs(texture))
     return layer * lungs

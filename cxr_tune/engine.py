@@ -1,0 +1,278 @@
+"""The training loop: pure PyTorch, no Ray.
+
+Data arrive as uint8 grayscale arrays (decoded once, by the cache). A split is moved to the
+device once per trial; each step selects a batch by index, converts and normalises it on the
+device, augments it there, and runs the model. On a GPU the loop uses bf16 autocast,
+channels_last and cuDNN autotuning, and never synchronises with the host per step: losses and
+confusion counts are accumulated in device tensors and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxr_tune.config import Task
+from cxr_tune.data.types import SplitArrays
+from cxr_tune.metrics import multiclass_metrics, multilabel_metrics
+
+# ImageNet's RGB statistics collapsed to one gray channel (the paper normalised with mean/std).
+GRAY_MEAN = 0.449
+GRAY_STD = 0.226
+# How often (in steps) the loop checks for a NaN/inf loss: often enough to stop a diverged
+# trial within seconds, rarely enough that the host sync is free.
+DIVERGENCE_CHECK_EVERY = 25
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    """One split as tensors on the training device.
+
+    Attributes:
+        images: uint8 (N, H, W).
+        labels: int64 (N,) class indices, or float32 (N, C) multi-hot targets.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs on its device.
+
+    Attributes:
+        device: where the model and data live.
+        autocast_dtype: bf16 for mixed precision, or None for plain fp32.
+        channels_last: NHWC memory format (faster convolutions on tensor cores).
+    """
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    images: int
+    diverged: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Loss and metrics on one split, plus what the report needs to draw from."""
+
+    loss: float
+    metrics: dict[str, float]
+    confusion: np.ndarray | None = None  # multi-class
+    probabilities: np.ndarray | None = None  # multi-label
+    targets: np.ndarray | None = None  # multi-label
+
+
+def select_device() -> torch.device:
+    """The GPU this process was given (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def loop_settings(device: torch.device, precision: str = "auto") -> LoopSettings:
+    """Resolve a precision name ('auto', 'bf16', 'fp32') to loop settings for ``device``."""
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and on_gpu and torch.cuda.is_bf16_supported()
+    )
+    return LoopSettings(
+        device=device,
+        autocast_dtype=torch.bfloat16 if use_bf16 else None,
+        channels_last=on_gpu,
+    )
+
+
+def to_device(split: SplitArrays, device: torch.device, task: Task) -> DeviceSplit:
+    """Move a split to ``device`` once (uint8 images stay uint8: 1 byte per pixel)."""
+    with warnings.catch_warnings():
+        # Arrays from Ray's object store are read-only views; the loop never writes to them.
+        warnings.simplefilter("ignore", UserWarning)
+        images = torch.from_numpy(np.asarray(split.images))
+        labels = torch.from_numpy(np.asarray(split.labels))
+    labels = labels.float() if task == "multilabel" else labels.long()
+    if device.type == "cuda":
+        images = images.pin_memory().to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+    return DeviceSplit(images=images, labels=labels)
+
+
+def loss_function(task: Task) -> nn.Module:
+    """Cross-entropy for multi-class, BCE-with-logits for multi-label (as the paper)."""
+    return nn.BCEWithLogitsLoss() if task == "multilabel" else nn.CrossEntropyLoss()
+
+
+def iterate_batches(
+    n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """Index tensors of consecutive batches; a trailing batch of one image is dropped when
+    shuffling, since BatchNorm cannot train on a single image."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        batch = order[start : start + batch_size]
+        if shuffle and len(batch) < 2:
+            break
+        yield batch
+
+
+def prepare_batch(images_u8: torch.Tensor, settings: LoopSettings) -> torch.Tensor:
+    """uint8 (B, H, W) -> normalised float (B, 1, H, W), on the batch's device."""
+    x = images_u8.unsqueeze(1).float().mul_(1.0 / 255.0).sub_(GRAY_MEAN).div_(GRAY_STD)
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Random augmentation of a normalised batch, on its device, one draw per image.
+
+    Kinds: ``none``; ``paper`` (random horizontal flip, the paper's preset after its resize and
+    centre crop, which the cache already applied); ``light`` (shift <= 6%, zoom 0.9-1.1,
+    rotation <= 5 degrees); ``strong`` (shift <= 10%, zoom 0.8-1.2, rotation <= 10 degrees,
+    contrast and brightness jitter, horizontal flip).
+    """
+    if kind == "none":
+        return x
+    b = x.shape[0]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.rand(b, device=x.device, generator=generator) * (high - low) + low
+
+    if kind == "paper":
+        flip = torch.rand(b, device=x.device, generator=generator) < 0.5
+        return torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    shift, zoom, degrees = (0.06, 0.1, 5.0) if kind == "light" else (0.10, 0.2, 10.0)
+    angle = uniform(-degrees, degrees) * (math.pi / 180.0)
+    scale = 1.0 / uniform(1.0 - zoom, 1.0 + zoom)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, uniform(-shift, shift) * 2], dim=1),
+            torch.stack([sin, cos, uniform(-shift, shift) * 2], dim=1),
+        ],
+        dim=1,
+    ).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if kind == "strong":
+        contrast = uniform(0.85, 1.15).view(b, 1, 1, 1)
+        brightness = uniform(-0.15, 0.15).view(b, 1, 1, 1) / GRAY_STD
+        out = out * contrast + brightness
+        flip = torch.rand(b, device=x.device, generator=generator) < 0.5
+        out = torch.where(flip.view(b, 1, 1, 1), out.flip(-1), out)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def _autocast(settings: LoopSettings) -> contextlib.AbstractContextManager:
+    if settings.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=settings.device.type, dtype=settings.autocast_dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceSplit,
+    *,
+    task: Task,
+    batch_size: int,
+    settings: LoopSettings,
+    augment: str = "paper",
+    generator: torch.Generator | None = None,
+    device_generator: torch.Generator | None = None,
+) -> EpochStats:
+    """One pass over ``data``; stops early, flagged ``diverged``, once the loss is NaN/inf.
+
+    Args:
+        generator: CPU generator for the shuffling order.
+        device_generator: generator on the data's device for augmentation draws.
+    """
+    model.train()
+    criterion = loss_function(task)
+    loss_sum = torch.zeros((), device=data.images.device, dtype=torch.float64)
+    seen = 0
+    for step, index in enumerate(
+        iterate_batches(len(data), batch_size, shuffle=True, generator=generator), start=1
+    ):
+        index = index.to(data.images.device, non_blocking=True)
+        x = augment_batch(prepare_batch(data.images[index], settings), augment, device_generator)
+        y = data.labels[index]
+        with _autocast(settings):
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * len(index)
+        seen += len(index)
+        if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            break
+    mean_loss = float(loss_sum) / max(seen, 1)
+    return EpochStats(loss=mean_loss, images=seen, diverged=not math.isfinite(mean_loss))
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, *, batch_size: int, settings: LoopSettings
+) -> torch.Tensor:
+    """Float32 logits for uint8 images (N, H, W), in eval mode, on the images' device."""
+    model.eval()
+    outputs = []
+    for index in iterate_batches(len(images), batch_size, shuffle=False):
+        x = prepare_batch(images[index.to(images.device)], settings)
+        with _autocast(settings):
+            outputs.append(model(x).float())
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: DeviceSplit,
+    *,
+    task: Task,
+    num_classes: int,
+    settings: LoopSettings,
+    batch_size: int = 256,
+) -> Evaluation:
+    """Loss and metrics of ``model`` on ``data`` (no augmentation)."""
+    logits = predict_logits(model, data.images, batch_size=batch_size, settings=settings)
+    loss = float(loss_function(task)(logits, data.labels))
+    if task == "multilabel":
+        probabilities = torch.sigmoid(logits).cpu().numpy()
+        targets = data.labels.cpu().numpy().astype(np.uint8)
+        metrics = multilabel_metrics(probabilities, targets)
+        return Evaluation(loss, metrics, probabilities=probabilities, targets=targets)
+    predictions = logits.argmax(dim=1)
+    index = data.labels * num_classes + predictions
+    confusion = torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
+    confusion_np = confusion.cpu().numpy()
+    return Evaluation(loss, multiclass_metrics(confusion_np), confusion=confusion_np)
+
+
+def eval_batch_size(device: torch.device, image_size: int) -> int:
+    """Evaluation batches as large as comfortably fit: no gradients are kept."""
+    pixels = image_size * image_size
+    budget = 512 * 224 * 224 if device.type == "cuda" else 128 * 224 * 224
+    return int(max(32, min(2048, budget // pixels)))

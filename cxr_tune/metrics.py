@@ -1,0 +1,102 @@
+"""Classification metrics for multi-class and multi-label runs, from compact sufficient statistics.
+
+Multi-class metrics come from a confusion matrix, which the training loop accumulates on the
+device (one ``bincount`` per batch, no host synchronisation). Multi-label metrics come from the
+predicted probabilities of the whole split. Conventions follow scikit-learn: macro averages over
+all classes, and a precision or recall with an empty denominator counts as 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
+
+
+def confusion_matrix(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts (true class, predicted class) as an int64 (C, C) matrix."""
+    index = np.asarray(targets, dtype=np.int64) * num_classes + np.asarray(predictions, np.int64)
+    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from a confusion matrix."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    tp = np.diag(confusion)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+    precision = _safe_divide(tp, predicted)
+    recall = _safe_divide(tp, actual)
+    f1 = _safe_divide(2 * tp, predicted + actual)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+
+
+def multiclass_metrics(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 from a confusion matrix."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    total = confusion.sum()
+    per_class = per_class_from_confusion(confusion)
+    return {
+        "accuracy": float(np.trace(confusion) / total) if total else 0.0,
+        "macro_precision": float(per_class["precision"].mean()),
+        "macro_recall": float(per_class["recall"].mean()),
+        "macro_f1": float(per_class["f1"].mean()),
+    }
+
+
+def multilabel_counts(probabilities: np.ndarray, targets: np.ndarray, threshold: float = 0.5):
+    """Per-label true positives, false positives and false negatives at ``threshold``."""
+    predicted = np.asarray(probabilities) >= threshold
+    actual = np.asarray(targets).astype(bool)
+    tp = (predicted & actual).sum(axis=0)
+    fp = (predicted & ~actual).sum(axis=0)
+    fn = (~predicted & actual).sum(axis=0)
+    return predicted, actual, tp, fp, fn
+
+
+def per_label_auroc(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """AUROC per label; NaN for a label whose split lacks positives or negatives."""
+    targets = np.asarray(targets).astype(int)
+    scores = np.full(targets.shape[1], np.nan)
+    for j in range(targets.shape[1]):
+        column = targets[:, j]
+        if 0 < column.sum() < len(column):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scores[j] = roc_auc_score(column, probabilities[:, j])
+    return scores
+
+
+def multilabel_metrics(
+    probabilities: np.ndarray, targets: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """Multi-label metrics at ``threshold``.
+
+    Returns:
+        ``accuracy`` (per-label, i.e. Hamming accuracy), ``subset_accuracy`` (all labels
+        right), macro precision / recall / F1 over labels, ``micro_f1``, and ``macro_auroc``
+        over the labels where AUROC is defined (NaN if none is).
+    """
+    predicted, actual, tp, fp, fn = multilabel_counts(probabilities, targets, threshold)
+    precision = _safe_divide(tp, tp + fp)
+    recall = _safe_divide(tp, tp + fn)
+    f1 = _safe_divide(2 * tp, 2 * tp + fp + fn)
+    micro_den = 2 * tp.sum() + fp.sum() + fn.sum()
+    auroc = per_label_auroc(probabilities, targets)
+    defined = auroc[~np.isnan(auroc)]
+    return {
+        "accuracy": float((predicted == actual).mean()),
+        "subset_accuracy": float((predicted == actual).all(axis=1).mean()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "micro_f1": float(2 * tp.sum() / micro_den) if micro_den else 0.0,
+        "macro_auroc": float(defined.mean()) if defined.size else float("nan"),
+    }

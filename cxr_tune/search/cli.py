@@ -1,0 +1,259 @@
+"""``python -m cxr_tune.search``: the command line of a search.
+
+Heavy modules (torch, Ray) are imported after the arguments are parsed and checked, so
+``--help`` and most user errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from cxr_tune.config import PROFILE_CHOICES, DataSource
+from cxr_tune.errors import ConfigError, CxrTuneError
+
+PROG = "python -m cxr_tune.search"
+EXAMPLES = """
+examples:
+  python -m cxr_tune.search --space ablation
+  python -m cxr_tune.search --space paper --data covid19_radiography=~/data/COVID-19_Radiography_Dataset
+  python -m cxr_tune.search --space ablation --name my-study --resume
+  python -m cxr_tune.search --space smoke --dry-run
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Search learning rate, batch size and optimizer (and more) for chest X-ray "
+        "classifiers, with Optuna TPE and per-cell ASHA on Ray Tune.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--space",
+        default="ablation",
+        help="a search space in search_spaces/ by name, or a YAML path (default: ablation)",
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="[KEY=]PATH",
+        help="a dataset root folder; repeat for several. KEY forces a layout. Default: the built-in phantom",
+    )
+    parser.add_argument(
+        "--storage",
+        help="experiments root: a folder, an NFS path or s3://... (default: ~/cxr_tune_results)",
+    )
+    parser.add_argument("--name", help="experiment name (default: <space>-<profile>-<time>)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the experiment --name (or the latest of this space)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed of the data split, the phantom, the samplers and the trials"
+    )
+    parser.add_argument(
+        "--num-samples", type=int, help="trials per cell (overrides the space and the profile)"
+    )
+    parser.add_argument("--max-concurrent", type=int, help="trials running at once")
+    parser.add_argument(
+        "--profile",
+        default="auto",
+        choices=PROFILE_CHOICES,
+        help="how to size the run: gpu (full study), cpu, smoke, or auto (gpu if the cluster has GPUs)",
+    )
+    parser.add_argument("--eval-seeds", type=int, help="seeds of the final evaluation per cell")
+    parser.add_argument(
+        "--no-eval", action="store_true", help="skip the final evaluation on the test split"
+    )
+    parser.add_argument(
+        "--cache-dir", help="decoded-dataset cache (default: $CXR_TUNE_CACHE or ~/.cache/cxr_tune)"
+    )
+    parser.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved plan, one JSON object per cell, and start nothing",
+    )
+    return parser
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{name}: the value is {value}, but must be >= 1.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args, list(argv) if argv is not None else sys.argv[1:])
+    except CxrTuneError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"{PROG}: interrupted; finished trials and checkpoints are kept. Continue with --resume.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from pathlib import Path
+
+    from cxr_tune.search.plan import Overrides, build_plan, resolve_profile
+    from cxr_tune.search.storage import Storage
+    from cxr_tune.spaces import load_space
+
+    for flag, value in (
+        ("--num-samples", args.num_samples),
+        ("--max-concurrent", args.max_concurrent),
+        ("--eval-seeds", args.eval_seeds),
+    ):
+        _positive(flag, value)
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed: the value is {args.seed}, but must be >= 0.")
+    space = load_space(args.space)
+    sources = tuple(DataSource.parse(text) for text in args.data) or (DataSource("phantom", None),)
+    dataset_keys = _dataset_keys(sources)
+    dataset_names = _unique_names(dataset_keys)
+    storage = Storage.parse(args.storage)
+    profile, reason = resolve_profile(args.profile, gpus_available=_gpus_available(args))
+    plan = build_plan(
+        space,
+        profile,
+        dataset_names,
+        Overrides(
+            seed=args.seed,
+            num_samples=args.num_samples,
+            max_concurrent=args.max_concurrent,
+            eval_seeds=args.eval_seeds,
+        ),
+    )
+    if args.dry_run:
+        for line in plan.lines():
+            print(json.dumps(line))
+        return 0
+    name = _experiment_name(args, storage, space.name, profile.name)
+    _announce(plan, reason, name, args)
+    from cxr_tune.search.runner import SearchRequest, run_search
+
+    request = SearchRequest(
+        plan=plan,
+        sources=sources,
+        dataset_names=dataset_names,
+        dataset_keys=dataset_keys,
+        storage=storage,
+        name=name,
+        resume=args.resume,
+        evaluate=not args.no_eval,
+        cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
+        ray_address=args.address,
+        argv=(PROG, *argv),
+        profile_reason=reason,
+    )
+    outcome = run_search(request)
+    failed = outcome.states.get("failed", 0) + outcome.states.get("diverged", 0)
+    if failed:
+        print(f"note: {failed} of {outcome.trials} trials failed or diverged; see the report.")
+    return 0
+
+
+def _dataset_keys(sources: tuple[DataSource, ...]) -> tuple[str, ...]:
+    """Registry key of each source, detected from its layout when not given."""
+    from cxr_tune.data.datasets import DATASETS
+
+    keys: list[str] = []
+    for source in sources:
+        if source.key == "phantom" or source.path is None:
+            keys.append("phantom")
+        elif source.key is not None:
+            DATASETS.get(source.key)  # unknown key: error with did-you-mean
+            keys.append(source.key)
+        else:
+            keys.append(_detect(source))
+    return tuple(keys)
+
+
+def _unique_names(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """Dataset names for cells: the key, with _2, _3... when a layout is given twice."""
+    names: list[str] = []
+    for key in keys:
+        name, n = key, 2
+        while name in names:
+            name, n = f"{key}_{n}", n + 1
+        names.append(name)
+    return tuple(names)
+
+
+def _detect(source: DataSource) -> str:
+    try:
+        from cxr_tune.data.detect import resolve
+    except ImportError:
+        raise ConfigError(
+            f"--data: cannot detect the layout of '{source.path}'; give KEY=PATH."
+        ) from None
+    detection = resolve(source)
+    print(f"data: {source.path}: {detection.dataset} ({detection.reason})")
+    return detection.dataset
+
+
+def _gpus_available(args: argparse.Namespace) -> float:
+    """GPUs the run can use: the cluster's when one is given, else this machine's."""
+    if args.profile != "auto":
+        return 0.0
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        if args.dry_run:
+            return 0.0
+        import ray
+
+        ray.init(address=args.address or os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+        return float(ray.cluster_resources().get("GPU", 0.0))
+    import torch
+
+    return float(torch.cuda.device_count())
+
+
+def _experiment_name(args: argparse.Namespace, storage, space: str, profile: str) -> str:
+    from cxr_tune.search.runner import default_name
+
+    if args.name:
+        if "/" in args.name or args.name.startswith("."):
+            raise ConfigError(f"--name: '{args.name}' must be a plain folder name.")
+        return args.name
+    if args.resume:
+        latest = storage.latest(f"{space}-")
+        if latest is None:
+            raise ConfigError(
+                f"--resume: no experiment of space '{space}' under {storage.root}; give --name."
+            )
+        print(f"resume: continuing the latest '{space}' experiment, {latest}")
+        return latest
+    return default_name(space, profile)
+
+
+def _announce(plan, reason: str, name: str, args: argparse.Namespace) -> None:
+    profile = plan.profile
+    print(
+        f"profile: {profile.name} ({reason}): {profile.description}. "
+        f"{len(plan.cells)} cells x {plan.num_samples * plan.grid_size()} trials, "
+        f"{plan.epochs} epochs max, {plan.fixed['image_size']} px, {plan.max_concurrent} at a time"
+        + (f", phantom of {profile.phantom_images} images" if "phantom" in plan.datasets else "")
+        + "."
+    )
+    if profile.name != "gpu":
+        print(
+            f"        The full study ({plan.space.epochs} epochs, {plan.space.num_samples} trials per cell, "
+            f"{plan.space.fixed.get('image_size', 224)} px) runs with --profile gpu on a GPU machine or "
+            "cluster; see README.md, 'The full study'."
+        )
+    for note in plan.notes:
+        print(f"note: {note}")

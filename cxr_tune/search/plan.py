@@ -1,0 +1,279 @@
+"""The resolved plan of a search: cells, their fixed settings, what is searched, and how much.
+
+Ray-free: ``--dry-run`` prints ``Plan.lines()`` and starts nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cxr_tune.config import PROFILES, Profile, TrialConfig
+from cxr_tune.errors import ConfigError
+from cxr_tune.spaces import Param, SchedulerSpec, SearchSpace
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One comparison unit: a dataset crossed with one value of each cell factor.
+
+    Optuna searches within a cell; ASHA compares trials of one cell only.
+    """
+
+    id: str
+    dataset: str
+    factors: Mapping[str, Any]
+
+    def label(self) -> str:
+        return " / ".join([self.dataset, *(str(v) for v in self.factors.values())])
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line values that win over the space and the profile (None: not given)."""
+
+    seed: int | None = None
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    eval_seeds: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the search runs, after the profile and the command line were applied."""
+
+    space: SearchSpace
+    profile: Profile
+    datasets: tuple[str, ...]
+    cells: tuple[Cell, ...]
+    fixed: Mapping[str, Any]
+    params: Mapping[str, Param]
+    num_samples: int
+    max_concurrent: int
+    seed: int
+    scheduler: SchedulerSpec
+    eval_seeds: int
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def epochs(self) -> int:
+        return int(self.fixed["epochs"])
+
+    @property
+    def total_trials(self) -> int:
+        return len(self.cells) * self.num_samples * self.grid_size()
+
+    def grid_size(self) -> int:
+        """Points per grid repetition (1 unless the algorithm is ``grid``)."""
+        if self.space.algorithm != "grid":
+            return 1
+        return math.prod(len(p.choices) for p in self.params.values()) if self.params else 1
+
+    def base_config(self, cell: Cell) -> dict[str, Any]:
+        """The trial config of ``cell`` before any searched value is filled in."""
+        return {
+            **self.fixed,
+            **cell.factors,
+            "dataset": cell.dataset,
+            "cell": cell.id,
+            "seed": self.seed,
+        }
+
+    def resources(self, model: str) -> dict[str, float]:
+        """Ray resources of one trial of ``model``."""
+        gpu = float(self.profile.gpus_per_trial.get(model, 0.0)) if self.profile.uses_gpu else 0.0
+        return {"CPU": self.profile.cpus_per_trial, "GPU": gpu}
+
+    def lines(self) -> list[dict[str, Any]]:
+        """One JSON-able object per cell (the ``--dry-run`` output)."""
+        return [
+            {
+                "cell": cell.id,
+                "dataset": cell.dataset,
+                **dict(cell.factors),
+                "profile": self.profile.name,
+                "fixed": {k: v for k, v in self.base_config(cell).items() if k not in ("cell",)},
+                "search": {
+                    "algorithm": self.space.algorithm,
+                    "params": {name: _describe_param(p) for name, p in self.params.items()},
+                    "initial_points": len(self.space.initial),
+                    "num_samples": self.num_samples * self.grid_size(),
+                },
+                "scheduler": {
+                    "name": self.scheduler.name,
+                    "grace_period": self.scheduler.grace_period,
+                    "reduction_factor": self.scheduler.reduction_factor,
+                    "max_t": self.epochs,
+                    "time_attr": "epoch",
+                },
+                "metric": {"name": self.space.metric, "mode": self.space.mode},
+                "resources": self.resources(str(self.base_config(cell).get("model"))),
+                "max_concurrent": self.max_concurrent,
+                "eval_seeds": self.eval_seeds,
+            }
+            for cell in self.cells
+        ]
+
+
+def _describe_param(param: Param) -> dict[str, Any]:
+    described: dict[str, Any] = {"kind": param.kind}
+    if param.kind == "choice":
+        described["choices"] = list(param.choices)
+    else:
+        described["range"] = [param.low, param.high]
+    if param.when:
+        described["when"] = {k: list(v) for k, v in param.when.items()}
+    return described
+
+
+def cell_id(dataset: str, factors: Mapping[str, Any]) -> str:
+    """``phantom/alexnet`` for the model factor; other factors as ``name=value``."""
+    parts = [dataset]
+    for name, value in factors.items():
+        parts.append(str(value) if name == "model" else f"{name}={value}")
+    return "/".join(parts)
+
+
+def build_plan(
+    space: SearchSpace,
+    profile: Profile,
+    datasets: tuple[str, ...],
+    overrides: Overrides = Overrides(),
+    *,
+    cpu_count: int | None = None,
+) -> Plan:
+    """Cross datasets with the space's cell factors and apply the profile and the overrides.
+
+    Raises:
+        ConfigError: an unknown model or optimiser, or a setting the profile makes invalid.
+    """
+    if not datasets:
+        raise ConfigError("No dataset to search over.")
+    fixed = _effective_fixed(space, profile)
+    names = list(space.cells)
+    cells = tuple(
+        Cell(
+            id=cell_id(dataset, dict(zip(names, values))),
+            dataset=dataset,
+            factors=dict(zip(names, values)),
+        )
+        for dataset in datasets
+        for values in itertools.product(*(space.cells[n] for n in names))
+    )
+    notes: list[str] = []
+    num_samples = overrides.num_samples or _cap(space.num_samples, profile.num_samples)
+    if space.algorithm == "grid" and overrides.num_samples is None:
+        num_samples = space.num_samples
+    max_concurrent = overrides.max_concurrent or _default_concurrency(space, profile, cpu_count)
+    grace = _cap(space.scheduler.grace_period, profile.grace_period)
+    epochs = int(fixed["epochs"])
+    if grace > epochs:
+        notes.append(f"grace period {grace} > {epochs} epochs: lowered to {epochs}")
+        grace = epochs
+    scheduler = SchedulerSpec(
+        name=space.scheduler.name,
+        grace_period=grace,
+        reduction_factor=space.scheduler.reduction_factor,
+        brackets=space.scheduler.brackets,
+    )
+    eval_seeds = overrides.eval_seeds or _cap(
+        space.eval_seeds or profile.eval_seeds, profile.eval_seeds
+    )
+    plan = Plan(
+        space=space,
+        profile=profile,
+        datasets=datasets,
+        cells=cells,
+        fixed=fixed,
+        params=space.params,
+        num_samples=num_samples,
+        max_concurrent=max_concurrent,
+        seed=space.seed if overrides.seed is None else overrides.seed,
+        scheduler=scheduler,
+        eval_seeds=eval_seeds,
+        notes=tuple(notes),
+    )
+    check_plan_names(plan)
+    return plan
+
+
+def _cap(value: int, cap: int | None) -> int:
+    return value if cap is None else min(value, cap)
+
+
+def _effective_fixed(space: SearchSpace, profile: Profile) -> dict[str, Any]:
+    fixed = {
+        k: v for k, v in TrialConfig().to_dict().items() if k not in ("dataset", "cell", "seed")
+    }
+    fixed.update(space.fixed)
+    if profile.image_size is not None:
+        fixed["image_size"] = profile.image_size
+    fixed["epochs"] = _cap(int(fixed["epochs"]), profile.max_epochs)
+    return fixed
+
+
+def _default_concurrency(space: SearchSpace, profile: Profile, cpu_count: int | None) -> int:
+    if profile.uses_gpu:
+        return space.max_concurrent
+    cpus = cpu_count or os.cpu_count() or 1
+    # On CPUs, more trials than cores only thrash: each trial gets whole cores.
+    return max(1, min(space.max_concurrent, int(cpus // max(profile.cpus_per_trial, 1.0))))
+
+
+def check_plan_names(plan: Plan) -> None:
+    """Check every model and optimiser name against the registries, naming the YAML key."""
+    from cxr_tune.models import MODELS, check_image_size
+    from cxr_tune.optim import OPTIMIZERS
+
+    registries = {"model": MODELS, "optimizer": OPTIMIZERS}
+    for name, registry in registries.items():
+        for key, values in _values_of(plan, name):
+            for value in values:
+                if value not in registry:
+                    try:
+                        registry.get(value)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{plan.space.source}: {key}: {exc}") from None
+    image_size = int(plan.fixed["image_size"])
+    for _key, models in _values_of(plan, "model"):
+        for model in models:
+            try:
+                check_image_size(model, image_size)
+            except ConfigError as exc:
+                raise ConfigError(f"{plan.space.source}: {exc}") from None
+
+
+def _values_of(plan: Plan, name: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """Where ``name`` is set in the plan (YAML key) and which values it can take."""
+    found: list[tuple[str, tuple[Any, ...]]] = []
+    if name in plan.space.cells:
+        found.append((f"cells.{name}", tuple(plan.space.cells[name])))
+    if name in plan.params:
+        found.append((f"params.{name}.choice", tuple(plan.params[name].choices)))
+    if name in plan.space.fixed or not found:
+        found.append((f"fixed.{name}", (plan.fixed[name],)))
+    return found
+
+
+def uses_pretrained(plan: Plan) -> set[str]:
+    """Models whose trials may load ImageNet weights."""
+    pretrained_values = {bool(plan.fixed.get("pretrained"))}
+    pretrained_values |= {bool(v) for v in plan.space.cells.get("pretrained", ())}
+    if "pretrained" in plan.params:
+        pretrained_values |= {bool(v) for v in plan.params["pretrained"].choices}
+    if True not in pretrained_values:
+        return set()
+    return {str(m) for _key, models in _values_of(plan, "model") for m in models}
+
+
+def resolve_profile(name: str, *, gpus_available: float) -> tuple[Profile, str]:
+    """``auto`` -> ``gpu`` when the cluster has GPUs, else ``cpu``; returns (profile, why)."""
+    if name != "auto":
+        return PROFILES[name], "chosen with --profile"
+    if gpus_available > 0:
+        return PROFILES["gpu"], f"auto: {gpus_available:g} GPU(s) found"
+    return PROFILES["cpu"], "auto: no GPU found"

@@ -1,0 +1,62 @@
+"""One line per event instead of Ray's tables: epochs, early stops, failures, a final tally."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+
+class ProgressLines(Callback):
+    """Prints ``HH:MM:SS cell trial epoch e/E metric=... (config)`` and trial outcomes."""
+
+    def __init__(self, metric: str, stream: Any = None) -> None:
+        self._metric = metric
+        self._stream = stream or sys.stdout
+        self._last_epoch: dict[str, int] = {}
+
+    def _say(self, text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", file=self._stream, flush=True)
+
+    @staticmethod
+    def _label(trial: Any) -> str:
+        config = trial.config
+        parts = [
+            f"{k}={_short(config[k])}"
+            for k in ("optimizer", "lr", "batch_size", "weight_decay")
+            if k in config
+        ]
+        return f"{config.get('cell', '')} {trial.trial_id} ({' '.join(parts)})"
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        epoch = int(result.get("epoch", 0))
+        self._last_epoch[trial.trial_id] = epoch
+        status = result.get("status", "ok")
+        if status != "ok":
+            self._say(f"{self._label(trial)}: {status}: {result.get('failure_reason', '')}")
+            return
+        value = result.get(self._metric, math.nan)
+        self._say(
+            f"{self._label(trial)} epoch {epoch}/{trial.config.get('epochs')} "
+            f"{self._metric}={value:.4f} train_loss={result.get('train_loss', math.nan):.4f} "
+            f"[{result.get('epoch_time_s', 0):.0f} s]"
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epoch = self._last_epoch.get(trial.trial_id, 0)
+        planned = int(trial.config.get("epochs", 0))
+        status = (trial.last_result or {}).get("status", "ok")
+        if status == "ok" and epoch < planned:
+            self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say(f"{self._label(trial)}: error (see {trial.path}/error.txt); the search goes on")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.2g}" if isinstance(value, float) else str(value)

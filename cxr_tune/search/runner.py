@@ -1,0 +1,318 @@
+"""``run_search``: from a plan to a finished experiment folder with a report.
+
+Order of work: validate everything that can be checked without Ray (space, names, pretrained
+weights, storage, name clash), load and split the data on the driver (decoding once into the
+cache), start or join Ray, run one Tuner over all cells, then evaluate the best configurations
+on the test split and write the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxr_tune.config import DataSource
+from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
+from cxr_tune.errors import ConfigError
+from cxr_tune.search.plan import Plan, uses_pretrained
+from cxr_tune.search.storage import Storage
+
+RECORD_FILE = "cxr_tune.json"
+STUDY_FILE = "optuna.db"
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search, as the command line asked for it."""
+
+    plan: Plan
+    sources: tuple[DataSource, ...]
+    dataset_names: tuple[str, ...]
+    dataset_keys: tuple[str, ...]
+    storage: Storage
+    name: str
+    resume: bool = False
+    evaluate: bool = True
+    cache_dir: Path | None = None
+    ray_address: str | None = None
+    argv: tuple[str, ...] = ()
+    profile_reason: str = ""
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    experiment: str
+    trials: int
+    states: Mapping[str, int]
+    report: str | None
+
+
+def check_before_start(request: SearchRequest) -> None:
+    """Everything that can fail fast, before data is decoded or Ray started."""
+    from cxr_tune.models import check_pretrained
+
+    for model in sorted(uses_pretrained(request.plan)):
+        check_pretrained(model)
+    exists = request.storage.exists(request.name)
+    if exists and not request.resume:
+        raise ConfigError(
+            f"--name: the experiment '{request.storage.experiment(request.name)}' already exists. "
+            "Add --resume to continue it, or pick another --name."
+        )
+    if request.resume and not request.storage.exists(request.name, RECORD_FILE):
+        raise ConfigError(
+            f"--resume: there is no experiment to resume at "
+            f"'{request.storage.experiment(request.name)}'."
+        )
+
+
+def load_search_data(request: SearchRequest, echo: Echo) -> dict[str, DatasetArrays]:
+    """Decode (or reuse from the cache) and split every dataset, keeping train and val only."""
+    options = data_options(request.plan, request.cache_dir)
+    data: dict[str, DatasetArrays] = {}
+    for name, source in zip(request.dataset_names, request.sources):
+        started = time.perf_counter()
+        arrays = load_dataset(source, options)
+        sizes = ", ".join(f"{k} {v}" for k, v in arrays.sizes().items())
+        echo(
+            f"data: {name}: {arrays.num_classes} classes ({arrays.task}), {sizes}, "
+            f"{arrays.image_size} px, split {arrays.split_hash} "
+            f"[{time.perf_counter() - started:.1f} s]"
+        )
+        data[name] = arrays
+    return data
+
+
+def data_options(plan: Plan, cache_dir: Path | None) -> DataOptions:
+    return DataOptions(
+        image_size=int(plan.fixed["image_size"]),
+        seed=plan.seed,
+        cache_dir=cache_dir or default_cache_dir(),
+        phantom_images=plan.profile.phantom_images,
+    )
+
+
+def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays]) -> dict[str, Any]:
+    """The ``cxr_tune.json`` of an experiment: what was asked, on what data, where."""
+    plan = request.plan
+    return {
+        "name": request.name,
+        "experiment": request.storage.experiment(request.name),
+        "space": {
+            "name": plan.space.name,
+            "source": plan.space.source,
+            "description": plan.space.description,
+            "algorithm": plan.space.algorithm,
+        },
+        "metric": {"name": plan.space.metric, "mode": plan.space.mode},
+        "profile": {"name": plan.profile.name, "reason": request.profile_reason},
+        "seed": plan.seed,
+        "num_samples": plan.num_samples,
+        "epochs": plan.epochs,
+        "eval_seeds": plan.eval_seeds,
+        "bootstrap": plan.space.bootstrap,
+        "plan": plan.lines(),
+        "data_options": {
+            "image_size": int(plan.fixed["image_size"]),
+            "seed": plan.seed,
+            "phantom_images": plan.profile.phantom_images,
+        },
+        "datasets": [
+            {
+                "name": name,
+                "key": key,
+                "source": str(source.path) if source.path else "built-in",
+                "task": arrays.task,
+                "classes": list(arrays.classes),
+                "image_size": arrays.image_size,
+                "sizes": arrays.sizes(),
+                "dataset_hash": arrays.dataset_hash,
+                "split_hash": arrays.split_hash,
+            }
+            for (name, arrays), source, key in zip(
+                data.items(), request.sources, request.dataset_keys
+            )
+        ],
+        "command": " ".join(request.argv),
+        "driver": {"host": socket.gethostname(), "python": platform.python_version()},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
+    """Run (or resume) a search and write its report; returns counts of trial outcomes."""
+    import ray
+
+    check_before_start(request)
+    datasets = load_search_data(request, echo)
+    search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
+    started_ray = _init_ray(request.ray_address)
+    try:
+        record = _record_for_run(request, datasets)
+        request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
+        study_db = _study_location(request)
+        os.environ["CXR_TUNE_STUDY_DB"] = str(study_db)
+        tuner = build_tuner(request, search_data, str(study_db))
+        echo(
+            f"search: {request.plan.total_trials} trials -> {request.storage.experiment(request.name)}"
+        )
+        started = time.time()
+        tuner.fit()
+        record["search_seconds"] = record.get("search_seconds", 0.0) + time.time() - started
+        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
+        request.storage.upload(study_db, request.name, STUDY_FILE)
+        if request.evaluate and request.storage.is_local:
+            from cxr_tune.evaluate import evaluate_experiment
+
+            evaluate_experiment(Path(request.storage.experiment(request.name)), datasets, echo=echo)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return _finish(request, echo)
+
+
+def _record_for_run(
+    request: SearchRequest, datasets: Mapping[str, DatasetArrays]
+) -> dict[str, Any]:
+    """A fresh record, or the existing one (with this resume noted) when resuming."""
+    record = experiment_record(request, datasets)
+    if not request.resume:
+        return record
+    previous = json.loads(request.storage.read_text(request.name, RECORD_FILE))
+    changed = [
+        d["name"]
+        for d, old in zip(record["datasets"], previous.get("datasets", []))
+        if d["split_hash"] != old.get("split_hash")
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume: the data of {', '.join(changed)} changed since the experiment started "
+            "(different split hash); resuming would mix results of different datasets."
+        )
+    previous.setdefault("resumes", []).append(record["started_at"])
+    previous.pop("finished_at", None)
+    return previous
+
+
+def _study_location(request: SearchRequest) -> Path:
+    if request.storage.is_local:
+        return Path(request.storage.experiment(request.name)) / STUDY_FILE
+    scratch = Path(os.environ.get("CXR_TUNE_SCRATCH", "~/.cache/cxr_tune/studies")).expanduser()
+    return scratch / request.name / STUDY_FILE
+
+
+def _init_ray(address: str | None) -> bool:
+    """Join the given or running cluster, or start a local one; True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Trials resolve no relative paths, but keep them in the driver's folder anyway.
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    os.environ.update(env)
+    ray.init(
+        address=address or os.environ.get("RAY_ADDRESS") or None,
+        runtime_env={"env_vars": env},
+        # Workers' own logs (one line per checkpoint) drown the progress lines; errors still
+        # reach the driver and each trial's error.txt.
+        log_to_driver=False,
+        include_dashboard=False if not (address or os.environ.get("RAY_ADDRESS")) else None,
+    )
+    return True
+
+
+def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study_db: str):
+    """The Tuner for a new run, or the restored one for ``--resume``."""
+    from ray import tune
+
+    from cxr_tune.search.progress import ProgressLines
+    from cxr_tune.search.scheduler import CellASHA
+    from cxr_tune.search.searcher import CellSearcher
+    from cxr_tune.trainable import train_trial
+
+    plan = request.plan
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=dict(data)),
+        resources=lambda config: tune.PlacementGroupFactory([plan.resources(str(config["model"]))]),
+    )
+    path = request.storage.experiment(request.name)
+    if request.resume:
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    scheduler = (
+        CellASHA(
+            metric=plan.space.metric,
+            mode=plan.space.mode,
+            grace_period=plan.scheduler.grace_period,
+            reduction_factor=plan.scheduler.reduction_factor,
+            brackets=plan.scheduler.brackets,
+            max_t=plan.epochs,
+        )
+        if plan.scheduler.name == "asha"
+        else None
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=CellSearcher(plan, study_db),
+            scheduler=scheduler,
+            num_samples=plan.total_trials,
+            max_concurrent_trials=plan.max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=request.name,
+            storage_path=request.storage.root,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[ProgressLines(plan.space.metric)],
+            verbose=0,
+        ),
+    )
+
+
+def _trial_name(trial: Any) -> str:
+    cell = str(trial.config.get("cell", "trial")).replace("/", "-").replace("=", "-")
+    return f"{cell}-{trial.trial_id}"
+
+
+def _finish(request: SearchRequest, echo: Echo) -> SearchOutcome:
+    """Write the report and summarise; works for local storage (remote: report from a copy)."""
+    if not request.storage.is_local:
+        echo(
+            "report: the experiment is on remote storage; copy it down and run "
+            f"`python -m cxr_tune.report <folder>` (source: {request.storage.experiment(request.name)})"
+        )
+        return SearchOutcome(request.storage.experiment(request.name), 0, {}, None)
+    from cxr_tune.report import write_report
+    from cxr_tune.report.experiment import load_experiment
+
+    folder = Path(request.storage.experiment(request.name))
+    experiment = load_experiment(folder)
+    states = experiment.state_counts()
+    report = write_report(folder)
+    summary = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in states.items() if n)
+    echo(f"trials: {len(experiment.trials)} ({summary})")
+    echo(f"report: {report}")
+    echo(f"tensorboard: tensorboard --logdir {folder}")
+    echo(f"optuna: optuna-dashboard sqlite:///{folder / STUDY_FILE}")
+    return SearchOutcome(str(folder), len(experiment.trials), states, str(report))
+
+
+def default_name(space: str, profile: str) -> str:
+    return f"{space}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _python() -> str:
+    return sys.executable

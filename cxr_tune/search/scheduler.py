@@ -1,0 +1,124 @@
+"""ASHA per cell: a trial is only ever compared with trials of its own cell.
+
+Ray's ``ASHAScheduler`` keeps one set of rungs for the whole experiment, so a trial on an easy
+dataset would stop a trial on a hard one. ``CellASHA`` keeps one ASHA instance (one bracket set)
+per cell, created on first sight of the cell, and routes every event to it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+CELL_KEY = "cell"
+TIME_ATTR = "epoch"
+
+
+class CellASHA(FIFOScheduler):
+    """Asynchronous successive halving with one bracket set per cell.
+
+    Args:
+        metric, mode: what to compare and in which direction.
+        grace_period: epochs before a trial can be stopped.
+        reduction_factor: keep the top 1/reduction_factor at each rung.
+        brackets: ASHA brackets per cell.
+        max_t: default last epoch; a trial's own ``epochs`` wins.
+    """
+
+    def __init__(
+        self,
+        *,
+        metric: str,
+        mode: str,
+        grace_period: int,
+        reduction_factor: float,
+        brackets: int = 1,
+        max_t: int = 100,
+    ) -> None:
+        super().__init__()
+        self._metric = metric
+        self._mode = mode
+        self._grace_period = grace_period
+        self._reduction_factor = reduction_factor
+        self._brackets = brackets
+        self._max_t = max_t
+        self._cells: dict[str, AsyncHyperBandScheduler] = {}
+        self._stopped: dict[str, int] = {}
+
+    @property
+    def metric(self) -> str:
+        return self._metric
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        # metric and mode come from the space; a different pair from Tune is a conflict.
+        return (metric is None or metric == self._metric) and (mode is None or mode == self._mode)
+
+    def _cell_of(self, trial: Trial) -> AsyncHyperBandScheduler:
+        cell = str(trial.config.get(CELL_KEY, ""))
+        if cell not in self._cells:
+            max_t = int(trial.config.get("epochs", self._max_t))
+            self._cells[cell] = AsyncHyperBandScheduler(
+                time_attr=TIME_ATTR,
+                metric=self._metric,
+                mode=self._mode,
+                max_t=max_t,
+                grace_period=min(self._grace_period, max_t),
+                reduction_factor=self._reduction_factor,
+                brackets=self._brackets,
+            )
+        return self._cells[cell]
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._cell_of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> str:
+        # A diverged or failed trial ends by itself; its NaN must not enter the rungs.
+        if result.get("status", "ok") != "ok":
+            return TrialScheduler.CONTINUE
+        action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get(TIME_ATTR, 0) < int(
+            trial.config.get("epochs", self._max_t)
+        ):
+            cell = str(trial.config.get(CELL_KEY, ""))
+            self._stopped[cell] = self._stopped.get(cell, 0) + 1
+        return action
+
+    def on_trial_complete(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> None:
+        scheduler = self._cell_of(trial)
+        if result.get("status", "ok") != "ok" or TIME_ATTR not in result:
+            scheduler._trial_info.pop(trial.trial_id, None)
+            return
+        if trial.trial_id in scheduler._trial_info:
+            scheduler.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._cell_of(trial)._trial_info.pop(trial.trial_id, None)
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._cell_of(trial)._trial_info.pop(trial.trial_id, None)
+
+    def stopped_early(self) -> dict[str, int]:
+        """Trials stopped before their last epoch, per cell."""
+        return dict(self._stopped)
+
+    def debug_string(self) -> str:
+        stopped = sum(self._stopped.values())
+        return f"ASHA per cell: {len(self._cells)} cells, {stopped} trials stopped early"
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))

@@ -1,0 +1,292 @@
+"""A fidelity-aware Optuna searcher with one study per cell.
+
+Ray's stock ``OptunaSearch`` has one study for everything and tells Optuna COMPLETE with a
+half-trained score when ASHA stops a trial early, so TPE learns from truncated results. This
+searcher instead:
+
+- keeps one Optuna study per cell (dataset x architecture x other cell factors) and deals new
+  trials round-robin over the cells, so every cell is searched at the same time;
+- reports each epoch's metric to Optuna as an intermediate value;
+- tells Optuna PRUNED (with those intermediate values) for trials that stopped before their last
+  epoch, COMPLETE only for trials that trained all epochs, and FAIL with the reason for trials
+  that diverged, ran out of memory or crashed;
+- stores the studies in one SQLite file that ``optuna-dashboard`` opens, and carries that file
+  in its checkpoint so ``--resume`` restores the whole history, on this or another machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import pickle
+import sqlite3
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from cxr_tune.search.plan import Cell, Plan
+from cxr_tune.spaces import Param
+
+# The runner points this at the study file of the current run (local experiment folder, or a
+# local scratch copy when the storage is remote); a restored searcher reads it too.
+STUDY_DB_ENV = "CXR_TUNE_STUDY_DB"
+STATUS_OK = "ok"
+
+
+def suggest_params(trial: optuna.Trial, params: Mapping[str, Param]) -> dict[str, Any]:
+    """Sample ``params`` define-by-run; a ``when`` parameter is sampled only if its condition holds."""
+    values: dict[str, Any] = {}
+    ordered = [p for p in params.values() if not p.when] + [p for p in params.values() if p.when]
+    for param in ordered:
+        if param.when and not all(values.get(k) in allowed for k, allowed in param.when.items()):
+            continue
+        values[param.name] = _suggest_one(trial, param)
+    return values
+
+
+def _suggest_one(trial: optuna.Trial, param: Param) -> Any:
+    if param.kind == "choice":
+        return trial.suggest_categorical(param.name, list(param.choices))
+    low, high = param.low, param.high
+    assert low is not None and high is not None
+    if param.kind in ("int", "logint"):
+        return trial.suggest_int(param.name, int(low), int(high), log=param.kind == "logint")
+    return trial.suggest_float(param.name, low, high, log=param.kind == "loguniform")
+
+
+def grid_points(params: Mapping[str, Param]) -> list[dict[str, Any]]:
+    """Every combination of the ``choice`` params, honouring ``when`` conditions (deduplicated)."""
+    names = list(params)
+    points: list[dict[str, Any]] = []
+    for combo in itertools.product(*(params[n].grid_values() for n in names)):
+        point = dict(zip(names, combo))
+        kept = {
+            n: v
+            for n, v in point.items()
+            if not params[n].when
+            or all(point.get(k) in allowed for k, allowed in params[n].when.items())
+        }
+        if kept not in points:
+            points.append(kept)
+    return points or [{}]
+
+
+class CellSearcher(Searcher):
+    """Optuna TPE (or random, or grid) search within each cell of a plan.
+
+    Args:
+        plan: the search plan (cells, params, samples per cell, seed).
+        study_db: default path of the SQLite study file (``$CXR_TUNE_STUDY_DB`` wins).
+    """
+
+    def __init__(self, plan: Plan, study_db: str) -> None:
+        super().__init__(metric=plan.space.metric, mode=plan.space.mode)
+        self._plan = plan
+        self._default_db = study_db
+        self._cells: dict[str, Cell] = {c.id: c for c in plan.cells}
+        grid = grid_points(plan.params) if plan.space.algorithm == "grid" else []
+        self._queue_size = len(grid) * plan.num_samples if grid else plan.num_samples
+        self._dealt: dict[str, int] = dict.fromkeys(self._cells, 0)
+        # Ray trial id -> (cell id, Optuna trial number, Optuna storage trial id)
+        self._trials: dict[str, tuple[str, int, int]] = {}
+        self._told: set[str] = set()
+        self._studies: dict[str, optuna.Study] = {}
+
+    # ---- Ray's Searcher interface -------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        cell = self._next_cell()
+        if cell is None:
+            return Searcher.FINISHED
+        study = self._study(cell)
+        repeat = self._dealt[cell.id] // max(1, self._queue_size // self._plan.num_samples)
+        self._dealt[cell.id] += 1
+        trial = study.ask()
+        params = suggest_params(trial, self._plan.params)
+        self._trials[trial_id] = (cell.id, trial.number, trial._trial_id)
+        config = {**self._plan.base_config(cell), **params}
+        if self._plan.space.algorithm == "grid":
+            # Repeats of one grid point differ by seed, not by accident.
+            config["seed"] = self._plan.seed + repeat
+        trial.set_user_attr("ray_trial_id", trial_id)
+        trial.set_user_attr("config", {k: _plain(v) for k, v in config.items()})
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id not in self._trials or result.get("status", STATUS_OK) != STATUS_OK:
+            return
+        value, step = result.get(self.metric), result.get("epoch")
+        if value is None or step is None or not math.isfinite(float(value)):
+            return
+        cell_id, _number, storage_id = self._trials[trial_id]
+        study = self._study(self._cells[cell_id])
+        optuna.Trial(study, storage_id).report(float(value), int(step))
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id not in self._trials or trial_id in self._told:
+            return
+        cell_id, number, storage_id = self._trials[trial_id]
+        study = self._study(self._cells[cell_id])
+        state, value, reason = self._outcome(result, error, study, storage_id)
+        if reason:
+            study._storage.set_trial_user_attr(storage_id, "failure_reason", reason)
+        study._storage.set_trial_user_attr(storage_id, "outcome", _OUTCOME_NAMES[state])
+        study.tell(number, value, state=state, skip_if_finished=True)
+        self._told.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {
+            "dealt": self._dealt,
+            "trials": self._trials,
+            "told": self._told,
+            "db": _read_db(self.study_db) if Path(self.study_db).exists() else None,
+        }
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self._dealt.update(state["dealt"])
+        self._trials.update(state["trials"])
+        self._told |= set(state["told"])
+        # The live file is at least as new as the checkpoint; a missing one (another machine,
+        # or a lost scratch folder) is put back from the checkpoint.
+        if state.get("db") and not Path(self.study_db).exists():
+            Path(self.study_db).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.study_db).write_bytes(state["db"])
+        self._studies.clear()
+        self._fail_orphans()
+
+    # ---- internals -----------------------------------------------------------------------
+    @property
+    def study_db(self) -> str:
+        return os.environ.get(STUDY_DB_ENV, self._default_db)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_studies"] = {}  # Optuna studies hold database connections
+        return state
+
+    def _next_cell(self) -> Cell | None:
+        """The cell with the most suggestions left (ties: plan order), or None when all are done."""
+        open_cells = [c for c in self._plan.cells if self._dealt[c.id] < self._queue_size]
+        if not open_cells:
+            return None
+        return min(open_cells, key=lambda c: self._dealt[c.id])
+
+    def _study(self, cell: Cell) -> optuna.Study:
+        if cell.id not in self._studies:
+            self._studies[cell.id] = self._open_study(cell)
+        return self._studies[cell.id]
+
+    def _open_study(self, cell: Cell) -> optuna.Study:
+        Path(self.study_db).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{self.study_db}", engine_kwargs={"connect_args": {"timeout": 60}}
+        )
+        index = list(self._cells).index(cell.id)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=cell.id,
+            direction="maximize" if self.mode == "max" else "minimize",
+            sampler=self._sampler(self._plan.seed + index),
+            load_if_exists=True,
+        )
+        if not study.trials:
+            for point in self._initial_points():
+                study.enqueue_trial(point)
+            study.set_user_attr("cell", dict(cell.factors) | {"dataset": cell.dataset})
+            study.set_user_attr("metric", self.metric)
+        return study
+
+    def _initial_points(self) -> list[dict[str, Any]]:
+        if self._plan.space.algorithm == "grid":
+            return grid_points(self._plan.params) * self._plan.num_samples
+        return [dict(p) for p in self._plan.space.initial][: self._plan.num_samples]
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self._plan.space.algorithm != "optuna":
+            return optuna.samplers.RandomSampler(seed=seed)
+        startup = max(2, min(10, self._plan.num_samples // 4))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # constant_liar keeps concurrent trials from all proposing the same point;
+            # group handles the conditional (``when``) parameters.
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=startup,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+            )
+
+    def _outcome(
+        self,
+        result: dict[str, Any] | None,
+        error: bool,
+        study: optuna.Study,
+        storage_id: int,
+    ) -> tuple[TrialState, float | None, str | None]:
+        """Decide how Optuna should see a finished trial."""
+        if error:
+            return TrialState.FAIL, None, "the trial raised an error (see its error.txt)"
+        result = result or {}
+        status = result.get("status", STATUS_OK)
+        if status != STATUS_OK:
+            return TrialState.FAIL, None, str(result.get("failure_reason", status))
+        value = result.get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return TrialState.FAIL, None, f"no finite {self.metric} reported"
+        epochs = int(study._storage.get_trial(storage_id).user_attrs["config"]["epochs"])
+        if int(result.get("epoch", 0)) < epochs:
+            return TrialState.PRUNED, None, None
+        return TrialState.COMPLETE, float(value), None
+
+    def _fail_orphans(self) -> None:
+        """Mark trials that were asked but never reached Ray (lost with a killed driver) FAIL."""
+        if not Path(self.study_db).exists():
+            return
+        known = {(cell, number) for cell, number, _ in self._trials.values()}
+        for cell in self._plan.cells:
+            study = self._study(cell)
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if (cell.id, frozen.number) not in known:
+                    study._storage.set_trial_user_attr(
+                        frozen._trial_id, "failure_reason", "lost when the search driver stopped"
+                    )
+                    study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+_OUTCOME_NAMES = {
+    TrialState.COMPLETE: "completed",
+    TrialState.PRUNED: "stopped_early",
+    TrialState.FAIL: "failed",
+}
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def _read_db(path: str) -> bytes:
+    """A consistent copy of a SQLite file, even while it is open (SQLite's backup API)."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "copy.db"
+        source = sqlite3.connect(path)
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        return copy.read_bytes()
