@@ -464,7 +464,7 @@ def _group(
         members.setdefault(int(root), []).append(i)
     names: list[str] = [""] * len(records)
     for items in members.values():
-        patients = sorted({records[i].group for i in items if records[i].group is not None})
+        patients = sorted({g for i in items if (g := records[i].group) is not None})
         if patients:
             name = "+".join(patients)
         elif len(items) > 1:

@@ -19,7 +19,7 @@ import hashlib
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,19 +118,19 @@ def decode_bytes(data: bytes, size: int) -> Decoded:
             image = Image.open(io.BytesIO(data))
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
             return Decoded(None, None, digest=digest, skip=SKIP_UNDECODABLE)
-        mode, (width, height), fmt = image.mode, image.size, image.format or ""
-        info = {"mode": mode, "width": width, "height": height, "format": fmt, "digest": digest}
+        width, height = image.size
+        found = Decoded(None, None, image.mode, width, height, image.format or "", digest)
         if width * height > MAX_PIXELS:
-            return Decoded(None, None, **info, skip=SKIP_TOO_LARGE)
+            return replace(found, skip=SKIP_TOO_LARGE)
         try:
             gray = to_gray(_load_first_frame(image, size))
         except Image.DecompressionBombError:
-            return Decoded(None, None, **info, skip=SKIP_TOO_LARGE)
+            return replace(found, skip=SKIP_TOO_LARGE)
         except (OSError, SyntaxError, ValueError, EOFError, IndexError):
-            return Decoded(None, None, **info, skip=SKIP_TRUNCATED)
+            return replace(found, skip=SKIP_TRUNCATED)
     resized = resize_shorter(gray, size)
     pixels = np.asarray(center_crop(resized, size), dtype=np.uint8)
-    return Decoded(pixels, make_thumb(resized), **info)
+    return replace(found, pixels=pixels, thumb=make_thumb(resized))
 
 
 def _load_first_frame(image: Image.Image, size: int) -> Image.Image:

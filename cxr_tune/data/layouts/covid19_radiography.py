@@ -151,7 +151,8 @@ def _class_records(root: Path, name: str, images: list[Path], notes: list[str]) 
     unmatched = 0
     for path in images:
         source = sources.get(_file_key(path.name)) if sources else None
-        unmatched += sources is not None and source is None
+        if sources is not None and source is None:
+            unmatched += 1
         records.append(Record(path=path, labels=(name,), source=source))
     if sources is not None and unmatched:
         notes.append(f"{unmatched} image(s) of class {name} have no row in {name}.metadata.xlsx.")
