@@ -65,3 +65,17 @@ def test_union_find_roots_are_smallest_members() -> None:
     sets.union(4, 2)
     sets.union(2, 3)
     assert sets.roots().tolist() == [0, 1, 2, 2, 2]
+
+
+def test_flip_shortcut_equals_explicit_flips() -> None:
+    from PIL import Image
+
+    from cxr_tune.data.dedup import _best_flip_similarity, _parity_classes
+    from cxr_tune.data.images import make_thumb
+
+    thumbs = np.stack([make_thumb(Image.fromarray(pattern(s))) for s in range(12)])
+    plain = signatures(thumbs)
+    flips = [thumbs, thumbs[:, :, ::-1], thumbs[:, ::-1, :], thumbs[:, ::-1, ::-1]]
+    explicit = np.max([plain @ signatures(f).T for f in flips], axis=0)
+    parts = [np.ascontiguousarray(plain[:, c]) for c in _parity_classes()]
+    np.testing.assert_allclose(_best_flip_similarity(parts, parts), explicit, atol=1e-5)
