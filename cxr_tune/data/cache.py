@@ -154,7 +154,7 @@ def cache_key(detection: Detection, parser_options: Mapping[str, Any], options: 
 def source_fingerprint(root: Path) -> str:
     """Hash of (relative path, size, mtime_ns) of every file under ``root``, hidden ones aside."""
     digest = hashlib.sha256()
-    for current, dirs, files in os.walk(root):
+    for current, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith(".") or name.lower() in image_io.SYSTEM_FILES:
@@ -358,7 +358,7 @@ def _write_cache(
         "split_hash": s_hash,
         "labels_dropped": label_report,
         "skipped_total": skipped.total,
-        "notes": list(manifest.notes) + _label_notes(label_report),
+        "notes": list(manifest.notes) + _label_notes(label_report) + _split_notes(audit, dedup),
         "image_modes": dict(Counter(info["mode"] for info in decoded.info).most_common()),
         "image_sizes": _size_stats(decoded.info),
         "decode_seconds": round(decoded.seconds, 3),
@@ -546,6 +546,24 @@ def _label_notes(dropped: Mapping[str, Mapping[str, int]]) -> list[str]:
         for name, counts in dropped.items()
     )
     return [f"Labels dropped for too few positives in some split: {shown}."]
+
+
+def _split_notes(audit: Mapping[str, Any], dedup: Mapping[str, Any]) -> list[str]:
+    """Warnings about the grouping: capped near-duplicate chains, groups crossing fixed splits."""
+    notes = []
+    if dedup["refused_merges"]:
+        notes.append(
+            f"{dedup['refused_merges']} near-duplicate merges were refused because a cluster "
+            f"would exceed {DEFAULT_MAX_CLUSTER} images: many images look alike at similarity "
+            f">= {dedup['min_similarity']}; check the largest groups in manifest.csv."
+        )
+    if audit["crossing"]:
+        notes.append(
+            f"{audit['crossing']} groups (patients or near-duplicates) lie in more than one of "
+            "the dataset's own split folders, e.g. "
+            f"{', '.join(audit['examples'][:3])}: the dataset's split leaks."
+        )
+    return notes
 
 
 def _offsets(split: Mapping[str, np.ndarray]) -> dict[str, list[int]]:

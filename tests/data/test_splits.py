@@ -93,3 +93,25 @@ def test_patients_never_cross_splits(layouts: dict[str, Expected], options: Data
         splits_of.setdefault(expected.groups[row["path"]], set()).add(row["split"])
     assert all(len(s) == 1 for s in splits_of.values())
     assert all(row["group"].startswith("patient:") for row in rows)
+
+
+def test_leaky_split_folders_are_reported_not_moved(
+    layouts: dict[str, Expected], tmp_path: Path
+) -> None:
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "leaky"
+    shutil.copytree(layouts["imagefolder_splits"].root, root)
+    # The same radiograph, mirrored, in train/ and test/: the dataset's own split leaks.
+    Image.open(root / "train" / "a" / "a0.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        root / "test" / "a" / "mirrored.png"
+    )
+    options = DataOptions(image_size=32, cache_dir=tmp_path / "cache", workers=1)
+    entry = prepare(DataSource(None, root), options)
+    rows = {r["path"]: r for r in read_manifest(entry.path)}
+    assert rows["test/a/mirrored.png"]["split"] == "test"
+    assert rows["train/a/a0.png"]["split"] == "train"
+    assert entry.split_info()["audit"]["crossing"] == 1
+    assert any("the dataset's split leaks" in note for note in entry.meta["notes"])

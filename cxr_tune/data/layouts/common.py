@@ -35,7 +35,7 @@ def walk_files(folder: Path, skip_dirs: Iterable[str] = ()) -> list[Path]:
     """Every file under ``folder`` (recursively, hidden folders and ``skip_dirs`` excluded), sorted."""
     skipped = {name.lower() for name in skip_dirs}
     found: list[Path] = []
-    for current, dirs, files in os.walk(folder):
+    for current, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in skipped)
         found.extend(Path(current) / name for name in files)
     return sorted(found)
@@ -56,7 +56,7 @@ def list_images(folder: Path, skipped: SkipReport, skip_dirs: Iterable[str] = ()
 def has_image(folder: Path, limit: int = 200) -> bool:
     """True if an image file lies under ``folder`` (looks at no more than ``limit`` files)."""
     seen = 0
-    for _current, dirs, files in os.walk(folder):
+    for _current, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             if file_skip_reason(name) is None:
