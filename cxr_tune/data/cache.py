@@ -51,7 +51,7 @@ from cxr_tune.data.detect import resolve
 from cxr_tune.data.layouts.common import check_options
 from cxr_tune.data.splits import grouped_stratified_split, leakage_audit, split_hash
 from cxr_tune.data.types import SPLITS, DatasetArrays, Manifest, Record, SkipReport, SplitArrays
-from cxr_tune.errors import DataError
+from cxr_tune.errors import ConfigError, DataError
 
 # Bump when the cache's content or meaning changes: old folders are then rebuilt, never misread.
 FORMAT_VERSION = 1
@@ -119,6 +119,14 @@ def prepare(
         ConfigError: an unknown dataset key or parser option.
     """
     started = time.perf_counter()
+    if (
+        isinstance(options.image_size, bool)
+        or not isinstance(options.image_size, int)
+        or (options.image_size < 8)
+    ):
+        raise ConfigError(
+            f"The value of `image_size` is {options.image_size!r}, but must be an integer >= 8."
+        )
     detection = resolve(source)
     spec = DATASETS.get(detection.dataset)
     parser_options = check_options(spec.name, options.parser_options, spec.options)

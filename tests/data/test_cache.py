@@ -196,3 +196,10 @@ def test_open_cache_rejects_other_formats(dataset: Expected, options: DataOption
     (copy / "meta.json").write_text(meta)
     with pytest.raises(DataError, match="format 999"):
         open_cache(copy)
+
+
+def test_tiny_image_size_is_a_config_error(dataset: Expected, tmp_path: Path) -> None:
+    from cxr_tune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`image_size` is 4"):
+        prepare(DataSource(None, dataset.root), DataOptions(image_size=4, cache_dir=tmp_path))

@@ -118,6 +118,13 @@ def _read_text(path: Path, limit: int | None = None) -> tuple[str, str]:
 
 
 def _read_rows(path: Path, text: str) -> list[dict[str, str]]:
+    try:
+        return _parse_csv(path, text)
+    except csv.Error as err:
+        raise DataError(f"The file '{path}' is not a readable CSV file: {err}.") from None
+
+
+def _parse_csv(path: Path, text: str) -> list[dict[str, str]]:
     reader = csv.reader(io.StringIO(text))
     header = [c.strip().lower() for c in next(reader, [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
