@@ -25,7 +25,7 @@ def resolve(source: DataSource) -> Detection:
 
     Raises:
         ConfigError: an unknown dataset key (with did-you-mean), or a key that takes no folder.
-        DataError: the folder is missing, or holds no known layout.
+        DataError: the folder is missing, holds no known layout, or holds several datasets.
     """
     root = _check_folder(source.path)
     if source.key is not None:
