@@ -176,7 +176,9 @@ def parse_space(raw: Any, *, source: str, default_name: str = "space") -> Search
     evaluation = where.mapping(mapping.get("evaluation", {}), "evaluation")
     where.no_unknown_keys(evaluation, ("seeds", "bootstrap"), "evaluation")
     _check_overlaps(where, cells, params, fixed)
-    algorithm = where.choice(search.get("algorithm", "optuna"), ALGORITHMS, "search.algorithm")
+    algorithm = where.choice(
+        search.get("algorithm", "optuna"), ALGORITHMS, "search.algorithm", "algorithm"
+    )
     if algorithm == "grid":
         for param in params.values():
             if param.kind != "choice":
@@ -255,9 +257,9 @@ class _Where:
             self.fail(key, f"the value is {value!r}, but must be a finite number")
         return float(value)
 
-    def choice(self, value: Any, allowed: tuple[str, ...], key: str) -> str:
+    def choice(self, value: Any, allowed: tuple[str, ...], key: str, kind: str = "value") -> str:
         if value not in allowed:
-            self.fail(key, unknown_name_message("value", str(value), allowed).rstrip("."))
+            self.fail(key, unknown_name_message(kind, str(value), allowed).rstrip("."))
         return value
 
     def field_value(self, name: str, value: Any, key: str) -> Any:
@@ -281,7 +283,9 @@ class _Where:
 def _parse_metric(where: _Where, raw: Any) -> tuple[str, Mode]:
     metric = where.mapping(raw, "metric")
     where.no_unknown_keys(metric, ("name", "mode"), "metric")
-    name = where.choice(metric.get("name", "val_macro_f1"), tuple(METRIC_MODES), "metric.name")
+    name = where.choice(
+        metric.get("name", "val_macro_f1"), tuple(METRIC_MODES), "metric.name", "metric"
+    )
     mode = where.choice(metric.get("mode", METRIC_MODES[name]), ("min", "max"), "metric.mode")
     return name, mode  # type: ignore[return-value]
 
@@ -396,7 +400,7 @@ def _parse_scheduler(where: _Where, raw: Any, fixed: Mapping[str, Any]) -> Sched
     where.no_unknown_keys(
         spec, ("name", "grace_period", "reduction_factor", "brackets"), "scheduler"
     )
-    name = where.choice(spec.get("name", "asha"), SCHEDULERS, "scheduler.name")
+    name = where.choice(spec.get("name", "asha"), SCHEDULERS, "scheduler.name", "scheduler")
     grace = where.integer(spec.get("grace_period", 1), "scheduler.grace_period", low=1)
     factor = where.number(spec.get("reduction_factor", 3), "scheduler.reduction_factor")
     if factor <= 1:

@@ -8,8 +8,9 @@ searcher instead:
   trials round-robin over the cells, so every cell is searched at the same time;
 - reports each epoch's metric to Optuna as an intermediate value;
 - tells Optuna PRUNED (with those intermediate values) for trials that stopped before their last
-  epoch, COMPLETE only for trials that trained all epochs, and FAIL with the reason for trials
-  that diverged, ran out of memory or crashed;
+  epoch, COMPLETE only for trials that trained all epochs, PRUNED at the worst value for trials
+  whose loss diverged (so TPE learns to avoid them; a FAIL would be ignored), and FAIL with the
+  reason for trials that ran out of memory or crashed;
 - stores the studies in one SQLite file that ``optuna-dashboard`` opens, and carries that file
   in its checkpoint so ``--resume`` restores the whole history, on this or another machine.
 """
@@ -126,7 +127,9 @@ class CellSearcher(Searcher):
             return
         cell_id, _number, storage_id = self._trials[trial_id]
         study = self._study(self._cells[cell_id])
-        optuna.Trial(study, storage_id).report(float(value), int(step))
+        frozen = study._storage.get_trial(storage_id)
+        if frozen.state == TrialState.RUNNING and int(step) not in frozen.intermediate_values:
+            optuna.Trial(study, storage_id).report(float(value), int(step))
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -135,12 +138,24 @@ class CellSearcher(Searcher):
             return
         cell_id, number, storage_id = self._trials[trial_id]
         study = self._study(self._cells[cell_id])
-        state, value, reason = self._outcome(result, error, study, storage_id)
+        if result:
+            # When ASHA stops a trial, Tune hands its last result to on_trial_complete only.
+            self.on_trial_result(trial_id, result)
+        outcome, value, reason = self._outcome(result, error, study, storage_id)
+        if outcome == "diverged":
+            # Optuna's TPE ignores FAIL trials and would keep proposing diverging learning
+            # rates; a PRUNED trial at the worst value teaches it to stay away.
+            self._report_worst(study, storage_id, int((result or {}).get("epoch", 1)))
         if reason:
             study._storage.set_trial_user_attr(storage_id, "failure_reason", reason)
-        study._storage.set_trial_user_attr(storage_id, "outcome", _OUTCOME_NAMES[state])
-        study.tell(number, value, state=state, skip_if_finished=True)
+        study._storage.set_trial_user_attr(storage_id, "outcome", outcome)
+        study.tell(number, value, state=_OUTCOME_STATES[outcome], skip_if_finished=True)
         self._told.add(trial_id)
+
+    def _report_worst(self, study: optuna.Study, storage_id: int, epoch: int) -> None:
+        frozen = study._storage.get_trial(storage_id)
+        if frozen.state == TrialState.RUNNING and epoch not in frozen.intermediate_values:
+            optuna.Trial(study, storage_id).report(worst_value(self.mode), epoch)
 
     def save(self, checkpoint_path: str) -> None:
         state = {
@@ -236,21 +251,23 @@ class CellSearcher(Searcher):
         error: bool,
         study: optuna.Study,
         storage_id: int,
-    ) -> tuple[TrialState, float | None, str | None]:
-        """Decide how Optuna should see a finished trial."""
+    ) -> tuple[str, float | None, str | None]:
+        """How a finished trial ended: (outcome, value for Optuna, reason)."""
         if error:
-            return TrialState.FAIL, None, "the trial raised an error (see its error.txt)"
+            return "failed", None, "the trial raised an error (see its error.txt)"
         result = result or {}
         status = result.get("status", STATUS_OK)
+        if status == "diverged":
+            return "diverged", None, str(result.get("failure_reason", status))
         if status != STATUS_OK:
-            return TrialState.FAIL, None, str(result.get("failure_reason", status))
+            return "failed", None, str(result.get("failure_reason", status))
         value = result.get(self.metric)
         if value is None or not math.isfinite(float(value)):
-            return TrialState.FAIL, None, f"no finite {self.metric} reported"
+            return "failed", None, f"no finite {self.metric} reported"
         epochs = int(study._storage.get_trial(storage_id).user_attrs["config"]["epochs"])
         if int(result.get("epoch", 0)) < epochs:
-            return TrialState.PRUNED, None, None
-        return TrialState.COMPLETE, float(value), None
+            return "stopped_early", None, None
+        return "completed", float(value), None
 
     def _fail_orphans(self) -> None:
         """Mark trials that were asked but never reached Ray (lost with a killed driver) FAIL."""
@@ -267,11 +284,18 @@ class CellSearcher(Searcher):
                     study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-_OUTCOME_NAMES = {
-    TrialState.COMPLETE: "completed",
-    TrialState.PRUNED: "stopped_early",
-    TrialState.FAIL: "failed",
+_OUTCOME_STATES = {
+    "completed": TrialState.COMPLETE,
+    "stopped_early": TrialState.PRUNED,
+    "diverged": TrialState.PRUNED,
+    "failed": TrialState.FAIL,
 }
+
+
+def worst_value(mode: str) -> float:
+    """The value a diverged trial is scored with: the floor of the [0, 1] metrics when
+    maximising; for a minimised loss, a value far above any real loss."""
+    return 0.0 if mode == "max" else 1.0e6
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,176 @@
+"""CellSearcher without a Tune run: what it suggests and what Optuna is told."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cxr_tune.config import PROFILES
+from cxr_tune.search.plan import build_plan
+from cxr_tune.search.searcher import CellSearcher, grid_points
+from cxr_tune.spaces import load_space, parse_space
+
+
+@pytest.fixture
+def plan():
+    space = load_space("ablation")
+    return build_plan(space, PROFILES["cpu"], ("phantom",), cpu_count=2)
+
+
+@pytest.fixture
+def searcher(plan, tmp_path, monkeypatch):
+    monkeypatch.delenv("CXR_TUNE_STUDY_DB", raising=False)
+    return CellSearcher(plan, str(tmp_path / "optuna.db"))
+
+
+def _study(searcher, cell):
+    return optuna.load_study(study_name=cell, storage=f"sqlite:///{searcher.study_db}")
+
+
+def test_suggestions_deal_cells_round_robin_and_start_with_the_papers_points(searcher, plan):
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    assert [c["cell"] for c in configs] == [
+        "phantom/alexnet",
+        "phantom/vgg11",
+        "phantom/resnet50",
+    ] * 2
+    first = configs[0]
+    assert (first["lr"], first["batch_size"], first["optimizer"]) == (1e-4, 32, "adam")
+    assert first["epochs"] == 3 and first["image_size"] == 64 and first["dataset"] == "phantom"
+
+
+def test_conditional_weight_decay_only_for_sgd(searcher):
+    configs = [searcher.suggest(f"t{i}") for i in range(18)]
+    assert any(c["optimizer"] == "sgd" for c in configs)
+    study = _study(searcher, "phantom/alexnet")
+    for trial in study.trials:
+        sampled_wd = "weight_decay" in trial.params
+        assert sampled_wd == (trial.params["optimizer"] == "sgd")
+    sgd_paper = [
+        c for c in configs if c["optimizer"] == "sgd" and c["lr"] == 1e-4 and c["batch_size"] == 32
+    ]
+    assert sgd_paper and sgd_paper[0]["weight_decay"] == 0.5
+
+
+def test_finishes_after_num_samples_per_cell(searcher, plan):
+    for i in range(plan.total_trials):
+        assert isinstance(searcher.suggest(f"t{i}"), dict)
+    assert searcher.suggest("extra") == CellSearcher.FINISHED
+
+
+def test_early_stopped_trial_reaches_optuna_as_pruned_with_its_epochs(searcher):
+    config = searcher.suggest("t0")
+    searcher.on_trial_result("t0", {"epoch": 1, "val_macro_f1": 0.31, "status": "ok"})
+    searcher.on_trial_complete("t0", {"epoch": 1, "val_macro_f1": 0.31, "status": "ok"})
+    trial = _study(searcher, config["cell"]).trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert trial.intermediate_values == {1: 0.31}
+    assert trial.user_attrs["outcome"] == "stopped_early"
+
+
+def test_trial_that_trained_every_epoch_is_complete(searcher):
+    config = searcher.suggest("t0")
+    for epoch, value in enumerate([0.2, 0.4, 0.5], start=1):
+        searcher.on_trial_result("t0", {"epoch": epoch, "val_macro_f1": value, "status": "ok"})
+    searcher.on_trial_complete("t0", {"epoch": 3, "val_macro_f1": 0.5, "status": "ok"})
+    trial = _study(searcher, config["cell"]).trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.5
+    assert trial.intermediate_values == {1: 0.2, 2: 0.4, 3: 0.5}
+
+
+def test_diverged_trial_is_pruned_at_the_worst_value_so_tpe_avoids_it(searcher):
+    config = searcher.suggest("t0")
+    searcher.on_trial_result("t0", {"epoch": 1, "val_macro_f1": 0.3, "status": "ok"})
+    searcher.on_trial_complete(
+        "t0",
+        {
+            "epoch": 2,
+            "status": "diverged",
+            "val_macro_f1": float("nan"),
+            "failure_reason": "training loss became nan",
+        },
+    )
+    trial = _study(searcher, config["cell"]).trials[0]
+    assert trial.state == TrialState.PRUNED and trial.value == 0.0
+    assert trial.intermediate_values == {1: 0.3, 2: 0.0}
+    assert trial.user_attrs["outcome"] == "diverged"
+    assert "training loss became nan" in trial.user_attrs["failure_reason"]
+
+
+@pytest.mark.parametrize(
+    ("result", "error", "reason"),
+    [
+        (
+            {"epoch": 1, "status": "failed", "failure_reason": "out of memory: CUDA"},
+            False,
+            "out of memory: CUDA",
+        ),
+        (None, True, "the trial raised an error"),
+    ],
+)
+def test_failed_trials_are_fail_with_the_reason(searcher, result, error, reason):
+    config = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", result, error=error)
+    trial = _study(searcher, config["cell"]).trials[0]
+    assert trial.state == TrialState.FAIL
+    assert reason in trial.user_attrs["failure_reason"]
+
+
+def test_save_and_restore_keep_the_history(searcher, plan, tmp_path, monkeypatch):
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"epoch": 3, "val_macro_f1": 0.5, "status": "ok"})
+    searcher.suggest("t1")  # still running when the driver stops
+    checkpoint = tmp_path / "searcher.pkl"
+    searcher.save(str(checkpoint))
+    # Another machine: the live study file is gone, the checkpoint brings it back.
+    monkeypatch.setenv("CXR_TUNE_STUDY_DB", str(tmp_path / "elsewhere" / "optuna.db"))
+    restored = CellSearcher(plan, "unused.db")
+    restored.restore(str(checkpoint))
+    restored.on_trial_complete("t1", {"epoch": 3, "val_macro_f1": 0.6, "status": "ok"})
+    trials = _study(restored, "phantom/alexnet").trials + _study(restored, "phantom/vgg11").trials
+    assert sorted(t.value for t in trials if t.state == TrialState.COMPLETE) == [0.5, 0.6]
+    assert restored.suggest("t2")["cell"] == "phantom/resnet50"
+
+
+def test_orphans_of_a_killed_driver_are_failed_on_restore(searcher, plan, tmp_path):
+    searcher.suggest("t0")
+    checkpoint = tmp_path / "searcher.pkl"
+    searcher.save(str(checkpoint))
+    searcher.suggest("t1")  # asked after the last checkpoint: Ray will never run it
+    restored = CellSearcher(plan, searcher.study_db)
+    restored.restore(str(checkpoint))
+    lost = _study(restored, "phantom/vgg11").trials[0]  # enqueued points are WAITING behind it
+    assert lost.state == TrialState.FAIL and "driver stopped" in lost.user_attrs["failure_reason"]
+    assert _study(restored, "phantom/alexnet").trials[0].state == TrialState.RUNNING
+
+
+def test_grid_enumerates_choices_and_repeats_with_new_seeds(tmp_path):
+    space = parse_space(
+        {
+            "cells": {"model": ["alexnet"]},
+            "params": {
+                "optimizer": {"choice": ["adam", "sgd"]},
+                "batch_size": {"choice": [16, 32]},
+            },
+            "search": {"algorithm": "grid", "num_samples": 2},
+            "scheduler": {"name": "none"},
+        },
+        source="grid.yaml",
+    )
+    plan = build_plan(space, PROFILES["gpu"], ("phantom",))
+    assert plan.total_trials == 8
+    assert len(grid_points(space.params)) == 4
+    searcher = CellSearcher(plan, str(tmp_path / "optuna.db"))
+    configs = [searcher.suggest(f"t{i}") for i in range(8)]
+    assert searcher.suggest("t8") == CellSearcher.FINISHED
+    points = {(c["optimizer"], c["batch_size"], c["seed"]) for c in configs}
+    assert len(points) == 8 and {c["seed"] for c in configs} == {0, 1}
+
+
+def test_searcher_pickles_without_database_handles(searcher):
+    import pickle
+
+    searcher.suggest("t0")
+    clone = pickle.loads(pickle.dumps(searcher))
+    assert clone._studies == {} and clone._trials == searcher._trials
