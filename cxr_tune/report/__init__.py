@@ -1,27 +1,76 @@
-"""Best-trial reports from an experiment folder; needs no Ray cluster."""
+"""Best-trial reports from an experiment folder; needs no Ray cluster.
+
+``write_report(folder)`` writes, into the folder (or ``out``): ``report.md``, a self-contained
+``report.html``, ``trials.csv`` (one row per trial) and the plots as ``plots/*.png``.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cxr_tune.report.experiment import Experiment, load_experiment
 
-__all__ = ["Experiment", "load_experiment", "write_report"]
+__all__ = [
+    "REPORT_FILES",
+    "Experiment",
+    "load_experiment",
+    "write_experiment_report",
+    "write_report",
+]
+
+REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "trials.csv")
+# Plot names the report writes; older ones with these prefixes are removed on a rewrite.
+PLOT_PREFIXES: tuple[str, ...] = (
+    "confusion-",
+    "auroc-",
+    "curves-",
+    "ablation-",
+    "importance",
+    "efficiency",
+)
 
 
 def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.md`` for the experiment in ``folder`` into ``out`` (default: the folder).
+    """Write the report of the experiment in ``folder`` into ``out`` (default: the folder).
 
     Returns:
-        The path of ``report.md``.
-    """
-    from cxr_tune.report.markdown import render
+        The path of ``report.md`` (``report.html``, ``trials.csv`` and ``plots/`` beside it).
 
-    experiment = load_experiment(folder)
+    Raises:
+        DataError: ``folder`` is not an experiment folder.
+        OSError: ``out`` cannot be written.
+    """
+    return write_experiment_report(load_experiment(folder), out)
+
+
+def write_experiment_report(experiment: Experiment, out: str | Path | None = None) -> Path:
+    """Write the report of an already loaded experiment; see ``write_report``."""
+    from cxr_tune.report import html, markdown
+    from cxr_tune.report.build import build_document
+    from cxr_tune.report.tables import trials_frame
+
     target = Path(out).expanduser() if out else experiment.folder
     target.mkdir(parents=True, exist_ok=True)
-    path = target / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text(render(experiment), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    _remove_old_plots(target / "plots")
+    doc, _ = build_document(experiment, target)
+    _write_atomic(target / "report.md", markdown.render(doc))
+    _write_atomic(target / "report.html", html.render(doc, target))
+    _write_atomic(target / "trials.csv", trials_frame(experiment).to_csv(index=False))
+    return target / "report.md"
+
+
+def _remove_old_plots(plots: Path) -> None:
+    """Drop plots an earlier report wrote (a cell may be gone), never other files."""
+    if not plots.is_dir():
+        return
+    for path in plots.glob("*.png"):
+        if path.name.startswith(PLOT_PREFIXES):
+            path.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A report opened while it is rewritten is either the old one or the new one.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

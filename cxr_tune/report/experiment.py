@@ -2,6 +2,8 @@
 
 Works on finished, interrupted and copied experiments (``ray rsync-down``). Half-written trial
 folders (a truncated last JSON line, no results yet) are read as far as they go and flagged.
+Ray's own ``experiment_state-*.json`` is read as plain JSON, only for each trial's status, so a
+trial that was still running when the search was interrupted is reported as unfinished.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ EVALUATION_FILE = "evaluation.json"
 STUDY_FILE = "optuna.db"
 # Trial outcomes, in the order reports list them.
 STATES: tuple[str, ...] = ("completed", "stopped_early", "diverged", "failed", "unfinished")
+# Ray trial statuses that mean the trial had not ended when the experiment state was saved.
+RAY_OPEN_STATUSES: frozenset[str] = frozenset({"RUNNING", "PENDING", "PAUSED"})
 
 
 @dataclass
@@ -34,10 +38,16 @@ class TrialRecord:
     error: str | None = None
     problems: list[str] = field(default_factory=list)
     state: str = "unfinished"
+    ray_status: str | None = None
 
     @property
     def cell(self) -> str:
         return str(self.config.get("cell", ""))
+
+    @property
+    def ok_results(self) -> list[dict[str, Any]]:
+        """The epochs that trained normally (no diverged or failed last result)."""
+        return [r for r in self.results if r.get("status", "ok") == "ok"]
 
     @property
     def planned_epochs(self) -> int:
@@ -111,6 +121,11 @@ class Experiment:
     def finished(self) -> bool:
         return "finished_at" in self.record
 
+    @property
+    def interrupted(self) -> bool:
+        """True when the search did not finish or left trials that had not ended."""
+        return not self.finished or any(t.state == "unfinished" for t in self.trials)
+
     def state_counts(self) -> dict[str, int]:
         counts = Counter(t.state for t in self.trials)
         return {s: counts.get(s, 0) for s in STATES}
@@ -163,7 +178,9 @@ def load_experiment(folder: str | Path) -> Experiment:
     trials = [read_trial(path) for path in _trial_folders(folder)]
     epochs_known = record.get("epochs")
     finished = "finished_at" in record
+    statuses = read_ray_statuses(folder)
     for trial in trials:
+        trial.ray_status = statuses.get(trial.trial_id)
         trial.state = classify(trial, finished=finished, default_epochs=epochs_known)
     evaluation = None
     if (folder / EVALUATION_FILE).is_file():
@@ -202,6 +219,8 @@ def read_trial(folder: Path) -> TrialRecord:
                 problems.append(f"result.json line {number} is cut short (a half-written trial)")
     if not config and results:
         config = dict(results[-1].get("config", {}))
+    if not params.is_file():
+        problems.append("params.json is missing" + ("" if config else "; configuration unknown"))
     error_file = folder / "error.txt"
     error = (
         error_file.read_text(encoding="utf-8", errors="replace") if error_file.is_file() else None
@@ -220,11 +239,33 @@ def classify(trial: TrialRecord, *, finished: bool, default_epochs: int | None =
     planned = trial.planned_epochs or default_epochs or 0
     if trial.results and planned and trial.epochs_done >= planned:
         return "completed"
+    if trial.ray_status in RAY_OPEN_STATUSES:
+        return "unfinished"  # still running (or queued) when the search stopped
     if trial.error and (finished or not trial.results):
         return "failed"
     if finished and trial.results:
         return "stopped_early"
     return "unfinished"
+
+
+def read_ray_statuses(folder: Path) -> dict[str, str]:
+    """Trial id -> Ray status from the newest ``experiment_state-*.json`` ({} if unreadable).
+
+    The file is Ray's internal format; only ``trial_data[i][0]`` (a JSON string with
+    ``trial_id`` and ``status``) is read, and anything unexpected yields no statuses.
+    """
+    states = sorted(folder.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text(encoding="utf-8"))
+        statuses = {}
+        for entry in data.get("trial_data", []):
+            trial = json.loads(entry[0])
+            statuses[str(trial["trial_id"])] = str(trial.get("status", ""))
+        return statuses
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return {}
 
 
 def _float(value: Any) -> float:

@@ -238,6 +238,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
     from cxr_tune.search.progress import ProgressLines
     from cxr_tune.search.scheduler import CellASHA
     from cxr_tune.search.searcher import CellSearcher
+    from cxr_tune.search.tensorboard import TrialTensorBoard
     from cxr_tune.trainable import train_trial
 
     plan = request.plan
@@ -276,7 +277,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
             storage_path=request.storage.root,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[ProgressLines(plan.space.metric)],
+            callbacks=[ProgressLines(plan.space.metric), TrialTensorBoard()],
             verbose=0,
         ),
     )

@@ -1,0 +1,312 @@
+"""Report sections: the ablation answers, hyperparameter importance, search efficiency, failed
+trials and the list of all trials."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cxr_tune.report import plots
+from cxr_tune.report.build import Context
+from cxr_tune.report.conclusions import (
+    FACTOR_LABELS,
+    factor_conclusion,
+    matching_test_metric,
+    metric_label,
+    optimizer_conclusion,
+)
+from cxr_tune.report.document import Block, Bullets, Paragraph, Section, fmt, make_table
+from cxr_tune.report.experiment import Experiment
+from cxr_tune.report.importance import cell_importances
+from cxr_tune.report.tables import (
+    config_text,
+    early_stopping_savings,
+    efficiency_frame,
+    failures_frame,
+    trials_frame,
+)
+
+# All trials are in trials.csv; the page lists this many.
+MAX_TRIAL_ROWS = 300
+
+
+def ablation_sections(exp: Experiment, ctx: Context) -> list[Section]:
+    """Metric vs learning rate, vs batch size, and SGD vs Adam, each with a one-line answer."""
+    factors, source = _factors(exp)
+    intro = Section("Ablation answers")
+    intro.blocks.append(
+        Paragraph(
+            "The paper changed one factor at a time by hand; here the search's own trials answer "
+            "the same questions. The factor plots compare every trial at the first epoch all of a "
+            "cell's trials reached (the first early-stopping rung, so stopped trials count as much "
+            "as completed ones) and completed trials at their last epoch; intervals are bootstrap "
+            "95% intervals of the mean over trials, and a difference is called clear only when "
+            f"they do not overlap. {source}"
+        )
+    )
+    sections = [intro]
+    for factor, title in (("lr", "Learning rate"), ("batch_size", "Batch size")):
+        sections.append(_factor_section(exp, ctx, factor, title, factors.get(factor, [])))
+    sections.append(_optimizer_section(exp, ctx, factors.get("optimizer", [])))
+    return sections
+
+
+def _factors(exp: Experiment) -> tuple[dict[str, Any], str]:
+    if exp.evaluation and "factors" in exp.evaluation:
+        return dict(exp.evaluation["factors"]), "Numbers from `evaluation.json`."
+    from cxr_tune.evaluate import factor_effects  # no Ray at import; numpy only here
+
+    return factor_effects(exp), "Computed from the trials (there is no `evaluation.json` yet)."
+
+
+def _factor_section(
+    exp: Experiment, ctx: Context, factor: str, title: str, rows: Sequence[Mapping[str, Any]]
+) -> Section:
+    section = Section(title, level=3)
+    if not rows:
+        section.blocks.append(Paragraph(_not_varied(exp, factor)))
+        return section
+    section.blocks.append(
+        ctx.figure(
+            f"ablation-{factor}",
+            f"Validation {metric_label(exp.metric)} vs {FACTOR_LABELS[factor]}, per cell.",
+            lambda path: plots.plot_factor(rows, factor, exp.metric, path),
+        )
+    )
+    section.blocks.append(Bullets(tuple(_conclusions(exp, factor, rows))))
+    return section
+
+
+def _conclusions(exp: Experiment, factor: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    cells = list(dict.fromkeys(str(r["cell"]) for r in rows))
+    return [
+        factor_conclusion(
+            cell, factor, [r for r in rows if r["cell"] == cell], exp.metric, exp.mode
+        )
+        for cell in cells
+    ]
+
+
+def _not_varied(exp: Experiment, factor: str) -> str:
+    values = sorted({t.config[factor] for t in exp.trials if factor in t.config}, key=str)
+    word = FACTOR_LABELS.get(factor, factor)
+    if not values:
+        return f"The {word} is not recorded in any trial, so there is nothing to compare."
+    if len(values) == 1:
+        return f"The {word} was not searched in this experiment: every trial used {values[0]}."
+    if factor == "lr":
+        low, high = min(values), max(values)
+        return (
+            f"Within each cell, all learning rates ({low:.2g} to {high:.2g}) fall in one decade, "
+            "so there is no learning-rate comparison to make."
+        )
+    return f"No cell tried more than one {word}, so there is nothing to compare."
+
+
+def _optimizer_section(exp: Experiment, ctx: Context, rows: Sequence[Mapping[str, Any]]) -> Section:
+    section = Section("SGD vs Adam", level=3)
+    comparisons = [
+        c for c in (exp.evaluation or {}).get("comparisons", []) if c.get("factor") == "optimizer"
+    ]
+    if comparisons:
+        available = sorted({m for c in comparisons for m in c.get("metrics", {})})
+        metric = matching_test_metric(exp.metric, available)
+        section.blocks.append(
+            Paragraph(
+                "The best configuration found with each optimizer, scored on the same test images "
+                "(paired bootstrap): the interval is that of the difference."
+            )
+        )
+        section.blocks.append(
+            ctx.figure(
+                "ablation-optimizer",
+                f"Difference in test {metric_label(metric)} between optimizers, per cell.",
+                lambda path: plots.plot_optimizer(comparisons, metric, path),
+            )
+        )
+        section.blocks.append(Bullets(tuple(optimizer_conclusion(c, metric) for c in comparisons)))
+        return section
+    if rows:
+        section.blocks.append(
+            Paragraph("No test-split comparison is available; the validation trials compare:")
+        )
+        section.blocks.append(
+            ctx.figure(
+                "ablation-optimizer",
+                f"Validation {metric_label(exp.metric)} vs optimizer, per cell.",
+                lambda path: plots.plot_factor(rows, "optimizer", exp.metric, path),
+            )
+        )
+        section.blocks.append(Bullets(tuple(_conclusions(exp, "optimizer", rows))))
+        return section
+    section.blocks.append(Paragraph(_not_varied(exp, "optimizer")))
+    return section
+
+
+def importance_sections(exp: Experiment, ctx: Context) -> list[Section]:
+    """fANOVA importance of the searched parameters per cell, or why it cannot be computed."""
+    section = Section("Hyperparameter importance")
+    results = cell_importances(exp.folder, exp.cells())
+    usable = [r for r in results if r.values]
+    section.blocks.append(
+        Paragraph(
+            "Optuna's fANOVA on each cell's completed trials: the share of the variance of the "
+            f"final `{exp.metric}` each searched parameter explains. With few completed trials "
+            "these shares are rough."
+        )
+    )
+    if usable:
+        rows = [
+            [f"`{r.cell}`", name, fmt(value, 3), str(r.completed)]
+            for r in usable
+            for name, value in r.values.items()
+        ]
+        section.blocks.append(make_table(["cell", "parameter", "importance", "trials"], rows))
+        section.blocks.append(
+            ctx.figure(
+                "importance",
+                "fANOVA importance per cell.",
+                lambda path: plots.plot_importance(usable, path),
+            )
+        )
+    notes = [f"`{r.cell}`: not computed: {r.reason}." for r in results if not r.values]
+    notes += [
+        f"`{r.cell}`: {', '.join(r.left_out)} left out (set only in some trials, e.g. only "
+        "with SGD)."
+        for r in results
+        if r.left_out
+    ]
+    if notes:
+        section.blocks.append(Bullets(tuple(notes)))
+    return [section]
+
+
+def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
+    """Best-so-far metric vs compute, and the epochs early stopping saved."""
+    section = Section("Search efficiency")
+    savings = early_stopping_savings(exp)
+    frame = efficiency_frame(exp)
+    unfinished = sum(t.state == "unfinished" for t in exp.trials)
+    lines = []
+    if savings.planned:
+        share = savings.saved_by_asha / savings.planned
+        lines.append(
+            f"epochs trained: {savings.trained} of the {savings.planned} that training every "
+            "ended trial to its last epoch would take"
+        )
+        lines.append(
+            f"early stopping (ASHA) stopped {savings.stopped_early} trials, saving "
+            f"{savings.saved_by_asha} epochs ({_percent(share)}), about "
+            f"{savings.saved_seconds / 3600:.2f} trial-hours at those trials' own pace"
+        )
+    else:
+        lines.append("no trial has ended yet, so early stopping has saved nothing so far")
+    if unfinished:
+        lines.append(f"{unfinished} unfinished trials are left out of these counts")
+    if savings.ended_on_their_own:
+        lines.append(
+            f"diverged or failed trials ended on their own, {savings.ended_on_their_own} epochs "
+            "before their end"
+        )
+    lines += _first_reached(exp, frame)
+    section.blocks.append(Bullets(tuple(lines)))
+    if len(frame) and frame["best_so_far"].notna().any():
+        planned = {
+            cell: sum(t.planned_epochs for t in exp.trials_of(cell) if t.state != "unfinished")
+            for cell in exp.cells()
+        }
+        section.blocks.append(
+            ctx.figure(
+                "efficiency",
+                "Best validation metric found so far vs compute spent, per cell.",
+                lambda path: plots.plot_efficiency(frame, exp.metric, planned, path),
+            )
+        )
+    return [section]
+
+
+def _first_reached(exp: Experiment, frame: Any) -> list[str]:
+    """Per cell: when the search first reached the best value it ever found."""
+    lines = []
+    for cell, rows in frame.groupby("cell", sort=False) if len(frame) else []:
+        final = rows["best_so_far"].iloc[-1]
+        if not math.isfinite(final):
+            continue
+        first = rows[rows["best_so_far"] == final].iloc[0]
+        total = rows["trial_seconds"].iloc[-1]
+        share = first["trial_seconds"] / total if total else math.nan
+        lines.append(
+            f"`{cell}`: best {exp.metric} {final:.4f} first reached after {int(first['epochs'])} "
+            f"of {int(rows['epochs'].iloc[-1])} epochs ({_percent(share)} of the cell's trial time)"
+        )
+    return lines
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.0f}%" if math.isfinite(share) else "—"
+
+
+def failure_sections(exp: Experiment, ctx: Context) -> list[Section]:
+    """Diverged, failed and unfinished trials with their reasons."""
+    section = Section("Failed, diverged and unfinished trials")
+    frame = failures_frame(exp)
+    if not len(frame):
+        section.blocks.append(Paragraph("None: every trial trained normally."))
+        return [section]
+    rows = [
+        [
+            f"`{r.cell}`",
+            f"`{r.trial_id}`",
+            r.state.replace("_", " "),
+            str(r.epoch),
+            r.config,
+            r.reason,
+        ]
+        for r in frame.itertuples()
+    ]
+    section.blocks.append(
+        make_table(["cell", "trial", "outcome", "epoch", "configuration", "reason"], rows)
+    )
+    return [section]
+
+
+def trial_sections(exp: Experiment, ctx: Context) -> list[Section]:
+    """Every trial in one table (all of them also in trials.csv)."""
+    section = Section("All trials")
+    frame = trials_frame(exp)
+    if not len(frame):
+        section.blocks.append(Paragraph("No trial has reported yet."))
+        return [section]
+    best_column = f"best_{exp.metric}"
+    rows = [
+        [
+            f"`{r['cell']}`",
+            f"`{r['trial_id']}`",
+            str(r["state"]).replace("_", " "),
+            f"{r['epochs_done']}/{r['epochs_planned']}",
+            config_text(r),
+            fmt(r.get(f"final_{exp.metric}", math.nan)),
+            fmt(r[best_column]),
+            _seconds(r["time_total_s"]),
+            str(r["node"]),
+        ]
+        for r in frame.head(MAX_TRIAL_ROWS).to_dict("records")
+    ]
+    headers = ["cell", "trial", "outcome", "epochs", "configuration", f"final {exp.metric}"]
+    headers += [f"best {exp.metric}", "time", "node"]
+    blocks: list[Block] = [make_table(headers, rows)]
+    if len(frame) > MAX_TRIAL_ROWS:
+        blocks.append(
+            Paragraph(f"The first {MAX_TRIAL_ROWS} of {len(frame)}; all are in `trials.csv`.")
+        )
+    section.blocks.extend(blocks)
+    return [section]
+
+
+def _seconds(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{number:.0f} s" if math.isfinite(number) else "—"

@@ -1,0 +1,115 @@
+"""TensorBoard events per trial: per-epoch scalars and the trial's hyperparameters.
+
+Ray's default ``TBXLoggerCallback`` writes every numeric result key under ``ray/tune/`` against
+Ray's iteration counter, and writes the hyperparameters only when a trial ends: trials still
+running when a search is interrupted, or that crash before their first result, never reach the
+HParams tab. ``TrialTensorBoard`` replaces it (Tune adds its default only when no callback of
+that class is given) and writes, in each trial folder:
+
+- scalars per epoch: ``loss/train``, ``loss/val``, ``val/<metric>`` and ``train/lr``,
+  ``train/images_per_s``, ``time/epoch_s``;
+- the hyperparameters (the trial's whole config) when the trial starts, and its outcome when
+  it ends. No experiment summary is written, so TensorBoard builds the HParams table from all
+  trials' hyperparameters and scalars together (conditional parameters included).
+
+``tensorboard --logdir EXPERIMENT_DIR`` then shows every trial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ray.tune.logger import TBXLoggerCallback
+
+# Result keys written as scalars, besides every ``val_*`` metric.
+SCALAR_TAGS: dict[str, str] = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "lr": "train/lr",
+    "train_images_per_s": "train/images_per_s",
+    "epoch_time_s": "time/epoch_s",
+}
+HPARAM_TYPES = (str, bool, int, float)
+
+
+def scalar_tags(result: Mapping[str, Any]) -> dict[str, float]:
+    """TensorBoard tag -> finite value for one epoch's result."""
+    tags: dict[str, float] = {}
+    for key, value in result.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in SCALAR_TAGS:
+            tag = SCALAR_TAGS[key]
+        elif key.startswith("val_") and key != "val_loss":
+            tag = f"val/{key.removeprefix('val_')}"
+        else:
+            continue
+        if math.isfinite(float(value)):
+            tags[tag] = float(value)
+    return tags
+
+
+def hparams_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config values TensorBoard's HParams tab can show (strings, booleans, numbers)."""
+    return {k: v for k, v in config.items() if isinstance(v, HPARAM_TYPES)}
+
+
+class TrialTensorBoard(TBXLoggerCallback):
+    """Per-trial TensorBoard events with hyperparameters from the start (see module doc)."""
+
+    def log_trial_start(self, trial: Any) -> None:
+        super().log_trial_start(trial)  # opens the trial's writer in its folder
+        self._write_hparams(trial, _session_start(hparams_of(trial.config)))
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        if trial not in self._trial_writer:
+            self.log_trial_start(trial)
+        # The epoch, not Ray's iteration counter: the two differ once a trial is restored.
+        step = int(result.get("epoch") or result.get("training_iteration") or iteration)
+        writer = self._trial_writer[trial]
+        for tag, value in scalar_tags(result).items():
+            writer.add_scalar(tag, value, global_step=step)
+        self._trial_result[trial] = result
+        writer.flush()
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        if trial not in self._trial_writer:
+            return
+        last = self._trial_result.get(trial) or {}
+        ok = not failed and last.get("status", "ok") == "ok"
+        self._write_hparams(trial, _session_end(ok))
+        self._trial_writer[trial].close()
+        del self._trial_writer[trial]
+        del self._trial_result[trial]
+
+    def _write_hparams(self, trial: Any, summary: Any) -> None:
+        writer = self._trial_writer[trial]
+        writer.file_writer.add_summary(summary)
+        writer.flush()
+
+
+def _session_start(hparams: Mapping[str, Any]) -> Any:
+    """The HParams plugin's session-start summary (tensorboardX builds it with its experiment
+    and session-end summaries; only this one is kept)."""
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    _experiment, start, _end = hparams_summaries(hparam_dict=dict(hparams), metric_dict={})
+    return start
+
+
+def _session_end(ok: bool) -> Any:
+    """The HParams plugin's session-end summary with the trial's outcome."""
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+    status = Status.Value("STATUS_SUCCESS" if ok else "STATUS_FAILURE")
+    content = HParamsPluginData(session_end_info=SessionEndInfo(status=status), version=0)
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(
+            plugin_name="hparams", content=content.SerializeToString()
+        )
+    )
+    return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
