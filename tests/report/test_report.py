@@ -1,0 +1,117 @@
+"""The whole report from hand-written experiments: files, numbers, self-containment."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from cxr_tune.report import write_report
+from tests.report.builders import TrialSpec, ablation_evaluation, ablation_trials, write_experiment
+from tests.report.checks import assert_self_contained, assert_valid_pngs, markdown_images
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mini") / "exp"
+    write_experiment(folder, ablation_trials(), evaluation=ablation_evaluation())
+    return write_report(folder)
+
+
+def test_write_report_writes_every_output(report: Path) -> None:
+    folder = report.parent
+    for name in ("report.md", "report.html", "trials.csv"):
+        assert (folder / name).is_file()
+    plots = assert_valid_pngs(folder / "plots")
+    names = {p.name for p in plots}
+    assert {"confusion-covid19_radiography-alexnet.png", "curves-phantom-resnet50.png"} <= names
+    assert {"ablation-lr.png", "ablation-optimizer.png", "efficiency.png"} <= names
+    assert sorted(markdown_images(report.read_text())) == sorted(f"plots/{n}" for n in names)
+
+
+def test_report_sections_come_in_order(report: Path) -> None:
+    text = report.read_text()
+    titles = [
+        "## Summary",
+        "## Results beside the paper",
+        "### Accuracy (%)",
+        "### Precision (macro)",
+        "### Recall (macro)",
+        "### F1 (macro)",
+        "## Best configuration per cell",
+        "## Ablation answers",
+        "## Hyperparameter importance",
+        "## Search efficiency",
+        "## Failed, diverged and unfinished trials",
+    ]
+    positions = [text.index(t) for t in titles]
+    assert positions == sorted(positions)
+    assert "could not be built" not in text and "could not be drawn" not in text
+
+
+def test_report_sets_the_paper_beside_ours(report: Path) -> None:
+    text = report.read_text()
+    assert (
+        "| Dataset 1 (covid19_radiography) | AlexNet | 0.8100 | [0.7600, 0.8600] | 2 | 0.9152 | -0.1052 |"
+        in text
+    )
+    assert (
+        "| Dataset 1 (covid19_radiography) | AlexNet | 90.00 | [85.00, 95.00] | 2 | 91.51 | -1.51 |"
+        in text
+    )
+    assert "| phantom | ResNet50 | 0.4400 | [0.3900, 0.4900] | 2 | — | — |" in text
+    assert "`phantom`: no paper column" in text
+
+
+def test_report_answers_the_ablation_questions(report: Path) -> None:
+    text = report.read_text()
+    assert (
+        "covid19_radiography/alexnet: Adam beats SGD by 0.21 macro-F1 [0.15, 0.27] on the test split."
+        in text
+    )
+    assert "covid19_radiography/alexnet: learning rate matters: 1e-4…1e-3 scored best" in text
+    assert "The batch size" in text or "batch size" in text
+
+
+def test_report_lists_failed_and_diverged_trials_with_reasons(report: Path) -> None:
+    text = report.read_text()
+    failures = text[text.index("## Failed") : text.index("## All trials")]
+    assert "`a4` | diverged | 2 |" in failures and "training loss became inf in epoch 2" in failures
+    assert "`b2` | failed |" in failures and "out of memory" in failures
+
+
+def test_report_summary_shows_compute_and_data(report: Path) -> None:
+    text = report.read_text()
+    assert "GPU-hours" in text and "trial-hours" in text and "wall time 60.0 min" in text
+    assert "| `covid19_radiography` | Dataset 1 |" in text and "`ssssssssssssssss`" in text
+
+
+def test_trials_csv_matches_the_trial_results(report: Path) -> None:
+    rows = list(csv.DictReader((report.parent / "trials.csv").open()))
+    assert len(rows) == 6
+    by_id = {r["trial_id"]: r for r in rows}
+    result = json.loads(
+        (report.parent / "covid19_radiography-alexnet-a1" / "result.json")
+        .read_text()
+        .splitlines()[-1]
+    )
+    assert float(by_id["a1"]["final_val_macro_f1"]) == pytest.approx(result["val_macro_f1"])
+    assert by_id["a3"]["state"] == "stopped_early" and by_id["a3"]["epochs_done"] == "1"
+    assert by_id["a4"]["state"] == "diverged" and "inf" in by_id["a4"]["failure_reason"]
+
+
+def test_report_html_is_self_contained(report: Path) -> None:
+    page = (report.parent / "report.html").read_text()
+    images = assert_self_contained(page)
+    assert images == len(list((report.parent / "plots").iterdir()))
+    assert "@media print" in page
+
+
+def test_write_report_into_another_folder(tmp_path: Path) -> None:
+    folder = write_experiment(tmp_path / "exp", [TrialSpec("t1"), TrialSpec("t2", f1=(0.1, 0.3))])
+    path = write_report(folder, tmp_path / "out")
+    assert path == tmp_path / "out" / "report.md"
+    assert not (folder / "report.md").exists()
+    assert "The final evaluation on the test split is missing" in path.read_text()
