@@ -32,6 +32,7 @@ SCALAR_TAGS: dict[str, str] = {
     "epoch_time_s": "time/epoch_s",
 }
 HPARAM_TYPES = (str, bool, int, float)
+FLUSH_SECONDS = 2
 
 
 def scalar_tags(result: Mapping[str, Any]) -> dict[str, float]:
@@ -60,7 +61,15 @@ class TrialTensorBoard(TBXLoggerCallback):
     """Per-trial TensorBoard events with hyperparameters from the start (see module doc)."""
 
     def log_trial_start(self, trial: Any) -> None:
-        super().log_trial_start(trial)  # opens the trial's writer in its folder
+        if trial in self._trial_writer:
+            self._trial_writer[trial].close()
+        trial.init_local_path()
+        # Ray's writer reaches the disk every 30 s; a trial's hyperparameters should be there
+        # within seconds of its start, even if the search is then interrupted.
+        self._trial_writer[trial] = self._summary_writer_cls(
+            trial.local_path, flush_secs=FLUSH_SECONDS
+        )
+        self._trial_result[trial] = {}
         self._write_hparams(trial, _session_start(hparams_of(trial.config)))
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
@@ -83,6 +92,13 @@ class TrialTensorBoard(TBXLoggerCallback):
         self._trial_writer[trial].close()
         del self._trial_writer[trial]
         del self._trial_result[trial]
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # An interrupted search ends with trials still open: close their files so that nothing
+        # written is lost (their outcome stays unknown in the HParams tab).
+        for trial in list(self._trial_writer):
+            self._trial_writer.pop(trial).close()
+            self._trial_result.pop(trial, None)
 
     def _write_hparams(self, trial: Any, summary: Any) -> None:
         writer = self._trial_writer[trial]
