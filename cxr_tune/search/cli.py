@@ -161,6 +161,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         profile_reason=reason,
     )
     outcome = run_search(request)
+    if outcome.interrupted:
+        return 130
     failed = outcome.states.get("failed", 0) + outcome.states.get("diverged", 0)
     if failed:
         print(f"note: {failed} of {outcome.trials} trials failed or diverged; see the report.")

@@ -54,6 +54,7 @@ class SearchOutcome:
     trials: int
     states: Mapping[str, int]
     report: str | None
+    interrupted: bool = False
 
 
 def check_before_start(request: SearchRequest) -> None:
@@ -166,19 +167,37 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
             f"search: {request.plan.total_trials} trials -> {request.storage.experiment(request.name)}"
         )
         started = time.time()
-        tuner.fit()
+        results = tuner.fit()
+        interrupted = was_interrupted(results, request.plan.total_trials)
         record["search_seconds"] = record.get("search_seconds", 0.0) + time.time() - started
-        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if not interrupted:
+            record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
         request.storage.upload(study_db, request.name, STUDY_FILE)
-        if request.evaluate and request.storage.is_local:
+        if interrupted:
+            echo(
+                "search: interrupted; finished trials, checkpoints and the Optuna study are kept. "
+                f"Continue with: --resume --name {request.name}"
+                + (
+                    ""
+                    if request.storage.root == Storage.parse(None).root
+                    else f" --storage {request.storage.root}"
+                )
+            )
+        elif request.evaluate and request.storage.is_local:
             from cxr_tune.evaluate import evaluate_experiment
 
             evaluate_experiment(Path(request.storage.experiment(request.name)), datasets, echo=echo)
     finally:
         if started_ray:
             ray.shutdown()
-    return _finish(request, echo)
+    return _finish(request, echo, interrupted=interrupted)
+
+
+def was_interrupted(results: Any, planned: int) -> bool:
+    """True when Tune returned before every planned trial ended (Ctrl-C saves and returns)."""
+    ended = results.num_terminated + results.num_errors
+    return len(results) < planned or ended < len(results)
 
 
 def _record_for_run(
@@ -288,14 +307,14 @@ def _trial_name(trial: Any) -> str:
     return f"{cell}-{trial.trial_id}"
 
 
-def _finish(request: SearchRequest, echo: Echo) -> SearchOutcome:
+def _finish(request: SearchRequest, echo: Echo, *, interrupted: bool = False) -> SearchOutcome:
     """Write the report and summarise; works for local storage (remote: report from a copy)."""
     if not request.storage.is_local:
         echo(
             "report: the experiment is on remote storage; copy it down and run "
             f"`python -m cxr_tune.report <folder>` (source: {request.storage.experiment(request.name)})"
         )
-        return SearchOutcome(request.storage.experiment(request.name), 0, {}, None)
+        return SearchOutcome(request.storage.experiment(request.name), 0, {}, None, interrupted)
     from cxr_tune.report import write_report
     from cxr_tune.report.experiment import load_experiment
 
@@ -308,7 +327,7 @@ def _finish(request: SearchRequest, echo: Echo) -> SearchOutcome:
     echo(f"report: {report}")
     echo(f"tensorboard: tensorboard --logdir {folder}")
     echo(f"optuna: optuna-dashboard sqlite:///{folder / STUDY_FILE}")
-    return SearchOutcome(str(folder), len(experiment.trials), states, str(report))
+    return SearchOutcome(str(folder), len(experiment.trials), states, str(report), interrupted)
 
 
 def default_name(space: str, profile: str) -> str:
