@@ -325,7 +325,9 @@ def _write_cache(
     skipped.merge(decoded.skipped)
     ids = [_record_id(r, manifest.root) for r in records]
 
-    groups, dedup = _group(records, ids, decoded.thumbs, options.near_duplicate_similarity)
+    groups, dedup = _group(
+        records, ids, decoded.thumbs, options.near_duplicate_similarity, progress
+    )
     split = _split(manifest, records, groups, options)
     classes, labels, label_report = _labels(manifest, records, split, options.min_label_positives)
     order = np.concatenate([split[s] for s in SPLITS])
@@ -454,7 +456,11 @@ def _decode_all(
 
 
 def _group(
-    records: Sequence[Record], ids: Sequence[str], thumbs: np.ndarray, min_similarity: float
+    records: Sequence[Record],
+    ids: Sequence[str],
+    thumbs: np.ndarray,
+    min_similarity: float,
+    progress: bool | None = False,
 ) -> tuple[list[str], dict[str, float | int]]:
     """Group ids: patients where the layout has them, joined by near-duplicate clusters.
 
@@ -466,7 +472,7 @@ def _group(
     for i, record in enumerate(records):
         if record.group is not None:
             sets.union(first_of.setdefault(record.group, i), i)
-    clusters = cluster_with(sets, thumbs, min_similarity, DEFAULT_MAX_CLUSTER)
+    clusters = cluster_with(sets, thumbs, min_similarity, DEFAULT_MAX_CLUSTER, progress)
     members: dict[int, list[int]] = {}
     for i, root in enumerate(clusters.ids):
         members.setdefault(int(root), []).append(i)
