@@ -127,7 +127,8 @@ def save_truncated(path: Path, seed: int) -> Path:
 
 
 def save_copy(path: Path, seed: int, kind: str) -> Path:
-    """An augmented copy of pattern ``seed``: hflip, vflip, crop (10% off each side), rot3."""
+    """An augmented copy of pattern ``seed``: hflip, vflip, crop (10% off each side), rot3
+    (3 degrees), offcrop (the top-right 90%, then resized back)."""
     image = Image.fromarray(pattern(seed, 72, 72))
     if kind == "hflip":
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -137,6 +138,8 @@ def save_copy(path: Path, seed: int, kind: str) -> Path:
         image = image.crop((7, 7, 65, 65)).resize((72, 72), Image.Resampling.BILINEAR)
     elif kind == "rot3":
         image = image.rotate(3, resample=Image.Resampling.BILINEAR, fillcolor=10)
+    elif kind == "offcrop":
+        image = image.crop((7, 0, 72, 65)).resize((72, 72), Image.Resampling.BILINEAR)
     else:
         raise ValueError(kind)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,12 +248,13 @@ def build_covid19_radiography_v3(parent: Path, per_class: int = 4) -> Expected:
 # --- Dataset 2 ------------------------------------------------------------------------------
 
 D2_CLASSES = ("covid", "normal", "pneumonia")
-D2_COPY_KINDS = ("hflip", "vflip", "crop", "rot3")
+D2_COPY_KINDS = ("hflip", "vflip", "crop", "rot3", "offcrop")
 
 
-def build_covid19_pneumonia_normal(parent: Path, per_class: int = 6, copies: int = 4) -> Expected:
-    """Dataset 2: covid/, normal/, pneumonia/; ``copies`` augmented covid copies (flips, crop,
-    rotation) of the first covid images; mixed extension case (.png, .jpg, .JPG, .jpeg, .PNG).
+def build_covid19_pneumonia_normal(parent: Path, per_class: int = 6, copies: int = 5) -> Expected:
+    """Dataset 2: covid/, normal/, pneumonia/; ``copies`` augmented covid copies (flips, centre
+    and off-centre crops, rotation) of the first covid images; mixed extension case (.png, .jpg,
+    .JPG, .jpeg, .PNG).
     """
     root = parent / "Data"
     exts = (".png", ".jpg", ".JPG", ".jpeg", ".PNG")
