@@ -13,13 +13,13 @@ from ray.tune import Callback
 class ProgressLines(Callback):
     """Prints ``HH:MM:SS cell trial epoch e/E metric=... (config)`` and trial outcomes."""
 
-    def __init__(self, metric: str, stream: Any = None) -> None:
+    def __init__(self, metric: str) -> None:
         self._metric = metric
-        self._stream = stream or sys.stdout
         self._last_epoch: dict[str, int] = {}
 
     def _say(self, text: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {text}", file=self._stream, flush=True)
+        # sys.stdout is looked up on each call: the callback is pickled with the Tuner.
+        print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stdout, flush=True)
 
     @staticmethod
     def _label(trial: Any) -> str:

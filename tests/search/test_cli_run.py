@@ -1,0 +1,49 @@
+"""The main job as users run it: the CLI in a subprocess, on the smoke space."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_smoke_search_from_the_command_line_writes_a_report(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "cxr_tune.search",
+        "--space",
+        "smoke",
+        "--profile",
+        "smoke",
+        "--num-samples",
+        "3",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "cli-smoke",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "profile: smoke" in out and "report:" in out
+    folder = tmp_path / "cli-smoke"
+    report = (folder / "report.md").read_text()
+    record = json.loads((folder / "cxr_tune.json").read_text())
+    assert record["finished_at"] and record["profile"]["name"] == "smoke"
+    trials = [p for p in folder.iterdir() if (p / "params.json").exists()]
+    assert len(trials) == 3
+    # The report names the cell's best trial, with the value from that trial's own results.
+    finals = {}
+    for trial in trials:
+        last = json.loads((trial / "result.json").read_text().splitlines()[-1])
+        finals[trial.name.rsplit("-", 1)[-1]] = last["val_macro_f1"]
+    best_id = max(finals, key=finals.get)
+    best_lines = [line for line in report.splitlines() if best_id in line]
+    assert best_lines, f"best trial {best_id} not named in report.md"
+    assert any(f"{finals[best_id]:.4f}" in line for line in best_lines)
+    assert (folder / "optuna.db").is_file() and (folder / "evaluation.json").is_file()
