@@ -143,3 +143,11 @@ def test_imagefolder_needs_two_classes(tmp_path: Path) -> None:
     builders.save_image(tmp_path / "only" / "a.png", 1)
     with pytest.raises(DataError, match="at least 2"):
         DATASETS.get("imagefolder").parse(tmp_path, {})
+
+
+def test_covid19_radiography_unreadable_sheet_is_a_note(tmp_path: Path) -> None:
+    root = builders.build_covid19_radiography(tmp_path, per_class=2, wrapper=False).dataset_root
+    (root / "COVID.metadata.xlsx").write_bytes(b"this is not a zip archive")
+    manifest = DATASETS.get("covid19_radiography").parse(root, {})
+    assert any("Could not read 'COVID.metadata.xlsx'" in note for note in manifest.notes)
+    assert all(r.source is None for r in manifest.records if r.labels == ("COVID",))

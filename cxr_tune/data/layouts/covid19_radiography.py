@@ -125,8 +125,7 @@ def _images_dir(root: Path, name: str) -> Path | None:
     class_dir = find_subdir(root, name)
     if class_dir is None:
         return None
-    images = find_subdir(class_dir, "images")
-    return images
+    return find_subdir(class_dir, "images")
 
 
 def _old_class_dirs(folder: Path) -> list[Path]:
@@ -197,8 +196,12 @@ def read_sources(root: Path, name: str, notes: list[str]) -> dict[str, str] | No
 
 def _read_sheet(path: Path) -> list[tuple[Any, ...]]:
     import openpyxl  # only needed here; keeps `import cxr_tune.data` light
+    from openpyxl.utils.exceptions import InvalidFileException
 
-    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except InvalidFileException as err:
+        raise ValueError(str(err)) from None
     try:
         sheet = book["Sheet1"] if "Sheet1" in book.sheetnames else book.worksheets[0]
         return [tuple(row) for row in sheet.iter_rows(values_only=True)]
