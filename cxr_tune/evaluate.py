@@ -172,8 +172,15 @@ def bootstrap_scores(
             for name, value in metrics.items():
                 values.setdefault(name, []).append(value)
         for name, seeds in values.items():
-            per_round.setdefault(name, []).append(float(np.nanmean(seeds)))
+            per_round.setdefault(name, []).append(_mean_of_finite(seeds))
     return {name: np.asarray(v) for name, v in per_round.items()}
+
+
+def _mean_of_finite(values: Sequence[float]) -> float:
+    """Mean over the finite values; NaN when there is none (e.g. AUROC of a label with no
+    positives in a resample)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def summarise(
@@ -191,7 +198,7 @@ def summarise(
         samples = boot.get(name, np.array([]))
         finite = samples[np.isfinite(samples)]
         summary[name] = {
-            "mean": float(np.nanmean(values)) if np.isfinite(values).any() else math.nan,
+            "mean": _mean_of_finite(values.tolist()),
             "std": float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
             "per_seed": values.tolist(),
             "ci95": [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
@@ -480,3 +487,53 @@ def reload_datasets(exp: Experiment) -> dict[str, DatasetArrays]:
             )
         datasets[str(info["name"])] = arrays
     return datasets
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cxr_tune.evaluate EXPERIMENT_DIR``: (re)run the final evaluation."""
+    import argparse
+    import sys
+
+    from cxr_tune.errors import CxrTuneError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cxr_tune.evaluate",
+        description="Retrain each cell's best configurations with several seeds and score them "
+        "once on the test split; writes evaluation.json and refreshes the report.",
+    )
+    parser.add_argument("experiment", help="an experiment folder written by cxr_tune.search")
+    parser.add_argument(
+        "--seeds", type=int, help="seeds per configuration (default: the experiment's)"
+    )
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    args = parser.parse_args(argv)
+    try:
+        if args.seeds is not None and args.seeds < 1:
+            from cxr_tune.errors import ConfigError
+
+            raise ConfigError(f"--seeds: the value is {args.seeds}, but must be >= 1.")
+        folder = Path(args.experiment).expanduser()
+        load_experiment(folder)  # fail fast, before Ray, on a folder that is no experiment
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(
+                address=args.address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False
+            )
+        try:
+            evaluate_experiment(folder, seeds=args.seeds)
+        finally:
+            if started:
+                ray.shutdown()
+        from cxr_tune.report import write_report
+
+        print(f"report: {write_report(folder)}")
+    except CxrTuneError as exc:
+        print(f"python -m cxr_tune.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -136,3 +136,34 @@ def test_checkpoints_and_tensorboard_events_per_trial(diverging_run):
         "checkpoint_000000",
         "checkpoint_000001",
     ]
+
+
+def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(diverging_run):
+    from cxr_tune.evaluate import evaluate_experiment
+
+    _, _, folder, _ = diverging_run
+    result = evaluate_experiment(folder, seeds=2, echo=lambda _: None)
+    (entry,) = result["entries"]  # the diverged trial is no contender
+    assert entry["config"]["lr"] == pytest.approx(1e-3)
+    assert [run["source"] for run in entry["runs"]] == ["search checkpoint", "retrained"]
+    assert [run["seed"] for run in entry["runs"]] == [0, 1]
+    summary = entry["summary"]["macro_f1"]
+    assert (
+        len(summary["per_seed"]) == 2
+        and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+    )
+    assert sum(map(sum, entry["confusion"])) == 2 * len(result["targets"]["phantom"])
+
+
+def test_a_seed_reproduces_its_search_trial(diverging_run):
+    """Retraining the best configuration with its seed gives the trial's own final model."""
+    from cxr_tune.evaluate import evaluate_run, final_checkpoint, reload_datasets
+    from cxr_tune.report.experiment import load_experiment
+
+    _, _, folder, _ = diverging_run
+    experiment = load_experiment(folder)
+    trial = experiment.best_trial("phantom/alexnet")
+    dataset = reload_datasets(experiment)["phantom"]
+    from_checkpoint = evaluate_run(trial.config, 0, dataset, str(final_checkpoint(trial)))
+    retrained = evaluate_run(trial.config, 0, dataset, None)
+    assert retrained["predictions"] == from_checkpoint["predictions"]
