@@ -237,8 +237,9 @@ def _first_reached(exp: Experiment, frame: Any) -> list[str]:
         total = rows["trial_seconds"].iloc[-1]
         share = first["trial_seconds"] / total if total else math.nan
         lines.append(
-            f"`{cell}`: best {exp.metric} {final:.4f} first reached after {int(first['epochs'])} "
-            f"of {int(rows['epochs'].iloc[-1])} epochs ({_percent(share)} of the cell's trial time)"
+            f"`{cell}`: best validation {metric_label(exp.metric)} {final:.4f} first reached "
+            f"after {int(first['epochs'])} of {int(rows['epochs'].iloc[-1])} epochs "
+            f"({_percent(share)} of the cell's trial time)"
         )
     return lines
 

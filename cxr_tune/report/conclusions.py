@@ -80,8 +80,11 @@ def factor_conclusion(
             f"{cell}: no clear difference in {word}: {head}, but its interval overlaps "
             f"{names}; validation {label} at epoch {epoch}.{notes}"
         )
-    names = ", ".join(value_label(factor, r["value"]) for r in thin)
-    verb = "rests" if len(thin) == 1 else "rest"
+    subjects = (["it"] if best in thin else []) + [
+        value_label(factor, r["value"]) for r in thin if r is not best
+    ]
+    names = " and ".join(subjects)
+    verb = "rests" if len(subjects) == 1 else "rest"
     return (
         f"{cell}: too few trials to tell for {word}: {head}, but {names} {verb} on a single "
         f"trial; validation {label} at epoch {epoch}.{notes}"

@@ -20,7 +20,8 @@ STYLE = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
   color: #1b1b1b; max-width: 72rem; margin: 0 auto; padding: 1rem 1.5rem 3rem; }
 h1 { font-size: 1.6rem; margin-bottom: .3rem; }
-h2 { font-size: 1.3rem; border-bottom: 1px solid #d8dde3; padding-bottom: .2rem; margin-top: 2.2rem; }
+h2 { font-size: 1.3rem; border-bottom: 1px solid #d8dde3; padding-bottom: .2rem;
+  margin-top: 2.2rem; }
 h3 { font-size: 1.08rem; margin-top: 1.6rem; }
 p, li { max-width: 60rem; }
 .wrap { overflow-x: auto; }
@@ -34,7 +35,8 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e6e9ed; }
 figcaption, .caption { font-size: .85rem; color: #555; }
-nav.toc { background: #f6f8fa; border: 1px solid #e1e4e8; padding: .4rem 1rem; display: inline-block; }
+nav.toc { background: #f6f8fa; border: 1px solid #e1e4e8; padding: .4rem 1rem;
+  display: inline-block; }
 nav.toc ol { margin: .2rem 0; padding-left: 1.2rem; }
 footer { margin-top: 3rem; font-size: .8rem; color: #777; }
 @media print {
@@ -46,7 +48,8 @@ footer { margin-top: 3rem; font-size: .8rem; color: #777; }
   a { color: inherit; text-decoration: none; }
 }
 """
-_NUMBER = re.compile(r"^[+\-−]?\d[\d.,]*(e[+\-]?\d+)?\s*(%|s)?(\s*\[.*\])?$")
+# Cells right-aligned as numbers: 0.8123, -1.51, 12 s, 95%, 0.81 [0.76, 0.86], [0.76, 0.86].
+_NUMBER = re.compile(r"^([+\-−]?\d[\d.,]*(e[+\-]?\d+)?\s*(%|s)?)?(\s*\[[^\]]*\])?$")
 
 
 def render(doc: Document, out: Path) -> str:
@@ -105,11 +108,12 @@ def _table(table: Table) -> str:
     head = "".join(f"<th>{_inline(h)}</th>" for h in table.headers)
     rows = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for row in table.rows)
     caption = f'<p class="caption">{_inline(table.caption)}</p>' if table.caption else ""
-    return f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{caption}'
+    table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="wrap">{table_html}</div>{caption}'
 
 
 def _cell(value: str) -> str:
-    numeric = bool(_NUMBER.match(value.strip()))
+    numeric = bool(value.strip()) and bool(_NUMBER.match(value.strip()))
     return f'<td class="num">{_inline(value)}</td>' if numeric else f"<td>{_inline(value)}</td>"
 
 

@@ -96,7 +96,10 @@ def _importance_of(db: Path, cell: str) -> Importance:
             cell,
             completed=len(completed),
             left_out=left_out,
-            reason=f"all {len(completed)} completed trials scored the same, so nothing explains a difference",
+            reason=(
+                f"all {len(completed)} completed trials scored the same, so nothing explains "
+                "a difference"
+            ),
         )
     try:
         with warnings.catch_warnings():

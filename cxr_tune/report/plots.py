@@ -199,10 +199,7 @@ def plot_optimizer(comparisons: Sequence[Mapping[str, Any]], metric: str, path: 
         low, high = stats["ci95"]
         ax.plot([low, high], [i, i], color=BEST_COLOUR, linewidth=2)
         ax.plot(stats["difference"], i, "o", color=BEST_COLOUR)
-    names = [
-        f"{c['cell']}: {OPTIMIZER_NAMES.get(c['a'], c['a'])} − {OPTIMIZER_NAMES.get(c['b'], c['b'])}"
-        for c in usable
-    ]
+    names = [f"{c['cell']}: {_optimizer(c['a'])} − {_optimizer(c['b'])}" for c in usable]
     ax.set_yticks(range(len(usable)), names, fontsize=8)
     ax.axvline(0, color=OTHER_COLOUR, linestyle="--", linewidth=1)
     ax.invert_yaxis()
@@ -257,9 +254,15 @@ def plot_efficiency(
     return save(fig, path)
 
 
+def _optimizer(name: str) -> str:
+    return OPTIMIZER_NAMES.get(name, name)
+
+
 def _all_positive(ax: Axes) -> bool:
-    values = [y for line in ax.get_lines() for y in line.get_ydata() if _finite(y)]
-    return bool(values) and min(values) > 0
+    arrays = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    values = np.concatenate(arrays) if arrays else np.array([])
+    values = values[np.isfinite(values)]
+    return bool(values.size) and float(values.min()) > 0
 
 
 def _num(value: Any) -> float:

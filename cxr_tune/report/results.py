@@ -317,8 +317,8 @@ def _cell_section(
     section.blocks.append(
         ctx.figure(
             f"curves-{plots.slug(cell)}",
-            f"{cell}: validation {metric_label(exp.metric)} and losses per epoch; the best trial in blue, "
-            "the cell's other trials in grey.",
+            f"{cell}: validation {metric_label(exp.metric)} and losses per epoch; the best "
+            "trial in blue, the cell's other trials in grey.",
             lambda path: plots.plot_curves(exp.trials_of(cell), trial, exp.metric, path),
         )
     )

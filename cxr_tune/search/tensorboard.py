@@ -3,8 +3,10 @@
 Ray's default ``TBXLoggerCallback`` writes every numeric result key under ``ray/tune/`` against
 Ray's iteration counter, and writes the hyperparameters only when a trial ends: trials still
 running when a search is interrupted, or that crash before their first result, never reach the
-HParams tab. ``TrialTensorBoard`` replaces it (Tune adds its default only when no callback of
-that class is given) and writes, in each trial folder:
+HParams tab. Its writer also reaches the disk only every 30 s from a background thread, so the
+last epochs before a Ctrl+C miss Ray's final copy of the trial folders. ``TrialTensorBoard``
+replaces it (Tune adds its default only when no callback of that class is given) and writes,
+in each trial folder, with a flush that waits until the events are on disk:
 
 - scalars per epoch: ``loss/train``, ``loss/val``, ``val/<metric>`` and ``train/lr``,
   ``train/images_per_s``, ``time/epoch_s``;
@@ -32,7 +34,6 @@ SCALAR_TAGS: dict[str, str] = {
     "epoch_time_s": "time/epoch_s",
 }
 HPARAM_TYPES = (str, bool, int, float)
-FLUSH_SECONDS = 2
 
 
 def scalar_tags(result: Mapping[str, Any]) -> dict[str, float]:
@@ -61,16 +62,14 @@ class TrialTensorBoard(TBXLoggerCallback):
     """Per-trial TensorBoard events with hyperparameters from the start (see module doc)."""
 
     def log_trial_start(self, trial: Any) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
         if trial in self._trial_writer:
             self._trial_writer[trial].close()
         trial.init_local_path()
-        # Ray's writer reaches the disk every 30 s; a trial's hyperparameters should be there
-        # within seconds of its start, even if the search is then interrupted.
-        self._trial_writer[trial] = self._summary_writer_cls(
-            trial.local_path, flush_secs=FLUSH_SECONDS
-        )
+        self._trial_writer[trial] = SummaryWriter(trial.local_path)
         self._trial_result[trial] = {}
-        self._write_hparams(trial, _session_start(hparams_of(trial.config)))
+        self._write_summary(trial, _session_start(hparams_of(trial.config)))
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         if trial not in self._trial_writer:
@@ -81,51 +80,58 @@ class TrialTensorBoard(TBXLoggerCallback):
         for tag, value in scalar_tags(result).items():
             writer.add_scalar(tag, value, global_step=step)
         self._trial_result[trial] = result
-        writer.flush()
+        writer.flush()  # on disk before Ray copies the trial folder to the storage
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if trial not in self._trial_writer:
             return
         last = self._trial_result.get(trial) or {}
         ok = not failed and last.get("status", "ok") == "ok"
-        self._write_hparams(trial, _session_end(ok))
-        self._trial_writer[trial].close()
-        del self._trial_writer[trial]
-        del self._trial_result[trial]
+        self._write_summary(trial, _session_end(ok))
+        self._trial_writer.pop(trial).close()
+        self._trial_result.pop(trial, None)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # An interrupted search ends with trials still open: close their files so that nothing
-        # written is lost (their outcome stays unknown in the HParams tab).
+        # An interrupted search ends with trials still open: close their files (their outcome
+        # stays unknown in the HParams tab).
         for trial in list(self._trial_writer):
             self._trial_writer.pop(trial).close()
             self._trial_result.pop(trial, None)
 
-    def _write_hparams(self, trial: Any, summary: Any) -> None:
+    def _write_summary(self, trial: Any, summary: Any) -> None:
         writer = self._trial_writer[trial]
-        writer.file_writer.add_summary(summary)
+        writer._get_file_writer().add_summary(summary)
         writer.flush()
 
 
 def _session_start(hparams: Mapping[str, Any]) -> Any:
-    """The HParams plugin's session-start summary (tensorboardX builds it with its experiment
-    and session-end summaries; only this one is kept)."""
-    from tensorboardX.summary import hparams as hparams_summaries
+    """The HParams plugin's session-start summary: the trial's hyperparameters."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
-    _experiment, start, _end = hparams_summaries(hparam_dict=dict(hparams), metric_dict={})
-    return start
+    start = plugin_data_pb2.SessionStartInfo()
+    for key, value in hparams.items():
+        if isinstance(value, bool):  # before int: True is an int too
+            start.hparams[key].bool_value = value
+        elif isinstance(value, (int, float)):
+            start.hparams[key].number_value = float(value)
+        else:
+            start.hparams[key].string_value = str(value)
+    data = plugin_data_pb2.HParamsPluginData(session_start_info=start, version=0)
+    return _hparams_summary("_hparams_/session_start_info", data)
 
 
 def _session_end(ok: bool) -> Any:
     """The HParams plugin's session-end summary with the trial's outcome."""
-    from tensorboardX.proto.api_pb2 import Status
-    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
-    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-    status = Status.Value("STATUS_SUCCESS" if ok else "STATUS_FAILURE")
-    content = HParamsPluginData(session_end_info=SessionEndInfo(status=status), version=0)
-    metadata = SummaryMetadata(
-        plugin_data=SummaryMetadata.PluginData(
-            plugin_name="hparams", content=content.SerializeToString()
-        )
-    )
-    return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
+    status = api_pb2.Status.STATUS_SUCCESS if ok else api_pb2.Status.STATUS_FAILURE
+    end = plugin_data_pb2.SessionEndInfo(status=status)
+    data = plugin_data_pb2.HParamsPluginData(session_end_info=end, version=0)
+    return _hparams_summary("_hparams_/session_end_info", data)
+
+
+def _hparams_summary(tag: str, data: Any) -> Any:
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+
+    plugin = SummaryMetadata.PluginData(plugin_name="hparams", content=data.SerializeToString())
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
