@@ -12,14 +12,12 @@ from pathlib import Path
 from cxr_tune.report.experiment import Experiment, load_experiment
 
 __all__ = [
-    "REPORT_FILES",
     "Experiment",
     "load_experiment",
     "write_experiment_report",
     "write_report",
 ]
 
-REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "trials.csv")
 # Plot names the report writes; older ones with these prefixes are removed on a rewrite.
 PLOT_PREFIXES: tuple[str, ...] = (
     "confusion-",

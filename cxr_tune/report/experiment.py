@@ -23,6 +23,8 @@ EVALUATION_FILE = "evaluation.json"
 STUDY_FILE = "optuna.db"
 # Trial outcomes, in the order reports list them.
 STATES: tuple[str, ...] = ("completed", "stopped_early", "diverged", "failed", "unfinished")
+# The cell of a trial whose params.json is missing and whose results are unreadable.
+UNKNOWN_CELL = "(unknown cell)"
 # Ray trial statuses that mean the trial had not ended when the experiment state was saved.
 RAY_OPEN_STATUSES: frozenset[str] = frozenset({"RUNNING", "PENDING", "PAUSED"})
 
@@ -42,7 +44,7 @@ class TrialRecord:
 
     @property
     def cell(self) -> str:
-        return str(self.config.get("cell", ""))
+        return str(self.config.get("cell") or UNKNOWN_CELL)
 
     @property
     def ok_results(self) -> list[dict[str, Any]]:

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from cxr_tune.report import write_report
-from tests.report.builders import TrialSpec, ablation_evaluation, ablation_trials, write_experiment
+from tests.report.builders import (
+    TrialSpec,
+    ablation_evaluation,
+    ablation_trials,
+    entry,
+    write_experiment,
+)
 from tests.report.checks import assert_self_contained, assert_valid_pngs, markdown_images
 
 
@@ -114,4 +120,48 @@ def test_write_report_into_another_folder(tmp_path: Path) -> None:
     path = write_report(folder, tmp_path / "out")
     assert path == tmp_path / "out" / "report.md"
     assert not (folder / "report.md").exists()
-    assert "The final evaluation on the test split is missing" in path.read_text()
+    text = path.read_text()
+    assert "The final evaluation on the test split is missing" in text
+    assert "there is no `evaluation.json` yet" in text and "could not be" not in text
+
+
+def _multilabel_evaluation() -> dict:
+    evaluation = {"entries": [entry("covid_chestxray/vgg11", "m1", ["best"], 0.12)]}
+    item = evaluation["entries"][0]
+    item.pop("confusion")
+    item["task"] = "multilabel"
+    item["summary"]["macro_auroc"] = {"mean": 0.71, "std": 0.0, "per_seed": [0.7, 0.72],
+                                      "ci95": [0.64, 0.78]}  # fmt: skip
+    item["per_label"] = [
+        {"label": "COVID-19", "auroc": 0.8, "positives": 12},
+        {"label": "Pneumocystis", "auroc": float("nan"), "positives": 0},
+    ]
+    return evaluation
+
+
+def test_report_of_the_multilabel_dataset_shows_auroc(tmp_path: Path) -> None:
+    folder = write_experiment(
+        tmp_path / "exp",
+        [TrialSpec("m1", "covid_chestxray/vgg11"), TrialSpec("m2", "covid_chestxray/vgg11")],
+        evaluation=_multilabel_evaluation(),
+    )
+    text = write_report(folder).read_text()
+    assert (
+        "| Dataset 3 (covid_chestxray) | VGG11 | 0.1200 | [0.0700, 0.1700] | 2 | 0.1154 | +0.0046 |"
+        in text
+    )
+    assert "| Dataset 3 (covid_chestxray) | VGG11 | 0.7100 | [0.6400, 0.7800] | 2 |" in text
+    assert "per-label (Hamming) accuracy" in text
+    assert "plots/auroc-covid_chestxray-vgg11.png" in text
+    assert_valid_pngs(folder / "plots")
+    assert "could not be" not in text
+
+
+def test_report_of_a_trial_without_any_readable_file(tmp_path: Path) -> None:
+    folder = write_experiment(tmp_path / "exp", [TrialSpec("t1")])
+    broken = folder / "broken-trial-x9"
+    broken.mkdir()
+    (broken / "result.json").write_text('{"epoch": 1, "val_m')
+    text = write_report(folder).read_text()
+    assert "(unknown cell)" in text and "cut short" in text
+    assert "could not be" not in text
