@@ -153,6 +153,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     """Run (or resume) a search and write its report; returns counts of trial outcomes."""
     import ray
 
+    _quiet_ray_output()
     check_before_start(request)
     datasets = load_search_data(request, echo)
     search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
@@ -230,6 +231,19 @@ def _study_location(request: SearchRequest) -> Path:
     return scratch / request.name / STUDY_FILE
 
 
+def _quiet_ray_output() -> None:
+    """Progress comes as one line per event (ProgressLines); Tune's own tables and INFO lines
+    would bury it. Warnings and errors still show."""
+    import logging
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Short epochs with CheckpointConfig(num_to_keep) force frequent experiment snapshots;
+    # that is what keeps a resumed run consistent, not a problem to warn about.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _init_ray(address: str | None) -> bool:
     """Join the given or running cluster, or start a local one; True if this call started it."""
     import ray
@@ -255,7 +269,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
     from ray import tune
 
     from cxr_tune.search.progress import ProgressLines
-    from cxr_tune.search.scheduler import CellASHA
+    from cxr_tune.search.scheduler import CellASHA, SavingFIFO
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.search.tensorboard import TrialTensorBoard
     from cxr_tune.trainable import train_trial
@@ -278,7 +292,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
             max_t=plan.epochs,
         )
         if plan.scheduler.name == "asha"
-        else None
+        else SavingFIFO()
     )
     return tune.Tuner(
         trainable,

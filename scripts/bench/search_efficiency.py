@@ -1,0 +1,314 @@
+"""Benchmark: how close does a search get to the full grid's best, for how many epochs?
+
+Two phases, so that every method is compared on exactly the same learning curves:
+
+1. The grid: every configuration of a learning rate x batch size x optimizer space is trained
+   to the last epoch with the real trainable on the phantom (a real ``cxr_tune.search`` run,
+   ``grid`` algorithm, no early stopping). Its per-epoch validation curves form a table.
+2. The searches, replayed on that table in real Tune runs with cxr_tune's own searcher and
+   scheduler (a trial "trains" by reading its configuration's curve, epoch by epoch, so ASHA's
+   stops and the Optuna study behave exactly as in a search, at no training cost):
+   TPE + ASHA, random + ASHA, and random without early stopping, over several seeds.
+
+Reported per method: the best validation metric among trials that trained to the end, the
+epochs consumed, both against the grid's best and its epoch count, and the best-so-far metric
+as a function of epochs consumed. The target is within 1 point (0.01) of the grid's best with
+at most 30% of its epochs.
+
+    python scripts/bench/search_efficiency.py                    # grid (~20-40 min here) + replays
+    python scripts/bench/search_efficiency.py --table results/search_efficiency_table.json
+    python scripts/bench/search_efficiency.py --quick            # a tiny grid, seconds per phase
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "scripts" / "bench" / "results"
+METRIC = "val_macro_f1"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="alexnet")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--phantom-images", type=int, default=1200)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
+    parser.add_argument("--batch-sizes", default="16,64")
+    parser.add_argument("--optimizers", default="adam,sgd")
+    parser.add_argument("--seeds", type=int, default=10, help="replays per method")
+    parser.add_argument("--budget", type=float, default=0.30, help="share of the grid's epochs")
+    parser.add_argument("--table", type=Path, help="reuse a grid table written earlier")
+    parser.add_argument("--output", type=Path, default=RESULTS / "search_efficiency.json")
+    parser.add_argument("--quick", action="store_true", help="tiny grid and replays (smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.phantom_images, args.lrs = 2, 96, "1e-3,1e-2"
+        args.batch_sizes, args.optimizers, args.seeds = "16", "adam,sgd", 2
+    return args
+
+
+def grid_space(args: argparse.Namespace, folder: Path) -> Path:
+    """The benchmark's space as a YAML file (grid over choices, every trial to the end)."""
+    import yaml
+
+    space = {
+        "name": "efficiency-grid",
+        "cells": {"model": [args.model]},
+        "params": _params(args),
+        "fixed": {"epochs": args.epochs, "image_size": args.image_size, "momentum": 0.9},
+        "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2},
+        "scheduler": {"name": "none"},
+    }
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "lr": {"choice": [float(v) for v in args.lrs.split(",")]},
+        "batch_size": {"choice": [int(v) for v in args.batch_sizes.split(",")]},
+        "optimizer": {"choice": args.optimizers.split(",")},
+    }
+
+
+def key_of(config: dict[str, Any]) -> str:
+    return f"{float(config['lr']):g}|{int(config['batch_size'])}|{config['optimizer']}"
+
+
+def run_grid(args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 1: train the full grid for real; return the table of curves."""
+    import dataclasses
+
+    from cxr_tune.config import PROFILES, DataSource
+    from cxr_tune.search.plan import build_plan
+    from cxr_tune.search.runner import SearchRequest, run_search
+    from cxr_tune.search.storage import Storage
+    from cxr_tune.spaces import load_space
+
+    folder = Path(tempfile.mkdtemp(prefix="cxr_tune_grid_"))
+    profile = dataclasses.replace(
+        PROFILES["gpu"],
+        gpus_per_trial={},
+        cpus_per_trial=1.0,
+        phantom_images=args.phantom_images,
+        eval_seeds=1,
+    )
+    plan = build_plan(load_space(str(grid_space(args, folder))), profile, ("phantom",))
+    request = SearchRequest(
+        plan=plan,
+        sources=(DataSource("phantom", None),),
+        dataset_names=("phantom",),
+        dataset_keys=("phantom",),
+        storage=Storage.parse(str(folder)),
+        name="grid",
+        evaluate=False,
+    )
+    started = time.time()
+    run_search(request, echo=lambda line: print(line, flush=True))
+    wall = time.time() - started
+    from cxr_tune.report.experiment import load_experiment
+
+    experiment = load_experiment(folder / "grid")
+    curves, seconds = {}, []
+    for trial in experiment.trials:
+        rows = [r for r in trial.results if r.get("status") == "ok"]
+        curves[key_of(trial.config)] = [float(r[METRIC]) for r in rows]
+        seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
+    return {
+        "space": _params(args),
+        "model": args.model,
+        "epochs": args.epochs,
+        "phantom_images": args.phantom_images,
+        "image_size": args.image_size,
+        "curves": curves,
+        "mean_epoch_seconds": sum(seconds) / max(len(seconds), 1),
+        "grid_wall_seconds": wall,
+        "experiment": str(folder / "grid"),
+    }
+
+
+def replay(table: dict[str, Any], method: str, seed: int, num_samples: int) -> dict[str, Any]:
+    """Phase 2: one real Tune run of a method whose trials read their curve from the table."""
+    from ray import tune
+
+    from cxr_tune.config import PROFILES
+    from cxr_tune.search.plan import Overrides, build_plan
+    from cxr_tune.search.scheduler import CellASHA
+    from cxr_tune.search.searcher import CellSearcher
+    from cxr_tune.spaces import parse_space
+
+    curves = table["curves"]
+    epochs = int(table["epochs"])
+
+    def lookup_trial(config: dict[str, Any]) -> None:
+        for epoch, value in enumerate(curves[key_of(config)][:epochs], start=1):
+            tune.report({"epoch": epoch, "status": "ok", METRIC: value})
+
+    algorithm = "optuna" if method.startswith("tpe") else "random"
+    space = parse_space(
+        {
+            "cells": {"model": [table["model"]]},
+            "params": table["space"],
+            "fixed": {"epochs": epochs},
+            "search": {"algorithm": algorithm, "num_samples": num_samples, "seed": seed},
+            "scheduler": {"grace_period": 1, "reduction_factor": 3},
+        },
+        source="replay.yaml",
+    )
+    plan = build_plan(space, PROFILES["gpu"], ("phantom",), Overrides(seed=seed, max_concurrent=2))
+    folder = Path(tempfile.mkdtemp(prefix="cxr_tune_replay_"))
+    scheduler = (
+        CellASHA(metric=METRIC, mode="max", grace_period=1, reduction_factor=3, max_t=epochs)
+        if method.endswith("asha")
+        else None
+    )
+    results = tune.Tuner(
+        tune.with_resources(lookup_trial, {"CPU": 1}),
+        tune_config=tune.TuneConfig(
+            search_alg=CellSearcher(plan, str(folder / "optuna.db")),
+            scheduler=scheduler,
+            num_samples=plan.total_trials,
+            max_concurrent_trials=2,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(name=method, storage_path=str(folder), verbose=0),
+    ).fit()
+    trials = []
+    for result in results:
+        history = result.metrics_dataframe.sort_values("epoch")
+        trials.append(
+            {
+                "config": key_of(result.config),
+                "epochs": int(history["epoch"].max()),
+                "final": float(history[METRIC].iloc[-1]),
+                "end": float(result.metrics.get("time_total_s", 0.0)),
+            }
+        )
+    return summarise_run(trials, epochs)
+
+
+def summarise_run(trials: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """Best fully trained value, epochs consumed, and the best-so-far curve (in finish order)."""
+    used, best, curve = 0, -math.inf, []
+    for trial in sorted(trials, key=lambda t: t["end"]):
+        used += trial["epochs"]
+        if trial["epochs"] == epochs:
+            best = max(best, trial["final"])
+        curve.append([used, best if math.isfinite(best) else None])
+    return {
+        "best": best if math.isfinite(best) else None,
+        "epochs": used,
+        "curve": curve,
+        "trials": len(trials),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import logging
+
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    try:
+        table = json.loads(args.table.read_text()) if args.table else run_grid(args)
+        if not args.table and not args.quick:
+            table_path = args.output.with_name("search_efficiency_table.json")
+            table_path.write_text(json.dumps(table, indent=1))
+        grid_epochs = len(table["curves"]) * int(table["epochs"])
+        grid_best = max(c[-1] for c in table["curves"].values() if len(c) == table["epochs"])
+        budget_epochs = args.budget * grid_epochs
+        # Samples per method: ASHA runs get as many trials as fit the budget at the first rung
+        # plus survivors; random without stopping gets the trials that fit whole.
+        full_trials = max(1, int(budget_epochs // table["epochs"]))
+        asha_trials = max(2, int(budget_epochs // 2))
+        methods = {"tpe_asha": asha_trials, "random_asha": asha_trials, "random_full": full_trials}
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+        for seed in range(args.seeds):
+            for method, samples in methods.items():
+                runs[method].append(replay(table, method, seed, samples))
+    finally:
+        ray.shutdown()
+    report = build_report(table, runs, grid_best, grid_epochs, args)
+    print_table(report)
+    if not args.quick:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
+    methods = {}
+    for method, method_runs in runs.items():
+        bests = [r["best"] for r in method_runs if r["best"] is not None]
+        epochs = [r["epochs"] for r in method_runs]
+        within = [r["best"] is not None and r["best"] >= grid_best - 0.01 for r in method_runs]
+        methods[method] = {
+            "trials_per_run": method_runs[0]["trials"],
+            "mean_best": sum(bests) / len(bests) if bests else None,
+            "min_best": min(bests) if bests else None,
+            "mean_epochs": sum(epochs) / len(epochs),
+            "epoch_share": sum(epochs) / len(epochs) / grid_epochs,
+            "runs_within_1_point": sum(within),
+            "runs": len(method_runs),
+            "curves": [r["curve"] for r in method_runs],
+        }
+    return {
+        "benchmark": "search_efficiency",
+        "grid": {
+            "configurations": len(table["curves"]),
+            "epochs": grid_epochs,
+            "best": grid_best,
+            "wall_seconds": table.get("grid_wall_seconds"),
+            "model": table["model"],
+            "phantom_images": table["phantom_images"],
+            "image_size": table["image_size"],
+        },
+        "target": "within 0.01 of the grid's best with at most 30% of its epochs",
+        "methods": methods,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg()[0],
+        },
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    grid = report["grid"]
+    print(
+        f"\ngrid: {grid['configurations']} configurations x {grid['epochs'] // grid['configurations']} "
+        f"epochs = {grid['epochs']} epochs, best {METRIC} {grid['best']:.4f}"
+    )
+    print(
+        f"{'method':<14}{'mean best':>10}{'worst best':>11}{'gap':>8}{'epochs':>8}{'share':>7}{'<=1pt':>8}"
+    )
+    for name, m in report["methods"].items():
+        gap = grid["best"] - m["mean_best"] if m["mean_best"] is not None else math.nan
+        print(
+            f"{name:<14}{_f(m['mean_best']):>10}{_f(m['min_best']):>11}{gap:>8.4f}"
+            f"{m['mean_epochs']:>8.1f}{m['epoch_share']:>7.0%}{m['runs_within_1_point']:>5}/{m['runs']}"
+        )
+
+
+def _f(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
