@@ -58,12 +58,16 @@ def choose_contenders(exp: Experiment) -> list[Contender]:
         optimizers = sorted({str(t.config.get("optimizer")) for t in exp.trials_of(cell)})
         if len(optimizers) > 1:
             for optimizer in optimizers:
-                trial = _best_of(exp, cell, lambda t, o=optimizer: t.config.get("optimizer") == o)
+                trial = _best_of(exp, cell, _with_optimizer(optimizer))
                 if trial is not None:
                     roles.setdefault(trial.trial_id, []).append(f"best_{optimizer}")
                     chosen[trial.trial_id] = trial
         contenders += [Contender(cell, tuple(roles[i]), chosen[i]) for i in chosen]
     return contenders
+
+
+def _with_optimizer(optimizer: str) -> Callable[[TrialRecord], bool]:
+    return lambda trial: str(trial.config.get("optimizer")) == optimizer
 
 
 def _best_of(exp: Experiment, cell: str, keep: Callable[[TrialRecord], bool]) -> TrialRecord | None:
@@ -210,9 +214,9 @@ def summarise(
 
 def compare(
     a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], metrics: Sequence[str]
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Paired bootstrap difference a - b per metric (same resampled test images)."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in metrics:
         if name not in a or name not in b:
             continue
@@ -319,7 +323,7 @@ def evaluate_experiment(
     contenders = choose_contenders(exp)
     echo(f"evaluate: {len(contenders)} configurations x {n_seeds} seed(s) on the test split")
     refs = {name: ray.put(arrays) for name, arrays in datasets.items()}
-    pending = {}
+    pending: dict[str, list[Any]] = {}
     for contender in contenders:
         config = contender.trial.config
         resources = _resources(exp, str(config.get("model")))
@@ -406,8 +410,12 @@ def _detail(
                 for c, a, p in zip(dataset.classes, auroc, positives)
             ]
         }
-    confusion = sum(
-        confusion_matrix(targets, np.asarray(r["predictions"]), dataset.num_classes) for r in runs
+    confusion = np.sum(
+        [
+            confusion_matrix(targets, np.asarray(r["predictions"]), dataset.num_classes)
+            for r in runs
+        ],
+        axis=0,
     )
     per_class = per_class_from_confusion(confusion)
     return {

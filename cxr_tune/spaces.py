@@ -428,7 +428,7 @@ def _parse_initial(
             where.field_value(name, value, f"{key}.{name}")
             if param.kind == "choice" and value not in param.choices:
                 where.fail(f"{key}.{name}", f"{value!r} is not one of {list(param.choices)}")
-            if param.kind != "choice" and not (param.low <= value <= param.high):  # type: ignore[operator]
+            if param.kind != "choice" and not (param.low <= value <= param.high):
                 where.fail(f"{key}.{name}", f"{value!r} is outside [{param.low}, {param.high}]")
         points.append(dict(point))
     return tuple(points)

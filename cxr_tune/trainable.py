@@ -87,7 +87,7 @@ def build_state(cfg: TrialConfig, dataset: DatasetArrays, device: torch.device) 
     model = create_model(cfg.model, num_classes=dataset.num_classes, pretrained=cfg.pretrained)
     model = model.to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(
         cfg.optimizer,
         model.parameters(),
@@ -246,6 +246,8 @@ def trial_metadata(
         "dataset_hash": dataset.dataset_hash,
         "split_hash": dataset.split_hash,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        # Which Ray node ran each epoch: a trial moved off a lost node shows it here.
+        "node_id": _node_id(),
         "versions": {
             "cxr_tune": __version__,
             "torch": torch.__version__,
@@ -255,6 +257,13 @@ def trial_metadata(
             "python": platform.python_version(),
         },
     }
+
+
+def _node_id() -> str:
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # outside a Ray worker (e.g. a direct call in a test)
+        return ""
 
 
 def _use_assigned_cpus() -> None:

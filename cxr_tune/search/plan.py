@@ -228,8 +228,9 @@ def check_plan_names(plan: Plan) -> None:
     """Check every model and optimiser name against the registries, naming the YAML key."""
     from cxr_tune.models import MODELS, check_image_size
     from cxr_tune.optim import OPTIMIZERS
+    from cxr_tune.registry import Registry
 
-    registries = {"model": MODELS, "optimizer": OPTIMIZERS}
+    registries: dict[str, Registry[Any]] = {"model": MODELS, "optimizer": OPTIMIZERS}
     for name, registry in registries.items():
         for key, values in _values_of(plan, name):
             for value in values:

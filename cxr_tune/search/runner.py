@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -346,7 +345,3 @@ def _finish(request: SearchRequest, echo: Echo, *, interrupted: bool = False) ->
 
 def default_name(space: str, profile: str) -> str:
     return f"{space}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _python() -> str:
-    return sys.executable

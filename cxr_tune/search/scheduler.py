@@ -52,7 +52,7 @@ class CellASHA(FIFOScheduler):
         self._stopped: dict[str, int] = {}
 
     @property
-    def metric(self) -> str:
+    def metric(self) -> str | None:
         return self._metric
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -94,6 +94,7 @@ class CellASHA(FIFOScheduler):
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> None:
+        save_experiment_soon(tune_controller)
         scheduler = self._cell_of(trial)
         if result.get("status", "ok") != "ok" or TIME_ATTR not in result:
             scheduler._trial_info.pop(trial.trial_id, None)
@@ -102,6 +103,7 @@ class CellASHA(FIFOScheduler):
             scheduler.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        save_experiment_soon(tune_controller)
         self._cell_of(trial)._trial_info.pop(trial.trial_id, None)
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
@@ -122,3 +124,28 @@ class CellASHA(FIFOScheduler):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+
+class SavingFIFO(FIFOScheduler):
+    """First in, first out (no early stopping), saving the experiment as each trial ends."""
+
+    def on_trial_complete(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> None:
+        save_experiment_soon(tune_controller)
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        save_experiment_soon(tune_controller)
+
+
+def save_experiment_soon(tune_controller: TuneController) -> None:
+    """Have Tune save the experiment state at its next step instead of up to 10 s later.
+
+    ``--resume`` restores trials as the last saved state has them: a trial that ended after it
+    would be restored as unfinished and train again (a trial ASHA stopped would even go past its
+    stop). Tune saves at most every 10 s, and forced only every ``num_to_keep`` checkpoints of a
+    trial, so each end of a trial asks for a save. The flag is Tune's own (Ray 2.x).
+    """
+    manager = getattr(tune_controller, "_checkpoint_manager", None)
+    if manager is not None and hasattr(manager, "_should_force_sync_up"):
+        manager._should_force_sync_up = True

@@ -104,7 +104,7 @@ class CellSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         cell = self._next_cell()
         if cell is None:
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]  # Ray's sentinel string
         study = self._study(cell)
         repeat = self._dealt[cell.id] // max(1, self._queue_size // self._plan.num_samples)
         self._dealt[cell.id] += 1
