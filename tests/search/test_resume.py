@@ -1,0 +1,151 @@
+"""A killed driver resumes with --resume: finished trials stay finished, the Optuna study whole.
+
+The driver runs as its own process, joined to a Ray cluster that outlives it (as on a real
+cluster, where the head keeps running when the search driver dies).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.search.conftest import read_results, trial_folders
+
+pytestmark = pytest.mark.integration
+
+NAME = "killed"
+SAMPLES = 4
+
+
+def search_command(storage: Path, address: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cxr_tune.search",
+        "--space",
+        "smoke",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(storage),
+        "--name",
+        NAME,
+        "--num-samples",
+        str(SAMPLES),
+        "--max-concurrent",
+        "2",
+        "--no-eval",
+        "--address",
+        address,
+        *extra,
+    ]
+
+
+def ended(results: list[dict[str, Any]]) -> bool:
+    return bool(results) and bool(results[-1].get("done"))
+
+
+def wait_for_ended_trials(experiment: Path, driver: subprocess.Popen, count: int) -> None:
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            pytest.fail(f"the search ended (exit {driver.returncode}) before it could be killed")
+        done = [f for f in trial_folders(experiment) if ended(read_results(f))]
+        if len(done) >= count:
+            return
+        time.sleep(0.2)
+    pytest.fail("no trial ended within 150 s")
+
+
+def study_rows(db: Path) -> list[tuple[str, int, str, str | None]]:
+    """(study name, trial number, state, Ray trial id) of every Optuna trial."""
+    with sqlite3.connect(db) as connection:
+        return connection.execute(
+            """
+            SELECT s.study_name, t.number, t.state,
+                   (SELECT json_extract(a.value_json, '$') FROM trial_user_attributes a
+                     WHERE a.trial_id = t.trial_id AND a.key = 'ray_trial_id')
+            FROM trials t JOIN studies s ON s.study_id = t.study_id
+            ORDER BY s.study_name, t.number
+            """
+        ).fetchall()
+
+
+def test_resume_after_driver_killed_repeats_no_finished_trial(
+    ray_cluster: Any, short_tmp: Path
+) -> None:
+    storage = short_tmp / "results"
+    experiment = storage / NAME
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = (short_tmp / "first.log").open("w")
+    driver = subprocess.Popen(
+        search_command(storage, ray_cluster.address),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_ended_trials(experiment, driver, count=1)
+        time.sleep(1.0)  # let Tune handle the ending (and save the experiment state)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        log.close()
+    before = {f.name: read_results(f) for f in trial_folders(experiment)}
+    finished_before = {name: len(r) for name, r in before.items() if ended(r)}
+    assert finished_before, "no trial had ended when the driver was killed"
+    assert len(finished_before) < SAMPLES, "every trial ended before the kill; nothing to resume"
+    rows_before = study_rows(experiment / "optuna.db")
+
+    resumed = subprocess.run(
+        search_command(storage, ray_cluster.address, "--resume"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    after = {f.name: read_results(f) for f in trial_folders(experiment)}
+    assert len(after) == SAMPLES, f"expected {SAMPLES} trials, found {sorted(after)}"
+    for name, lines in finished_before.items():
+        assert len(after[name]) == lines, f"{name} ended before the kill but trained again"
+    for name, results in after.items():
+        assert ended(results), f"{name} did not end"
+        epochs = [r["epoch"] for r in results]
+        assert epochs[0] == 1 and epochs == sorted(epochs), f"{name}: epochs {epochs}"
+
+    rows = study_rows(experiment / "optuna.db")
+    assert not [r for r in rows if r[2] == "RUNNING"], "Optuna trials left RUNNING"
+    kept = {(r[0], r[1]) for r in rows}
+    assert {(r[0], r[1]) for r in rows_before} <= kept, "Optuna trials lost on resume"
+    told = [r[3] for r in rows if r[2] in ("COMPLETE", "PRUNED")]
+    assert sorted(told) == sorted({f.rsplit("-", 1)[-1] for f in after}), (
+        "each Tune trial must be in the study once as COMPLETE or PRUNED"
+    )
+
+
+def test_second_search_with_existing_name_refuses(tmp_path: Path) -> None:
+    (tmp_path / NAME).mkdir()
+    command = search_command(tmp_path, "127.0.0.1:1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "already exists" in lines[0] and "--resume" in lines[0]
+
+
+def test_resume_of_unknown_experiment_refuses(tmp_path: Path) -> None:
+    command = search_command(tmp_path, "127.0.0.1:1", "--resume")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "no experiment to resume" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
