@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--eval-seeds", type=int, help="seeds of the final evaluation per cell")
     parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every trial's last full checkpoint (default: a finished trial keeps only its "
+        "final weights, a stopped one none)",
+    )
+    parser.add_argument(
         "--no-eval", action="store_true", help="skip the final evaluation on the test split"
     )
     parser.add_argument(
@@ -155,6 +161,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         name=name,
         resume=args.resume,
         evaluate=not args.no_eval,
+        keep_checkpoints=args.keep_checkpoints,
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
         ray_address=args.address,
         argv=(PROG, *argv),

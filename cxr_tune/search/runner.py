@@ -41,6 +41,7 @@ class SearchRequest:
     name: str
     resume: bool = False
     evaluate: bool = True
+    keep_checkpoints: bool = False
     cache_dir: Path | None = None
     ray_address: str | None = None
     argv: tuple[str, ...] = ()
@@ -268,6 +269,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
     from ray import tune
 
     from cxr_tune.search.progress import ProgressLines
+    from cxr_tune.search.retention import CheckpointRetention
     from cxr_tune.search.scheduler import CellASHA, SavingFIFO
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.search.tensorboard import TrialTensorBoard
@@ -307,9 +309,14 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
         run_config=tune.RunConfig(
             name=request.name,
             storage_path=request.storage.root,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # The latest checkpoint is all a resumed trial needs; see search/retention.py.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[ProgressLines(plan.space.metric), TrialTensorBoard()],
+            callbacks=[
+                ProgressLines(plan.space.metric),
+                TrialTensorBoard(),
+                *([] if request.keep_checkpoints else [CheckpointRetention()]),
+            ],
             verbose=0,
         ),
     )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cxr_tune.config import PROFILES, DataSource
@@ -121,7 +122,7 @@ def test_every_trial_records_hashes_versions_and_config(diverging_run):
             )
 
 
-def test_checkpoints_and_tensorboard_events_per_trial(diverging_run):
+def test_tensorboard_events_per_trial_and_checkpoints_slimmed_when_trials_end(diverging_run):
     _, _, folder, _ = diverging_run
     trials = [p for p in folder.iterdir() if (p / "params.json").exists()]
     assert len(trials) == 2
@@ -132,10 +133,12 @@ def test_checkpoints_and_tensorboard_events_per_trial(diverging_run):
         for t in trials
         if json.loads((t / "result.json").read_text().splitlines()[-1])["status"] == "ok"
     ]
-    assert [p.name for p in sorted(completed[0].glob("checkpoint_*"))] == [
-        "checkpoint_000000",
-        "checkpoint_000001",
-    ]
+    (diverged,) = [t for t in trials if t not in completed]
+    # A finished trial keeps its final weights only; a diverged one keeps nothing.
+    assert [p.name for p in completed[0].glob("checkpoint_*")] == ["checkpoint_000001"]
+    state = torch.load(completed[0] / "checkpoint_000001" / "state.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["optimizer"] is None and state["model"]
+    assert not list(diverged.glob("checkpoint_*"))
 
 
 def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(diverging_run):
