@@ -111,7 +111,7 @@ def evaluate_run(
     state = build_state(cfg, dataset, device)
     started = time.perf_counter()
     if checkpoint is not None:
-        saved = torch.load(Path(checkpoint) / "state.pt", map_location=device, weights_only=True)
+        saved = read_checkpoint_state(checkpoint, device)
         state.model.load_state_dict(saved["model"])
         source = "search checkpoint"
     else:
@@ -136,6 +136,33 @@ def evaluate_run(
     else:
         run["predictions"] = logits.argmax(dim=1).cpu().numpy().tolist()
     return run
+
+
+def read_checkpoint_state(checkpoint: str, device: Any) -> dict[str, Any]:
+    """``state.pt`` of a checkpoint folder: a local path, or a storage URI (s3://...) that
+    every node can read (the tasks may run on another node than the local copy)."""
+    import io
+
+    import torch
+
+    if "://" not in checkpoint:
+        return torch.load(Path(checkpoint) / "state.pt", map_location=device, weights_only=True)
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(checkpoint)
+    with fs.open_input_file(f"{path}/state.pt") as handle:  # one request, not one per MiB
+        payload = io.BytesIO(handle.read())
+    return torch.load(payload, map_location=device, weights_only=True)
+
+
+def _checkpoint_location(
+    checkpoint: Path | None, folder: Path, checkpoint_root: str | None
+) -> str | None:
+    if checkpoint is None:
+        return None
+    if checkpoint_root is None:
+        return str(checkpoint)
+    return f"{checkpoint_root.rstrip('/')}/{checkpoint.relative_to(folder).as_posix()}"
 
 
 def score(
@@ -305,6 +332,7 @@ def evaluate_experiment(
     *,
     seeds: int | None = None,
     echo: Echo = print,
+    checkpoint_root: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate an experiment's contenders on the test split and write ``evaluation.json``.
 
@@ -312,6 +340,8 @@ def evaluate_experiment(
         folder: the experiment folder.
         datasets: the decoded datasets with their test splits; reloaded from the record if None.
         seeds: seeds per contender (default: the experiment's ``eval_seeds``).
+        checkpoint_root: where the evaluation tasks read trial checkpoints when ``folder`` is a
+            local copy of a remote experiment (its storage URI); default ``folder``.
     """
     import ray
 
@@ -332,7 +362,10 @@ def evaluate_experiment(
             checkpoint = final_checkpoint(contender.trial) if k == 0 else None
             seed = int(config.get("seed", base_seed)) + k
             ref = task.remote(
-                config, seed, refs[str(config["dataset"])], str(checkpoint) if checkpoint else None
+                config,
+                seed,
+                refs[str(config["dataset"])],
+                _checkpoint_location(checkpoint, Path(folder), checkpoint_root),
             )
             pending.setdefault(contender.key, []).append(ref)
     runs = {key: ray.get(refs_) for key, refs_ in pending.items()}

@@ -9,6 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cxr_tune.errors import DataError
+
+if TYPE_CHECKING:
+    from cxr_tune.report import Experiment
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -19,7 +26,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "(report.md, self-contained report.html, trials.csv, plots/*.png). Needs no Ray."
         ),
     )
-    parser.add_argument("experiment", help="the experiment folder a search wrote")
+    parser.add_argument(
+        "experiment",
+        help="the experiment folder a search wrote, or its storage URI (s3://bucket/.../name: "
+        "the report is written on a local copy and uploaded next to the experiment)",
+    )
     parser.add_argument(
         "--out", default=None, help="where to write the report (default: the experiment folder)"
     )
@@ -32,10 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Heavy imports (pandas, matplotlib, optuna) only after the arguments parse: --help is instant.
     from cxr_tune.errors import CxrTuneError
     from cxr_tune.report import load_experiment, write_experiment_report
+    from cxr_tune.search.storage import is_uri
 
     try:
-        experiment = load_experiment(args.experiment)
-        path = write_experiment_report(experiment, args.out)
+        if is_uri(args.experiment):
+            experiment, path = _report_remote(args.experiment, args.out)
+        else:
+            experiment = load_experiment(args.experiment)
+            path = write_experiment_report(experiment, args.out)
     except CxrTuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,6 +73,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if experiment.interrupted:
         print("note: the search did not finish; the report covers the trials so far")
     return 0
+
+
+def _report_remote(location: str, out: str | None) -> tuple[Experiment, Path]:
+    """Report an experiment on remote storage from a local copy; the report goes back up
+    unless ``out`` names a local folder for it."""
+    from cxr_tune.report import load_experiment, write_experiment_report
+    from cxr_tune.search.remote import local_copy_folder
+    from cxr_tune.search.storage import Storage
+
+    storage, name = Storage.of_experiment(location)
+    if not storage.exists(name):
+        raise DataError(f"There is no experiment at '{location}'.")
+    with storage.local_copy(name, local_copy_folder(name)) as folder:
+        experiment = load_experiment(folder)
+        path = write_experiment_report(experiment, out)
+    if out is None:
+        print(f"report: uploaded next to the experiment, {storage.experiment(name)}/report.md")
+    return experiment, path
 
 
 if __name__ == "__main__":

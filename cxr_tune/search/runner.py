@@ -158,6 +158,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     datasets = load_search_data(request, echo)
     search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
     started_ray = _init_ray(request.ray_address)
+    remote: SearchOutcome | None = None
     try:
         record = _record_for_run(request, datasets)
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
@@ -189,10 +190,13 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
             from cxr_tune.evaluate import evaluate_experiment
 
             evaluate_experiment(Path(request.storage.experiment(request.name)), datasets, echo=echo)
+        if not request.storage.is_local:
+            # Evaluation and report work on a local copy, while Ray is still up.
+            remote = _finish_remote(request, datasets, echo, interrupted=interrupted)
     finally:
         if started_ray:
             ray.shutdown()
-    return _finish(request, echo, interrupted=interrupted)
+    return remote or _finish(request, echo, interrupted=interrupted)
 
 
 def was_interrupted(results: Any, planned: int) -> bool:
@@ -325,6 +329,29 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
 def _trial_name(trial: Any) -> str:
     cell = str(trial.config.get("cell", "trial")).replace("/", "-").replace("=", "-")
     return f"{cell}-{trial.trial_id}"
+
+
+def _finish_remote(
+    request: SearchRequest,
+    datasets: Mapping[str, DatasetArrays],
+    echo: Echo,
+    *,
+    interrupted: bool,
+) -> SearchOutcome:
+    """Evaluate and report an experiment on remote storage; summarise as ``_finish`` does."""
+    from cxr_tune.search.remote import evaluate_and_report
+
+    evaluate = request.evaluate and not interrupted
+    copy, states, trials = evaluate_and_report(
+        request.storage, request.name, datasets if evaluate else None, echo
+    )
+    where = request.storage.experiment(request.name)
+    summary = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in states.items() if n)
+    echo(f"trials: {trials} ({summary})")
+    echo(f"report: {where}/report.md (a copy: {copy / 'report.md'})")
+    echo(f"tensorboard: tensorboard --logdir {where}")
+    echo(f"optuna: optuna-dashboard sqlite:///{_study_location(request)}")
+    return SearchOutcome(where, trials, states, f"{where}/report.md", interrupted)
 
 
 def _finish(request: SearchRequest, echo: Echo, *, interrupted: bool = False) -> SearchOutcome:

@@ -1,12 +1,18 @@
 """Where an experiment lives: a local folder, an NFS path, or a cloud URI (s3://, gs://, ...).
 
 A thin layer over ``pyarrow.fs`` (which Ray uses for the same storage), so the search can check
-for an existing experiment and write its own small files next to Ray's.
+for an existing experiment, write its own small files next to Ray's, and work on a local copy
+of a remote experiment (the report and the final evaluation read local files) whose new files
+go back up. Credentials and endpoints come from the environment as for Ray and the AWS CLI
+(``AWS_PROFILE``, an instance profile, ``AWS_ENDPOINT_URL`` for an S3-compatible server, ...).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +21,11 @@ import pyarrow.fs
 from cxr_tune.errors import ConfigError
 
 DEFAULT_STORAGE = "~/cxr_tune_results"
+# Trial checkpoint folders (Ray's names); a local copy leaves them out unless asked for.
+CHECKPOINT_PREFIX = "checkpoint_"
+Snapshot = dict[str, tuple[int, int]]
+# Each read from S3 is one ranged GET: large chunks keep a model checkpoint to a few requests.
+COPY_CHUNK = 64 << 20
 
 
 def is_uri(text: str) -> bool:
@@ -61,9 +72,17 @@ class Storage:
         return pyarrow.fs.FileSystem.from_uri(self.root)
 
     def exists(self, name: str, relative: str = "") -> bool:
+        """Whether the experiment folder (or a file in it) exists.
+
+        Raises:
+            ConfigError: remote storage that cannot be reached (credentials, bucket, endpoint).
+        """
         fs, base = self._fs()
         path = f"{base}/{name}/{relative}".rstrip("/")
-        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+        try:
+            return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+        except OSError as exc:
+            raise ConfigError(f"--storage: cannot reach '{self.root}': {exc}") from None
 
     def write_text(self, name: str, relative: str, text: str) -> None:
         """Write a small file into the experiment folder (atomically for local storage)."""
@@ -106,3 +125,94 @@ class Storage:
         if not found:
             return None
         return max(found, key=lambda i: i.mtime_ns or 0).base_name
+
+    @classmethod
+    def of_experiment(cls, location: str) -> tuple[Storage, str]:
+        """``s3://bucket/results/name`` or ``/path/name`` -> (its storage, the name)."""
+        location = location.rstrip("/")
+        root, _, name = location.rpartition("/")
+        if not name or not root:
+            raise ConfigError(f"'{location}' does not name an experiment folder.")
+        return cls.parse(root), name
+
+    def list_files(self, name: str, relative: str = "") -> list[str]:
+        """Paths of the files under the experiment folder (or a sub-folder), relative to it."""
+        fs, base = self._fs()
+        top = f"{base}/{name}"
+        start = f"{top}/{relative}".rstrip("/")
+        selector = pyarrow.fs.FileSelector(start, recursive=True, allow_not_found=True)
+        return sorted(
+            info.path[len(top) + 1 :]
+            for info in fs.get_file_info(selector)
+            if info.type == pyarrow.fs.FileType.File
+        )
+
+    def download(
+        self, name: str, target: Path, *, relative: str = "", checkpoints: bool = False
+    ) -> Path:
+        """Copy the experiment folder (or a sub-folder) into the local folder ``target``.
+
+        Args:
+            checkpoints: copy trial checkpoints too (they can be gigabytes; the report and the
+                choice of what to evaluate need none of them).
+
+        Returns:
+            ``target``, the experiment folder's local copy.
+        """
+        fs, base = self._fs()
+        for path in self.list_files(name, relative):
+            if not checkpoints and _in_checkpoint(path):
+                continue
+            local = target / path
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(f"{base}/{name}/{path}") as source, open(local, "wb") as out:
+                shutil.copyfileobj(source, out, length=COPY_CHUNK)
+        return target
+
+    def upload_changes(self, local: Path, name: str, since: Snapshot) -> list[str]:
+        """Upload the files of the local copy ``local`` that are new or changed since ``since``.
+
+        Returns:
+            The uploaded paths, relative to the experiment folder.
+        """
+        fs, base = self._fs()
+        changed = [
+            path
+            for path, stamp in snapshot(local).items()
+            if since.get(path) != stamp and not _in_checkpoint(path)  # those came from there
+        ]
+        for path in changed:
+            with (
+                open(local / path, "rb") as source,
+                fs.open_output_stream(f"{base}/{name}/{path}") as out,
+            ):
+                shutil.copyfileobj(source, out, length=COPY_CHUNK)
+        return changed
+
+    @contextmanager
+    def local_copy(self, name: str, folder: Path) -> Iterator[Path]:
+        """The experiment as a local folder: the folder itself for local storage; else a fresh
+        copy in ``folder`` (no checkpoints) whose new and changed files are uploaded when the
+        block ends without an error."""
+        if self.is_local:
+            yield Path(self.experiment(name))
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        self.download(name, folder)
+        before = snapshot(folder)
+        yield folder
+        self.upload_changes(folder, name, before)
+
+
+def _in_checkpoint(path: str) -> bool:
+    return any(part.startswith(CHECKPOINT_PREFIX) for part in path.split("/")[:-1])
+
+
+def snapshot(folder: Path) -> Snapshot:
+    """Size and modification time of every file under ``folder``, by relative path."""
+    stamps: Snapshot = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            stamps[path.relative_to(folder).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    return stamps
