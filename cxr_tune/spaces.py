@@ -51,6 +51,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "search",
     "scheduler",
     "evaluation",
+    "resources",
 )
 
 
@@ -98,6 +99,22 @@ class SchedulerSpec:
 
 
 @dataclass(frozen=True)
+class ResourceSpec:
+    """Ray resources of one trial on GPU runs, from the space's optional ``resources`` key::
+
+        resources: {cpus_per_trial: 2, gpus_per_trial: {alexnet: 0.25, resnet50: 0.5}}
+
+    Attributes:
+        cpus_per_trial: CPUs per trial (None: the profile's).
+        gpus_per_trial: share of a GPU per architecture (a fraction packs several trials on
+            one GPU; more than 1 must be whole GPUs); a model left out keeps the profile's.
+    """
+
+    cpus_per_trial: float | None = None
+    gpus_per_trial: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """A validated search space."""
 
@@ -117,6 +134,7 @@ class SearchSpace:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     eval_seeds: int | None = None
     bootstrap: int = 1000
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
 
     @property
     def epochs(self) -> int:
@@ -206,8 +224,32 @@ def parse_space(raw: Any, *, source: str, default_name: str = "space") -> Search
             else None
         ),
         bootstrap=where.integer(evaluation.get("bootstrap", 1000), "evaluation.bootstrap", low=100),
+        resources=_parse_resources(where, mapping.get("resources", {})),
     )
     return space
+
+
+def _parse_resources(where: _Where, raw: Any) -> ResourceSpec:
+    spec = where.mapping(raw, "resources")
+    where.no_unknown_keys(spec, ("cpus_per_trial", "gpus_per_trial"), "resources")
+    cpus = None
+    if "cpus_per_trial" in spec:
+        cpus = where.number(spec["cpus_per_trial"], "resources.cpus_per_trial")
+        if cpus <= 0:
+            where.fail("resources.cpus_per_trial", f"the value is {cpus:g}, but must be > 0")
+    shares: dict[str, float] = {}
+    for model, value in where.mapping(
+        spec.get("gpus_per_trial", {}), "resources.gpus_per_trial"
+    ).items():
+        key = f"resources.gpus_per_trial.{model}"
+        share = where.number(value, key)
+        # Ray packs fractions of one GPU, or gives whole GPUs; 1.5 GPUs is neither.
+        if share <= 0 or (share > 1 and not share.is_integer()):
+            where.fail(
+                key, f"the value is {value!r}, but must be a share in (0, 1] or a whole number"
+            )
+        shares[str(model)] = share
+    return ResourceSpec(cpus_per_trial=cpus, gpus_per_trial=shares)
 
 
 class _Where:

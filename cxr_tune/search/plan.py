@@ -84,9 +84,16 @@ class Plan:
         }
 
     def resources(self, model: str) -> dict[str, float]:
-        """Ray resources of one trial of ``model``."""
-        gpu = float(self.profile.gpus_per_trial.get(model, 0.0)) if self.profile.uses_gpu else 0.0
-        return {"CPU": self.profile.cpus_per_trial, "GPU": gpu}
+        """Ray resources of one trial of ``model``.
+
+        GPU profiles take the space's ``resources`` over the profile's (a model with a share in
+        neither gets a whole GPU); CPU profiles size trials to the machine and use no GPU.
+        """
+        if not self.profile.uses_gpu:
+            return {"CPU": self.profile.cpus_per_trial, "GPU": 0.0}
+        spec = self.space.resources
+        share = spec.gpus_per_trial.get(model, self.profile.gpus_per_trial.get(model, 1.0))
+        return {"CPU": spec.cpus_per_trial or self.profile.cpus_per_trial, "GPU": float(share)}
 
     def lines(self) -> list[dict[str, Any]]:
         """One JSON-able object per cell (the ``--dry-run`` output)."""
@@ -239,6 +246,13 @@ def check_plan_names(plan: Plan) -> None:
                         registry.get(value)
                     except ConfigError as exc:
                         raise ConfigError(f"{plan.space.source}: {key}: {exc}") from None
+    for model in plan.space.resources.gpus_per_trial:
+        if model not in MODELS:
+            try:
+                MODELS.get(model)
+            except ConfigError as exc:
+                key = f"resources.gpus_per_trial.{model}"
+                raise ConfigError(f"{plan.space.source}: {key}: {exc}") from None
     image_size = int(plan.fixed["image_size"])
     for _key, models in _values_of(plan, "model"):
         for model in models:
