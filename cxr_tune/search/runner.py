@@ -160,6 +160,9 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     started_ray = _init_ray(request.ray_address)
     remote: SearchOutcome | None = None
     try:
+        from cxr_tune.search.resources import check_gpu_shares
+
+        check_gpu_shares(request.plan, datasets, echo)
         record = _record_for_run(request, datasets)
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
         study_db = _study_location(request)
