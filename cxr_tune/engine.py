@@ -185,6 +185,37 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator | None)
     return out
 
 
+def _batches_on_device(batches: Iterator[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The epoch's batch indices on ``device``, copied in one transfer instead of one per step."""
+    cpu_batches = list(batches)
+    if device.type == "cpu" or not cpu_batches:
+        return cpu_batches
+    order = torch.cat(cpu_batches).pin_memory().to(device, non_blocking=True)
+    return list(order.split([len(b) for b in cpu_batches]))
+
+
+def compile_supported(device: torch.device) -> bool:
+    """Whether ``place_model`` compiles on ``device``: CUDA only. On a CPU the first steps
+    would pay minutes of compilation for little gain, so the request is ignored there."""
+    return device.type == "cuda"
+
+
+def place_model(model: nn.Module, settings: LoopSettings, *, compile: bool = False) -> nn.Module:
+    """Move ``model`` to the loop's device and memory format; compile it where supported.
+
+    Compilation is in place (``nn.Module.compile``): the module keeps its parameters and its
+    ``state_dict`` keys, so checkpoints load into compiled and plain models alike, and an
+    optimiser built afterwards from ``model.parameters()`` updates what the compiled forward
+    reads.
+    """
+    model = model.to(settings.device)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile and compile_supported(settings.device):
+        model.compile()
+    return model
+
+
 def _autocast(settings: LoopSettings) -> contextlib.AbstractContextManager:
     if settings.autocast_dtype is None:
         return contextlib.nullcontext()
@@ -213,10 +244,11 @@ def train_one_epoch(
     criterion = loss_function(task)
     loss_sum = torch.zeros((), device=data.images.device, dtype=torch.float64)
     seen = 0
-    for step, index in enumerate(
-        iterate_batches(len(data), batch_size, shuffle=True, generator=generator), start=1
-    ):
-        index = index.to(data.images.device, non_blocking=True)
+    batches = _batches_on_device(
+        iterate_batches(len(data), batch_size, shuffle=True, generator=generator),
+        data.images.device,
+    )
+    for step, index in enumerate(batches, start=1):
         x = augment_batch(prepare_batch(data.images[index], settings), augment, device_generator)
         y = data.labels[index]
         with _autocast(settings):
@@ -239,8 +271,9 @@ def predict_logits(
     """Float32 logits for uint8 images (N, H, W), in eval mode, on the images' device."""
     model.eval()
     outputs = []
-    for index in iterate_batches(len(images), batch_size, shuffle=False):
-        x = prepare_batch(images[index.to(images.device)], settings)
+    # Consecutive slices are views: no gather, and no index copied to the device per batch.
+    for start in range(0, len(images), batch_size):
+        x = prepare_batch(images[start : start + batch_size], settings)
         with _autocast(settings):
             outputs.append(model(x).float())
     return torch.cat(outputs)

@@ -31,9 +31,11 @@ from cxr_tune.engine import (
     DeviceSplit,
     EpochStats,
     LoopSettings,
+    compile_supported,
     eval_batch_size,
     evaluate,
     loop_settings,
+    place_model,
     select_device,
     to_device,
     train_one_epoch,
@@ -82,12 +84,14 @@ def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> No
 
 
 def build_state(cfg: TrialConfig, dataset: DatasetArrays, device: torch.device) -> TrainingState:
-    """Model, optimiser and LR schedule for ``cfg``, initialised from ``cfg.seed``."""
+    """Model, optimiser and LR schedule for ``cfg``, initialised from ``cfg.seed``.
+
+    ``cfg.compile`` compiles the model in place on a GPU and is ignored on a CPU (the result's
+    ``compiled`` field says which); checkpoints are the same either way.
+    """
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=dataset.num_classes, pretrained=cfg.pretrained)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(model, loop_settings(device, cfg.precision), compile=cfg.compile)
     optimizer = create_optimizer(
         cfg.optimizer,
         model.parameters(),
@@ -112,7 +116,8 @@ def restore_state(
     with checkpoint.as_directory() as folder:
         saved = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=True)
     state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("optimizer") is not None:  # a slimmed final checkpoint has none
+        state.optimizer.load_state_dict(saved["optimizer"])
     if state.scheduler is not None and saved.get("scheduler") is not None:
         state.scheduler.load_state_dict(saved["scheduler"])
     state.epoch = int(saved["epoch"])
@@ -218,7 +223,8 @@ def failure_result(
 
 def report_with_checkpoint(result: dict[str, Any], state: TrainingState, cfg: TrialConfig) -> None:
     """Report ``result`` with a checkpoint of ``state`` (persisted to storage by Ray)."""
-    model = getattr(state.model, "_orig_mod", state.model)  # unwrap torch.compile
+    # place_model compiles in place (same state_dict keys); unwrap a torch.compile() wrapper too.
+    model = getattr(state.model, "_orig_mod", state.model)
     with tempfile.TemporaryDirectory(prefix="cxr_tune_ckpt_") as folder:
         torch.save(
             {
@@ -246,6 +252,7 @@ def trial_metadata(
         "dataset_hash": dataset.dataset_hash,
         "split_hash": dataset.split_hash,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "compiled": cfg.compile and compile_supported(device),
         # Which Ray node ran each epoch: a trial moved off a lost node shows it here.
         "node_id": _node_id(),
         "versions": {
