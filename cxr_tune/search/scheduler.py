@@ -7,7 +7,12 @@ per cell, created on first sight of the cell, and routes every event to it.
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.experiment import Trial
@@ -117,6 +122,10 @@ class CellASHA(FIFOScheduler):
         stopped = sum(self._stopped.values())
         return f"ASHA per cell: {len(self._cells)} cells, {stopped} trials stopped early"
 
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        retire_ended_trials(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self.__dict__, f)
@@ -128,6 +137,10 @@ class CellASHA(FIFOScheduler):
 
 class SavingFIFO(FIFOScheduler):
     """First in, first out (no early stopping), saving the experiment as each trial ends."""
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        retire_ended_trials(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
 
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
@@ -149,3 +162,61 @@ def save_experiment_soon(tune_controller: TuneController) -> None:
     manager = getattr(tune_controller, "_checkpoint_manager", None)
     if manager is not None and hasattr(manager, "_should_force_sync_up"):
         manager._should_force_sync_up = True
+
+
+# Controllers (one per run of a driver) whose restored trials were already checked.
+_RETIRED_FOR: set[int] = set()
+_ENDED_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def retire_ended_trials(tune_controller: TuneController) -> None:
+    """End, without training them, restored trials that had already ended before a restart.
+
+    The experiment state ``--resume`` starts from can be older than a trial's end: the driver
+    may stop after Optuna was told the outcome and the trial's checkpoints were pruned, but
+    before Tune saved the state. The study (written at once, at the end of each trial) is the
+    record of which trials ended; such trials are stopped here, with their last logged result,
+    instead of trained again (or failing on a checkpoint that is gone).
+    """
+    if id(tune_controller) in _RETIRED_FOR:
+        return
+    _RETIRED_FOR.add(id(tune_controller))
+    ended = ended_trial_ids(os.environ.get("CXR_TUNE_STUDY_DB", ""))
+    for trial in list(tune_controller.get_trials()):
+        if trial.status == Trial.PENDING and trial.trial_id in ended:
+            last = logged_last_result(trial)
+            if last is not None:
+                trial.update_last_result(last)
+            tune_controller.stop_trial(trial)
+
+
+def ended_trial_ids(study_db: str) -> set[str]:
+    """Ray trial ids of the study's trials that ended (complete, pruned or failed)."""
+    if not study_db or not Path(study_db).is_file():
+        return set()
+    query = (
+        "SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
+        "ON t.trial_id = a.trial_id WHERE a.key = 'ray_trial_id' AND t.state IN (?, ?, ?)"
+    )
+    with closing(sqlite3.connect(study_db, timeout=60)) as db:
+        rows = db.execute(query, _ENDED_STATES).fetchall()
+    return {str(json.loads(value)) for (value,) in rows}
+
+
+def logged_last_result(trial: Trial) -> dict[str, Any] | None:
+    """The last result line in the trial's ``result.json`` on the storage, if any."""
+    storage = trial.storage
+    if storage is None:
+        return None
+    try:
+        fs = storage.storage_filesystem
+        with fs.open_input_stream(f"{storage.trial_fs_path}/result.json") as f:
+            lines = f.read().decode("utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return dict(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return None

@@ -138,6 +138,11 @@ class CellSearcher(Searcher):
             return
         cell_id, number, storage_id = self._trials[trial_id]
         study = self._study(self._cells[cell_id])
+        if study._storage.get_trial(storage_id).state.is_finished():
+            # Told before the driver stopped, after the experiment state it resumed from was
+            # saved: the study keeps the first outcome (Optuna cannot change it anyway).
+            self._told.add(trial_id)
+            return
         if result:
             # When ASHA stops a trial, Tune hands its last result to on_trial_complete only.
             self.on_trial_result(trial_id, result)

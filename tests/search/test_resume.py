@@ -93,8 +93,9 @@ def test_resume_after_driver_killed_repeats_no_finished_trial(
         stderr=subprocess.STDOUT,
     )
     try:
+        # Killed at once: the saved experiment state may not know yet that this trial ended,
+        # which --resume must handle (the Optuna study knows).
         wait_for_ended_trials(experiment, driver, count=1)
-        time.sleep(1.0)  # let Tune handle the ending (and save the experiment state)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
@@ -149,3 +150,21 @@ def test_resume_of_unknown_experiment_refuses(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no experiment to resume" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ended_trial_ids_come_from_the_study(tmp_path: Path) -> None:
+    import optuna
+
+    from cxr_tune.search.scheduler import ended_trial_ids
+
+    db = tmp_path / "optuna.db"
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name="phantom/alexnet")
+    for ray_id, state in (("a1", "complete"), ("b2", "pruned"), ("c3", "running")):
+        trial = study.ask()
+        trial.set_user_attr("ray_trial_id", ray_id)
+        if state == "complete":
+            study.tell(trial, 0.5)
+        elif state == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert ended_trial_ids(str(db)) == {"a1", "b2"}
+    assert ended_trial_ids(str(tmp_path / "missing.db")) == set()
