@@ -17,7 +17,8 @@ Measured per mode, in the same run:
 - where the rest went: inside the trial actors (model set-up, checkpoints) against outside
   them (actor start-up, scheduling, result handling, idle slots);
 - how many worker processes ran the trials (reuse: one per concurrent slot), and whether
-  every trial read its arrays as read-only views of the object store (zero-copy).
+  every trial read its arrays as read-only views of the object store (zero-copy);
+- the size and save time of one checkpoint (model + Adam state), which every epoch writes.
 
 Modes: ``reuse`` (``reuse_actors=True``, what the search uses) and ``fresh``
 (``reuse_actors=False``: a new worker, and a fresh import of PyTorch, per trial).
@@ -186,6 +187,26 @@ def summarise(
     }
 
 
+def checkpoint_cost(args: argparse.Namespace, folder: Path) -> dict[str, float]:
+    """Size and save time of one trial checkpoint (model + Adam state), measured here once: the
+    trainable writes one per epoch, and Ray then copies it to the experiment's storage."""
+    import torch
+
+    from cxr_tune.models import create_model
+    from cxr_tune.optim import create_optimizer
+
+    model = create_model(args.model, num_classes=4)
+    optimizer = create_optimizer("adam", model.parameters(), lr=1e-4)
+    x = torch.zeros(2, 1, args.image_size, args.image_size)
+    torch.nn.functional.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
+    optimizer.step()  # Adam's state exists from the first step on
+    path = folder / "state.pt"
+    started = time.perf_counter()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    seconds = time.perf_counter() - started
+    return {"megabytes": path.stat().st_size / 1e6, "save_s": seconds}
+
+
 def start_ray(args: argparse.Namespace) -> None:
     import ray
 
@@ -236,6 +257,11 @@ def print_report(result: dict[str, Any]) -> None:
         for m in result["modes"]
     ]
     print(format_table(headers, rows))
+    checkpoint = result["checkpoint"]
+    print(
+        f"each epoch writes a checkpoint of {checkpoint['megabytes']:,.0f} MB "
+        f"({checkpoint['save_s']:.2f} s to save here; Ray then copies it to storage)"
+    )
     if "reuse_saves_s" in result:
         print(
             f"actor reuse saves {result['reuse_saves_s']:.1f} s of wall time "
@@ -271,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes:
                 print(f"{mode}: {args.trials} trials ...", file=sys.stderr, flush=True)
                 modes.append(run_mode(args, data, mode, Path(tmp)))
+            checkpoint = checkpoint_cost(args, Path(tmp))
         machine = machine_description()
     finally:
         ray.shutdown()
@@ -279,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "params": {k: v for k, v in vars(args).items() if k != "output"},
         "modes": modes,
+        "checkpoint": checkpoint,
         **compare(modes),
         "load_average_at_end": load_average(),
     }

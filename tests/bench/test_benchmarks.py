@@ -107,6 +107,7 @@ def test_ray_overhead_quick_writes_json_for_both_modes(tmp_path):
     assert modes["reuse"]["worker_processes"] <= modes["reuse"]["concurrency"]
     assert modes["fresh"]["worker_processes"] == modes["fresh"]["trials"]
     assert {"reuse_saves_s", "target_met"} <= set(result)
+    assert _positive(result["checkpoint"]["megabytes"])
 
 
 def test_data_plane_smoke_test_runs():
