@@ -1,8 +1,9 @@
 """Checkpoint retention: keep what resuming and the final evaluation need, not gigabytes more.
 
 A checkpoint holds the model and the optimizer state: for AlexNet with Adam that is ~0.7 GB,
-for VGG11 ~1.6 GB. While a trial runs, its latest checkpoint is kept in full (a trial on a lost
-node, or after ``--resume``, continues from it). When a trial ends, nothing will ever resume it:
+for VGG11 ~1.6 GB. While a trial runs, its last two checkpoints are kept in full (a trial on a
+lost node, or after ``--resume``, continues from the one the saved experiment state names).
+When a trial ends, nothing will ever resume it:
 
 - a trial that trained every epoch keeps its final model weights (the final evaluation scores
   them as its first seed) and drops the optimizer state, a third of the size with Adam;

@@ -316,8 +316,11 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
         run_config=tune.RunConfig(
             name=request.name,
             storage_path=request.storage.root,
-            # The latest checkpoint is all a resumed trial needs; see search/retention.py.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune deletes the older checkpoint as it registers a new one and saves
+            # the experiment state only after that; with one kept, a driver stopped in between
+            # leaves a state that points at a deleted checkpoint. Ended trials are pruned
+            # further by search/retention.py.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[
                 ProgressLines(plan.space.metric),

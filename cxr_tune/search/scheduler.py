@@ -80,6 +80,7 @@ class CellASHA(FIFOScheduler):
         return self._cells[cell]
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        save_experiment_soon(tune_controller)
         self._cell_of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(
@@ -142,6 +143,9 @@ class SavingFIFO(FIFOScheduler):
         retire_ended_trials(tune_controller)
         return super().choose_trial_to_run(tune_controller)
 
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        save_experiment_soon(tune_controller)
+
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> None:
@@ -156,8 +160,10 @@ def save_experiment_soon(tune_controller: TuneController) -> None:
 
     ``--resume`` restores trials as the last saved state has them: a trial that ended after it
     would be restored as unfinished and train again (a trial ASHA stopped would even go past its
-    stop). Tune saves at most every 10 s, and forced only every ``num_to_keep`` checkpoints of a
-    trial, so each end of a trial asks for a save. The flag is Tune's own (Ray 2.x).
+    stop), and a trial added after it would be lost (the searcher, restored from the same state,
+    would deal a new one in its place). Tune saves at most every 10 s, and forced only every
+    ``num_to_keep`` checkpoints of a trial, so each new trial and each end of a trial asks for a
+    save. The flag is Tune's own (Ray 2.x).
     """
     manager = getattr(tune_controller, "_checkpoint_manager", None)
     if manager is not None and hasattr(manager, "_should_force_sync_up"):
@@ -204,13 +210,27 @@ def ended_trial_ids(study_db: str) -> set[str]:
 
 
 def logged_last_result(trial: Trial) -> dict[str, Any] | None:
-    """The last result line in the trial's ``result.json`` on the storage, if any."""
+    """The trial's last result as the storage has it: the last line of its ``result.json``, or
+    the result saved with its latest checkpoint when that is newer (``result.json`` reaches the
+    storage with the experiment syncs, checkpoints at once)."""
     storage = trial.storage
     if storage is None:
         return None
+    fs = storage.storage_filesystem
+    found = [
+        r
+        for r in (
+            _last_json_line(fs, f"{storage.trial_fs_path}/result.json"),
+            _checkpoint_result(fs, storage.trial_fs_path),
+        )
+        if r is not None
+    ]
+    return max(found, key=lambda r: int(r.get("epoch", 0))) if found else None
+
+
+def _last_json_line(fs: Any, path: str) -> dict[str, Any] | None:
     try:
-        fs = storage.storage_filesystem
-        with fs.open_input_stream(f"{storage.trial_fs_path}/result.json") as f:
+        with fs.open_input_stream(path) as f:
             lines = f.read().decode("utf-8").splitlines()
     except OSError:
         return None
@@ -220,3 +240,23 @@ def logged_last_result(trial: Trial) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             continue
     return None
+
+
+def _checkpoint_result(fs: Any, trial_path: str) -> dict[str, Any] | None:
+    """The result the trainable saved in its latest checkpoint's ``trial.json``."""
+    import pyarrow.fs
+
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
+    except OSError:
+        return None
+    folders = sorted(i.path for i in infos if i.base_name.startswith("checkpoint_"))
+    if not folders:
+        return None
+    try:
+        with fs.open_input_stream(f"{folders[-1]}/trial.json") as f:
+            saved = json.loads(f.read().decode("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    result = saved.get("result")
+    return dict(result) if isinstance(result, dict) else None
