@@ -9,12 +9,15 @@ clean failure (instead of crashing the search) when a batch does not fit in memo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
+import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,7 +228,7 @@ def report_with_checkpoint(result: dict[str, Any], state: TrainingState, cfg: Tr
     """Report ``result`` with a checkpoint of ``state`` (persisted to storage by Ray)."""
     # place_model compiles in place (same state_dict keys); unwrap a torch.compile() wrapper too.
     model = getattr(state.model, "_orig_mod", state.model)
-    with tempfile.TemporaryDirectory(prefix="cxr_tune_ckpt_") as folder:
+    with _staging_folder() as folder:
         torch.save(
             {
                 "model": model.state_dict(),
@@ -239,6 +242,27 @@ def report_with_checkpoint(result: dict[str, Any], state: TrainingState, cfg: Tr
             json.dumps({"config": cfg.to_dict(), "result": _jsonable(result)}, indent=2)
         )
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+@contextlib.contextmanager
+def _staging_folder() -> Iterator[Path]:
+    """Where a checkpoint is written before Ray copies it to storage.
+
+    One fixed folder per trial (not a fresh temporary one per epoch): a worker killed while Ray
+    copies a checkpoint (a lost node, a killed driver) leaves at most this folder behind, and
+    the trial's next run, on resume, clears and reuses it.
+    """
+    try:
+        trial_id = tune.get_context().get_trial_id() or "local"
+    except Exception:  # outside a Tune trial
+        trial_id = f"local-{os.getpid()}"
+    folder = Path(tempfile.gettempdir()) / "cxr_tune_checkpoints" / trial_id
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def trial_metadata(
