@@ -15,6 +15,7 @@ from cxr_tune.engine import (
     GRAY_STD,
     augment_batch,
     compile_supported,
+    eval_batch_size,
     evaluate,
     iterate_batches,
     loop_settings,
@@ -201,6 +202,15 @@ def test_place_model_ignores_compile_on_the_cpu_and_keeps_plain_fp32():
     assert model._compiled_call_impl is None  # plain module: nothing compiled on a CPU
     assert CPU.autocast_dtype is None and not CPU.channels_last
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", [64, 224, 512])
+def test_eval_batches_are_moderate_on_a_cpu_and_large_on_a_gpu(size):
+    cpu, gpu = (
+        eval_batch_size(torch.device("cpu"), size),
+        eval_batch_size(torch.device("cuda"), size),
+    )
+    assert 8 <= cpu <= 32 and gpu >= cpu
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
