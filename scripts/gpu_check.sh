@@ -10,10 +10,11 @@
 # Steps (each with its own time limit; a failed step is reported and the next one runs):
 #   1. train_throughput.py on CUDA: naive fp32 loop vs cxr_tune's loop, 3 architectures at the
 #      paper's settings, with the projected time of the paper's grid on Dataset 1 sizes;
-#   2. the same for ResNet50 with torch.compile;
-#   3. data_plane.py: cache vs ImageFolder+PIL on this machine's CPUs;
+#   2. data_plane.py: cache vs ImageFolder+PIL on this machine's CPUs (needs tqdm);
+#   3. a short real search (smoke space, gpu profile, 4 trials), where Ray and Optuna import;
 #   4. the GPU unit tests (pytest -m gpu), where pytest is installed;
-#   5. a short real search (smoke space, gpu profile, 4 trials), where Ray and Optuna import.
+#   5. train_throughput.py for ResNet50 with torch.compile.
+# Limits add up to 9.5 minutes. A step that cannot run says why and how to make it run.
 # The exit status is 1 if a step that could run failed, else 0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -83,43 +84,64 @@ if not trials:
 EOF
 }
 
-step "training throughput" 150 "$PYTHON" scripts/bench/train_throughput.py --device cuda \
-  --output "$RESULTS/gpu_train_throughput.json"
-step "training throughput, compiled" 120 "$PYTHON" scripts/bench/train_throughput.py \
-  --device cuda --archs resnet50 --compile --output "$RESULTS/gpu_train_throughput_compile.json"
-step "data plane" 120 "$PYTHON" scripts/bench/data_plane.py --output "$RESULTS/gpu_data_plane.json"
+missing_modules() {  # missing_modules NAME...: the ones $PYTHON cannot import
+  "$PYTHON" -c 'import importlib.util, sys
+print(" ".join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))' "$@"
+}
 
-if "$PYTHON" -c 'import pytest' 2>/dev/null; then
-  step "GPU unit tests" 60 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/test_engine.py \
-    tests/bench/test_benchmarks.py
-else
+how_to_provide() {  # how_to_provide MODULES: where to get what is missing, without internet here
+  local version
+  version=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  echo "   $PYTHON cannot import: $1. On a machine with internet, fetch wheels for Python $version:"
+  echo "     pip download 'ray[tune]==2.60.0' 'optuna==5.0.0' pyyaml tqdm tensorboardX openpyxl \\"
+  echo "       --only-binary=:all: --python-version $version --platform manylinux2014_x86_64 -d wheels"
+  echo "   unpack them here, leaving out what this machine already has (numpy, pandas, torch):"
+  echo "     for w in wheels/*.whl; do case \$w in *numpy*|*pandas*|*torch*) ;; *) python -m zipfile -e \"\$w\" deps ;; esac; done"
+  echo "   and run again with: PYTHONPATH=\$PWD/deps scripts/gpu_check.sh"
+}
+
+skip() {  # skip NAME REASON
   echo
-  echo "== GPU unit tests: skipped (pytest is not installed for $PYTHON) =="
+  echo "== $1: skipped ($2) =="
+}
+
+step "training throughput" 120 "$PYTHON" scripts/bench/train_throughput.py --device cuda \
+  --output "$RESULTS/gpu_train_throughput.json"
+
+missing=$(missing_modules tqdm)
+if [ -z "$missing" ]; then
+  step "data plane" 90 "$PYTHON" scripts/bench/data_plane.py \
+    --output "$RESULTS/gpu_data_plane.json"
+else
+  skip "data plane" "the cache needs $missing"
+  how_to_provide "$missing"
 fi
 
-missing=$("$PYTHON" - <<'EOF'
-import importlib.util
-names = ["ray", "optuna", "yaml", "tqdm", "tensorboardX", "openpyxl"]
-print(" ".join(n for n in names if importlib.util.find_spec(n) is None))
-EOF
-)
-echo
-if [ -n "$missing" ]; then
-  echo "== short search: skipped: $PYTHON cannot import: $missing =="
-  echo "   The search needs Ray and Optuna (and PyYAML, tqdm, tensorboardX, openpyxl). Without"
-  echo "   internet here, on another machine run (matching this Python, $("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')):"
-  echo "     pip download 'ray[tune]==2.60.0' 'optuna==5.0.0' pyyaml tqdm tensorboardX openpyxl \\"
-  echo "       --only-binary=:all: --python-version <X.Y> --platform manylinux2014_x86_64 -d wheels"
-  echo "     pip install --no-deps --target deps wheels/*.whl"
-  echo "   copy deps/ here, then: PYTHONPATH=\$PWD/deps scripts/gpu_check.sh"
-else
+missing=$(missing_modules ray optuna yaml tqdm tensorboardX openpyxl)
+if [ -z "$missing" ]; then
   storage=$(mktemp -d)
   t0=$SECONDS
-  step "short search" 150 "$PYTHON" -m cxr_tune.search --space smoke --profile gpu \
+  step "short search" 120 "$PYTHON" -m cxr_tune.search --space smoke --profile gpu \
     --num-samples 4 --storage "$storage" --name gpu-check
   summarise_search "$storage/gpu-check" "$((SECONDS - t0))" "$RESULTS/gpu_search.json" \
     || failed+=("search summary")
+else
+  skip "short search" "Ray, Optuna and the search's other packages are needed"
+  how_to_provide "$missing"
 fi
+
+if [ -z "$(missing_modules pytest)" ]; then
+  step "GPU unit tests" 90 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider \
+    tests/test_engine.py tests/bench/test_benchmarks.py
+else
+  skip "GPU unit tests" "pytest is not installed for $PYTHON"
+fi
+
+# Last: compilation takes the longest and needs a working compiler toolchain (Triton).
+# Evaluation batches of a whole eval_batch_size (4096 = 8 x 512) compile one shape only.
+step "training throughput, compiled" 150 "$PYTHON" scripts/bench/train_throughput.py \
+  --device cuda --archs resnet50 --compile --eval-images 4096 \
+  --output "$RESULTS/gpu_train_throughput_compile.json"
 
 echo
 echo "gpu_check: $((SECONDS - started)) s; results in $RESULTS/gpu_*.json"
