@@ -87,7 +87,13 @@ def select_device() -> torch.device:
 
 
 def loop_settings(device: torch.device, precision: str = "auto") -> LoopSettings:
-    """Resolve a precision name ('auto', 'bf16', 'fp32') to loop settings for ``device``."""
+    """Resolve a precision name ('auto', 'bf16', 'fp32') to loop settings for ``device``.
+
+    'auto' is bf16 on a GPU that supports it and fp32 on a CPU. Mixed results on the CPU
+    keep fp32 the default there: with native bf16 (AVX512-BF16), bf16 + channels_last trains
+    ResNet50 at 224 px ~2x faster, but AlexNet at 64 px (the cpu profile) ~8% slower. An
+    explicit 'bf16' on a CPU also uses channels_last, which oneDNN's bf16 kernels prefer.
+    """
     on_gpu = device.type == "cuda"
     if on_gpu:
         torch.backends.cudnn.benchmark = True
@@ -99,7 +105,7 @@ def loop_settings(device: torch.device, precision: str = "auto") -> LoopSettings
     return LoopSettings(
         device=device,
         autocast_dtype=torch.bfloat16 if use_bf16 else None,
-        channels_last=on_gpu,
+        channels_last=on_gpu or use_bf16,
     )
 
 

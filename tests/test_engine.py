@@ -204,6 +204,21 @@ def test_place_model_ignores_compile_on_the_cpu_and_keeps_plain_fp32():
     assert all(p.is_contiguous() for p in model.parameters())
 
 
+def test_explicit_bf16_on_the_cpu_uses_autocast_and_channels_last_and_trains():
+    settings = loop_settings(torch.device("cpu"), "bf16")
+    assert settings.autocast_dtype == torch.bfloat16 and settings.channels_last
+    model = place_model(_tiny_model(), settings)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    data = to_device(_split(n=96), settings.device, "multiclass")
+    losses = [
+        train_one_epoch(
+            model, optimizer, data, task="multiclass", batch_size=16, settings=settings
+        ).loss
+        for _ in range(6)
+    ]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
 @pytest.mark.parametrize("size", [64, 224, 512])
 def test_eval_batches_are_moderate_on_a_cpu_and_large_on_a_gpu(size):
     cpu, gpu = (

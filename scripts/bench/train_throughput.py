@@ -131,6 +131,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure every row this many times, interleaved, and keep the fastest (the one "
         "least slowed by other work on a shared machine)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="precision of cxr_tune's loop (the naive loop is always fp32): auto is bf16 on a "
+        "GPU and fp32 on a CPU",
+    )
     parser.add_argument("--compile", action="store_true", help="add a compiled row (CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="tiny run in seconds (smoke test)")
@@ -309,7 +316,7 @@ def fast_train(
 ) -> tuple[int, float]:
     """Train with ``engine.train_one_epoch``: one untimed epoch of the warm-up steps, then one
     timed epoch of the measured steps."""
-    settings = loop_settings(device)
+    settings = loop_settings(device, args.precision)
     optimizer = create_optimizer("adam", model.parameters(), lr=args.lr)
     warm_n = args.warmup * args.batch_size
     warm = to_device(
@@ -347,9 +354,10 @@ def fast_eval(
     labels: torch.Tensor,
     device: torch.device,
     image_size: int,
+    precision: str,
 ) -> tuple[int, float]:
     """Evaluate with ``engine.evaluate`` at ``eval_batch_size`` (metrics included)."""
-    settings = loop_settings(device)
+    settings = loop_settings(device, precision)
     data = to_device(SplitArrays(images.numpy(), labels.numpy()), device, "multiclass")
     batch = eval_batch_size(device, image_size)
     warm = to_device(
@@ -369,12 +377,13 @@ def fast_eval(
 # --- one measurement --------------------------------------------------------------------------
 
 
-def build_model(arch: str, device: torch.device, loop: str) -> torch.nn.Module:
+def build_model(arch: str, device: torch.device, loop: str, precision: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = create_model(arch, num_classes=NUM_CLASSES)
     if loop == "naive":
         return model.to(device)
-    return place_model(model, loop_settings(device), compile=loop == "cxr_tune+compile")
+    settings = loop_settings(device, precision)
+    return place_model(model, settings, compile=loop == "cxr_tune+compile")
 
 
 def measure(
@@ -415,7 +424,7 @@ def run_loop(
     images, labels = make_images(n_train, size, seed=0)
     eval_images, eval_labels = make_images(args.eval_images * scale, size, seed=1)
     with peak_memory(device) as memory:
-        model = build_model(arch, device, loop)
+        model = build_model(arch, device, loop, args.precision)
         if loop == "naive":
             train_n, train_s = naive_train(model, images, labels, args)
         else:
@@ -423,7 +432,7 @@ def run_loop(
     if loop == "naive":
         eval_n, eval_s = naive_eval(model, eval_images, eval_labels, args.batch_size)
     else:
-        eval_n, eval_s = fast_eval(model, eval_images, eval_labels, device, size)
+        eval_n, eval_s = fast_eval(model, eval_images, eval_labels, device, size, args.precision)
     return train_n, train_s, eval_n, eval_s, memory["mib"]
 
 
@@ -508,7 +517,7 @@ def print_report(result: dict[str, Any]) -> None:
     print(
         f"training throughput on {device} ({result['machine']['cpu_count']} CPUs, "
         f"{result['machine']['torch_threads']} torch threads), batch {result['params']['batch_size']}, "
-        f"Adam lr {result['params']['lr']:g}"
+        f"Adam lr {result['params']['lr']:g}, cxr_tune precision {result['params']['precision']}"
     )
     table = []
     for r in rows:
