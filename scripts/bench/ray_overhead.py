@@ -125,7 +125,7 @@ def build_tuner(args: argparse.Namespace, data: dict[str, Any], reuse: bool, fol
         run_config=tune.RunConfig(
             name="reuse" if reuse else "fresh",
             storage_path=str(folder),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # as the search keeps
             failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[TrialTensorBoard(), CheckpointRetention()],
             verbose=0,
