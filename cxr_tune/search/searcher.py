@@ -92,8 +92,8 @@ class CellSearcher(Searcher):
         self._plan = plan
         self._default_db = study_db
         self._cells: dict[str, Cell] = {c.id: c for c in plan.cells}
-        grid = grid_points(plan.params) if plan.space.algorithm == "grid" else []
-        self._queue_size = len(grid) * plan.num_samples if grid else plan.num_samples
+        self._grid = grid_points(plan.params) if plan.space.algorithm == "grid" else []
+        self._queue_size = len(self._grid) * plan.num_samples if self._grid else plan.num_samples
         self._dealt: dict[str, int] = dict.fromkeys(self._cells, 0)
         # Ray trial id -> (cell id, Optuna trial number, Optuna storage trial id)
         self._trials: dict[str, tuple[str, int, int]] = {}
@@ -106,15 +106,20 @@ class CellSearcher(Searcher):
         if cell is None:
             return Searcher.FINISHED  # type: ignore[return-value]  # Ray's sentinel string
         study = self._study(cell)
-        repeat = self._dealt[cell.id] // max(1, self._queue_size // self._plan.num_samples)
+        dealt = self._dealt[cell.id]
         self._dealt[cell.id] += 1
+        point = self._fixed_point(dealt)
+        if point is not None:
+            # Queued one at a time, just before it is asked for: Optuna does not promise the
+            # order in which it hands out several waiting trials.
+            study.enqueue_trial(point)
         trial = study.ask()
         params = suggest_params(trial, self._plan.params)
         self._trials[trial_id] = (cell.id, trial.number, trial._trial_id)
         config = {**self._plan.base_config(cell), **params}
-        if self._plan.space.algorithm == "grid":
+        if self._grid:
             # Repeats of one grid point differ by seed, not by accident.
-            config["seed"] = self._plan.seed + repeat
+            config["seed"] = self._plan.seed + dealt // len(self._grid)
         trial.set_user_attr("ray_trial_id", trial_id)
         trial.set_user_attr("config", {k: _plain(v) for k, v in config.items()})
         return config
@@ -223,16 +228,16 @@ class CellSearcher(Searcher):
             load_if_exists=True,
         )
         if not study.trials:
-            for point in self._initial_points():
-                study.enqueue_trial(point)
             study.set_user_attr("cell", dict(cell.factors) | {"dataset": cell.dataset})
             study.set_user_attr("metric", self.metric)
         return study
 
-    def _initial_points(self) -> list[dict[str, Any]]:
-        if self._plan.space.algorithm == "grid":
-            return grid_points(self._plan.params) * self._plan.num_samples
-        return [dict(p) for p in self._plan.space.initial][: self._plan.num_samples]
+    def _fixed_point(self, index: int) -> dict[str, Any] | None:
+        """The point the ``index``-th trial of a cell must try, if any (grid, or ``initial``)."""
+        if self._grid:
+            return dict(self._grid[index % len(self._grid)])
+        initial = self._plan.space.initial
+        return dict(initial[index]) if index < len(initial) else None
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self._plan.space.algorithm != "optuna":
@@ -275,18 +280,21 @@ class CellSearcher(Searcher):
         return "completed", float(value), None
 
     def _fail_orphans(self) -> None:
-        """Mark trials that were asked but never reached Ray (lost with a killed driver) FAIL."""
+        """Mark trials lost with a killed driver FAIL: asked but never reached Ray, or queued
+        but never asked (left waiting, a stale point would be handed to the next trial)."""
         if not Path(self.study_db).exists():
             return
         known = {(cell, number) for cell, number, _ in self._trials.values()}
+        lost_states = (TrialState.RUNNING, TrialState.WAITING)
         for cell in self._plan.cells:
             study = self._study(cell)
-            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            for frozen in study.get_trials(deepcopy=False, states=lost_states):
                 if (cell.id, frozen.number) not in known:
                     study._storage.set_trial_user_attr(
                         frozen._trial_id, "failure_reason", "lost when the search driver stopped"
                     )
-                    study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+                    # Optuna's tell refuses a WAITING trial; the storage call takes both.
+                    study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
 
 
 _OUTCOME_STATES = {

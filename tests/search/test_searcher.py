@@ -140,9 +140,25 @@ def test_orphans_of_a_killed_driver_are_failed_on_restore(searcher, plan, tmp_pa
     searcher.suggest("t1")  # asked after the last checkpoint: Ray will never run it
     restored = CellSearcher(plan, searcher.study_db)
     restored.restore(str(checkpoint))
-    lost = _study(restored, "phantom/vgg11").trials[0]  # enqueued points are WAITING behind it
+    lost = _study(restored, "phantom/vgg11").trials[0]
     assert lost.state == TrialState.FAIL and "driver stopped" in lost.user_attrs["failure_reason"]
     assert _study(restored, "phantom/alexnet").trials[0].state == TrialState.RUNNING
+
+
+def test_a_point_queued_but_never_asked_is_failed_on_restore(searcher, plan, tmp_path):
+    for i in range(3):  # one trial per cell
+        searcher.suggest(f"t{i}")
+    checkpoint = tmp_path / "searcher.pkl"
+    searcher.save(str(checkpoint))
+    # A driver killed between queueing a cell's next point and asking for it.
+    _study(searcher, "phantom/alexnet").enqueue_trial({"lr": 0.05, "batch_size": 8})
+    restored = CellSearcher(plan, searcher.study_db)
+    restored.restore(str(checkpoint))
+    assert _study(restored, "phantom/alexnet").trials[1].state == TrialState.FAIL
+    config = restored.suggest("t3")
+    # The stale point is not handed out: the cell's second trial is the paper's second point.
+    assert config["cell"] == "phantom/alexnet"
+    assert (config["lr"], config["batch_size"], config["optimizer"]) == (0.1, 32, "adam")
 
 
 def test_grid_enumerates_choices_and_repeats_with_new_seeds(tmp_path):
@@ -164,8 +180,10 @@ def test_grid_enumerates_choices_and_repeats_with_new_seeds(tmp_path):
     searcher = CellSearcher(plan, str(tmp_path / "optuna.db"))
     configs = [searcher.suggest(f"t{i}") for i in range(8)]
     assert searcher.suggest("t8") == CellSearcher.FINISHED
-    points = {(c["optimizer"], c["batch_size"], c["seed"]) for c in configs}
-    assert len(points) == 8 and {c["seed"] for c in configs} == {0, 1}
+    points = [(c["optimizer"], c["batch_size"], c["seed"]) for c in configs]
+    grid = [(p["optimizer"], p["batch_size"]) for p in grid_points(space.params)]
+    # Grid order, then the same grid again with the next seed.
+    assert points == [(*p, 0) for p in grid] + [(*p, 1) for p in grid]
 
 
 def test_searcher_pickles_without_database_handles(searcher):
