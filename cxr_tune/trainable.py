@@ -47,6 +47,7 @@ from cxr_tune.models import create_model
 from cxr_tune.optim import create_optimizer
 
 CHECKPOINT_FILE = "state.pt"
+TRIAL_FILE = "trial.json"  # beside the state: config, result and what the state holds
 # Status values a trial's last result carries (the report and the searcher read them).
 STATUS_OK, STATUS_DIVERGED, STATUS_FAILED = "ok", "diverged", "failed"
 
@@ -226,22 +227,34 @@ def failure_result(
 
 def report_with_checkpoint(result: dict[str, Any], state: TrainingState, cfg: TrialConfig) -> None:
     """Report ``result`` with a checkpoint of ``state`` (persisted to storage by Ray)."""
+    saved = checkpoint_payload(state, cfg)
+    with _staging_folder() as folder:
+        torch.save(saved, Path(folder) / CHECKPOINT_FILE)
+        described = {
+            "config": cfg.to_dict(),
+            "result": _jsonable(result),
+            "optimizer_state": saved["optimizer"] is not None,
+        }
+        (Path(folder) / TRIAL_FILE).write_text(json.dumps(described, indent=2))
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def checkpoint_payload(state: TrainingState, cfg: TrialConfig) -> dict[str, Any]:
+    """What a checkpoint of ``state`` holds.
+
+    After the last epoch nothing resumes the trial: its checkpoint is the final model, which the
+    evaluation scores. Without the optimizer state (two thirds of it with Adam) it is written,
+    copied to storage and kept at a fraction of the cost.
+    """
     # place_model compiles in place (same state_dict keys); unwrap a torch.compile() wrapper too.
     model = getattr(state.model, "_orig_mod", state.model)
-    with _staging_folder() as folder:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": state.optimizer.state_dict(),
-                "scheduler": state.scheduler.state_dict() if state.scheduler else None,
-                "epoch": state.epoch,
-            },
-            Path(folder) / CHECKPOINT_FILE,
-        )
-        (Path(folder) / "trial.json").write_text(
-            json.dumps({"config": cfg.to_dict(), "result": _jsonable(result)}, indent=2)
-        )
-        tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+    resumable = state.epoch < cfg.epochs
+    return {
+        "model": model.state_dict(),
+        "optimizer": state.optimizer.state_dict() if resumable else None,
+        "scheduler": state.scheduler.state_dict() if state.scheduler and resumable else None,
+        "epoch": state.epoch,
+    }
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ lost node, or after ``--resume``, continues from the one the saved experiment st
 When a trial ends, nothing will ever resume it:
 
 - a trial that trained every epoch keeps its final model weights (the final evaluation scores
-  them as its first seed) and drops the optimizer state, a third of the size with Adam;
+  them as its first seed); the trainable writes that last checkpoint without optimizer state
+  (a third of the size with Adam), and one written with it is slimmed here;
 - a trial stopped early, diverged or failed drops its checkpoints.
 
 ``--keep-checkpoints`` turns this off.
@@ -15,6 +16,7 @@ When a trial ends, nothing will ever resume it:
 from __future__ import annotations
 
 import io
+import json
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -22,7 +24,7 @@ import pyarrow.fs
 import torch
 from ray.tune import Callback
 
-STATE_FILE = "state.pt"
+from cxr_tune.trainable import CHECKPOINT_FILE, TRIAL_FILE
 
 
 class CheckpointRetention(Callback):
@@ -48,7 +50,7 @@ class CheckpointRetention(Callback):
             if folder != keep:
                 fs.delete_dir(folder)
         if keep is not None:
-            drop_optimizer_state(fs, f"{keep}/{STATE_FILE}")
+            drop_optimizer_state(fs, f"{keep}/{CHECKPOINT_FILE}")
 
 
 def checkpoint_folders(fs: pyarrow.fs.FileSystem, trial_path: str) -> list[str]:
@@ -66,7 +68,7 @@ def checkpoint_folders(fs: pyarrow.fs.FileSystem, trial_path: str) -> list[str]:
 def drop_optimizer_state(fs: pyarrow.fs.FileSystem, path: str) -> None:
     """Rewrite a checkpoint file with the model weights and epoch only."""
     info = fs.get_file_info(path)
-    if info.type != pyarrow.fs.FileType.File:
+    if info.type != pyarrow.fs.FileType.File or not _holds_optimizer_state(fs, path):
         return
     with fs.open_input_file(path) as f:
         state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
@@ -79,3 +81,14 @@ def drop_optimizer_state(fs: pyarrow.fs.FileSystem, path: str) -> None:
     with fs.open_output_stream(tmp) as f:
         f.write(buffer.getvalue())
     fs.move(tmp, path)
+
+
+def _holds_optimizer_state(fs: pyarrow.fs.FileSystem, path: str) -> bool:
+    """What the checkpoint's small ``trial.json`` says, so a final checkpoint the trial already
+    wrote without optimizer state is not read back in full; True when it does not say."""
+    described = f"{PurePosixPath(path).parent}/{TRIAL_FILE}"
+    try:
+        with fs.open_input_file(described) as f:
+            return bool(json.loads(f.read()).get("optimizer_state", True))
+    except (OSError, ValueError):
+        return True

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from cxr_tune.trainable import TRIAL_FILE
+
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
@@ -254,7 +256,7 @@ def _checkpoint_result(fs: Any, trial_path: str) -> dict[str, Any] | None:
     if not folders:
         return None
     try:
-        with fs.open_input_stream(f"{folders[-1]}/trial.json") as f:
+        with fs.open_input_stream(f"{folders[-1]}/{TRIAL_FILE}") as f:
             saved = json.loads(f.read().decode("utf-8"))
     except (OSError, json.JSONDecodeError):
         return None

@@ -1,0 +1,69 @@
+"""What a trial's checkpoints hold, and how an ended trial's checkpoint is slimmed on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow.fs
+import torch
+from torch import nn
+
+from cxr_tune.config import TrialConfig
+from cxr_tune.search.retention import drop_optimizer_state
+from cxr_tune.trainable import CHECKPOINT_FILE, TRIAL_FILE, TrainingState, checkpoint_payload
+
+
+def _state(epoch: int) -> TrainingState:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()  # Adam now holds exp_avg / exp_avg_sq per parameter
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
+    return TrainingState(model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch)
+
+
+def test_a_checkpoint_a_trial_may_resume_from_holds_the_optimizer_state():
+    saved = checkpoint_payload(_state(epoch=2), TrialConfig(epochs=3, lr_schedule="cosine"))
+    assert saved["epoch"] == 2
+    assert saved["optimizer"]["state"][0]["exp_avg"].shape == (3, 4)
+    assert saved["scheduler"]["T_max"] == 3
+
+
+def test_the_final_checkpoint_holds_the_model_only():
+    state = _state(epoch=3)
+    saved = checkpoint_payload(state, TrialConfig(epochs=3, lr_schedule="cosine"))
+    assert saved["optimizer"] is None and saved["scheduler"] is None and saved["epoch"] == 3
+    assert torch.equal(saved["model"]["weight"], state.model.weight)
+
+
+def _write_checkpoint(folder, payload, *, optimizer_state: bool | None) -> str:
+    folder.mkdir()
+    torch.save(payload, folder / CHECKPOINT_FILE)
+    described = {"config": {}, "result": {}}
+    if optimizer_state is not None:
+        described["optimizer_state"] = optimizer_state
+    (folder / TRIAL_FILE).write_text(json.dumps(described))
+    return str(folder / CHECKPOINT_FILE)
+
+
+def test_retention_slims_a_checkpoint_written_with_optimizer_state(tmp_path):
+    payload = checkpoint_payload(_state(epoch=2), TrialConfig(epochs=3))
+    # A checkpoint from before trials wrote a slim final one: trial.json does not say.
+    path = _write_checkpoint(tmp_path / "checkpoint_000001", payload, optimizer_state=None)
+    before = os.path.getsize(path)
+    drop_optimizer_state(pyarrow.fs.LocalFileSystem(), path)
+    slim = torch.load(path, weights_only=True)
+    assert slim["optimizer"] is None and slim["epoch"] == 2
+    assert torch.equal(slim["model"]["weight"], payload["model"]["weight"])
+    assert os.path.getsize(path) < before
+
+
+def test_retention_does_not_read_back_a_checkpoint_that_says_it_is_slim(tmp_path):
+    folder = tmp_path / "checkpoint_000002"
+    path = _write_checkpoint(folder, {}, optimizer_state=False)
+    # Not a torch file at all: reading it back would raise, rewriting it would change it.
+    (folder / CHECKPOINT_FILE).write_bytes(b"not read")
+    drop_optimizer_state(pyarrow.fs.LocalFileSystem(), path)
+    assert (folder / CHECKPOINT_FILE).read_bytes() == b"not read"
