@@ -18,7 +18,8 @@ Measured per mode, in the same run:
   them (actor start-up, scheduling, result handling, idle slots);
 - how many worker processes ran the trials (reuse: one per concurrent slot), and whether
   every trial read its arrays as read-only views of the object store (zero-copy);
-- the size and save time of one checkpoint (model + Adam state), which every epoch writes.
+- the size and save time of a checkpoint: model + Adam state after every epoch but the last,
+  the model alone after the last (nothing resumes a finished trial).
 
 Modes: ``reuse`` (``reuse_actors=True``, what the search uses) and ``fresh``
 (``reuse_actors=False``: a new worker, and a fresh import of PyTorch, per trial).
@@ -188,23 +189,31 @@ def summarise(
 
 
 def checkpoint_cost(args: argparse.Namespace, folder: Path) -> dict[str, float]:
-    """Size and save time of one trial checkpoint (model + Adam state), measured here once: the
-    trainable writes one per epoch, and Ray then copies it to the experiment's storage."""
+    """Size and save time of a trial's checkpoints, measured here once, as the trainable writes
+    them: model + Adam state after every epoch but the last, the model alone after the last.
+    Ray then copies each to the experiment's storage."""
     import torch
 
+    from cxr_tune.config import TrialConfig
     from cxr_tune.models import create_model
     from cxr_tune.optim import create_optimizer
+    from cxr_tune.trainable import TrainingState, checkpoint_payload
 
     model = create_model(args.model, num_classes=4)
     optimizer = create_optimizer("adam", model.parameters(), lr=1e-4)
     x = torch.zeros(2, 1, args.image_size, args.image_size)
     torch.nn.functional.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
     optimizer.step()  # Adam's state exists from the first step on
-    path = folder / "state.pt"
-    started = time.perf_counter()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
-    seconds = time.perf_counter() - started
-    return {"megabytes": path.stat().st_size / 1e6, "save_s": seconds}
+    cfg = TrialConfig(model=args.model, epochs=2)
+    cost: dict[str, float] = {}
+    for epoch, prefix in ((1, ""), (2, "final_")):
+        state = TrainingState(model=model, optimizer=optimizer, scheduler=None, epoch=epoch)
+        path = folder / f"{prefix}state.pt"
+        started = time.perf_counter()
+        torch.save(checkpoint_payload(state, cfg), path)
+        cost[f"{prefix}save_s"] = time.perf_counter() - started
+        cost[f"{prefix}megabytes"] = path.stat().st_size / 1e6
+    return cost
 
 
 def start_ray(args: argparse.Namespace) -> None:
@@ -259,8 +268,10 @@ def print_report(result: dict[str, Any]) -> None:
     print(format_table(headers, rows))
     checkpoint = result["checkpoint"]
     print(
-        f"each epoch writes a checkpoint of {checkpoint['megabytes']:,.0f} MB "
-        f"({checkpoint['save_s']:.2f} s to save here; Ray then copies it to storage)"
+        f"checkpoints (Ray copies each to storage): {checkpoint['megabytes']:,.0f} MB after "
+        f"every epoch but the last ({checkpoint['save_s']:.2f} s to save here), "
+        f"{checkpoint['final_megabytes']:,.0f} MB after the last, model only "
+        f"({checkpoint['final_save_s']:.2f} s)"
     )
     if "reuse_saves_s" in result:
         print(

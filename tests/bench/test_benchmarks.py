@@ -107,7 +107,29 @@ def test_ray_overhead_quick_writes_json_for_both_modes(tmp_path):
     assert modes["reuse"]["worker_processes"] <= modes["reuse"]["concurrency"]
     assert modes["fresh"]["worker_processes"] == modes["fresh"]["trials"]
     assert {"reuse_saves_s", "target_met"} <= set(result)
-    assert _positive(result["checkpoint"]["megabytes"])
+    checkpoint = result["checkpoint"]
+    assert 0 < checkpoint["final_megabytes"] < checkpoint["megabytes"]  # no Adam state at the end
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path):
+    output = tmp_path / "search_efficiency.json"
+    script = str(BENCH / "search_efficiency.py")
+    done = _run([sys.executable, script, "--quick", "--output", str(output)], timeout=600)
+    assert "target (TPE + ASHA)" in done.stdout
+    result = json.loads(output.read_text())
+    table = json.loads((tmp_path / "search_efficiency_table.json").read_text())
+    # The quick grid: 2 learning rates x 1 batch size x 2 optimizers, trained to the end.
+    assert len(table["curves"]) == 4 and all(len(c) == 2 for c in table["curves"].values())
+    best = max(c[-1] for c in table["curves"].values())
+    assert result["grid"]["best"] == best and result["grid"]["epochs"] == 8
+    assert set(result["methods"]) == {"tpe_asha", "random_asha", "random_full"}
+    for method in result["methods"].values():
+        assert method["runs"] == 2 and 0 < method["epoch_share"] <= 1
+        # A replayed trial reads its curve from the table: no method beats the grid's best.
+        assert method["mean_best"] is None or method["mean_best"] <= best + 1e-12
+    assert set(result["machine"]) >= MACHINE_KEYS
 
 
 def test_data_plane_smoke_test_runs():
