@@ -261,21 +261,46 @@ def checkpoint_payload(state: TrainingState, cfg: TrialConfig) -> dict[str, Any]
 def _staging_folder() -> Iterator[Path]:
     """Where a checkpoint is written before Ray copies it to storage.
 
-    One fixed folder per trial (not a fresh temporary one per epoch): a worker killed while Ray
-    copies a checkpoint (a lost node, a killed driver) leaves at most this folder behind, and
-    the trial's next run, on resume, clears and reuses it.
+    One fixed folder per trial and worker process (not a fresh temporary one per epoch): a
+    worker killed while Ray copies a checkpoint (a lost node, a killed driver) leaves at most
+    this folder behind, and the trial's next run clears what dead workers left. The process id
+    keeps two runs of one trial apart where nodes share a disk (several Ray nodes on one host):
+    a worker of a lost node that has not exited yet never deletes its successor's checkpoint.
     """
     try:
         trial_id = tune.get_context().get_trial_id() or "local"
     except Exception:  # outside a Tune trial
-        trial_id = f"local-{os.getpid()}"
-    folder = Path(tempfile.gettempdir()) / "cxr_tune_checkpoints" / trial_id
+        trial_id = "local"
+    trial_folder = Path(tempfile.gettempdir()) / "cxr_tune_checkpoints" / trial_id
+    _remove_dead_workers_folders(trial_folder)
+    folder = trial_folder / str(os.getpid())
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: another worker of the trial is alive
+            trial_folder.rmdir()
+
+
+def _remove_dead_workers_folders(trial_folder: Path) -> None:
+    """Remove the staging folders of this trial's earlier worker processes that have exited."""
+    if not trial_folder.is_dir():
+        return
+    for folder in trial_folder.iterdir():
+        if folder.name.isdigit() and not _process_alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
 
 
 def trial_metadata(

@@ -6,6 +6,7 @@ import json
 import os
 
 import pyarrow.fs
+import pytest
 import torch
 from torch import nn
 
@@ -67,3 +68,38 @@ def test_retention_does_not_read_back_a_checkpoint_that_says_it_is_slim(tmp_path
     (folder / CHECKPOINT_FILE).write_bytes(b"not read")
     drop_optimizer_state(pyarrow.fs.LocalFileSystem(), path)
     assert (folder / CHECKPOINT_FILE).read_bytes() == b"not read"
+
+
+@pytest.mark.filterwarnings("ignore:`get_trial_id` is meant")  # called outside Tune here
+def test_staging_folders_are_per_worker_and_dead_workers_leftovers_are_removed(
+    tmp_path, monkeypatch
+):
+    import subprocess
+    import sys
+    import tempfile
+
+    from cxr_tune.trainable import _staging_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        trial_folder = tmp_path / "cxr_tune_checkpoints" / "local"  # outside Tune: "local"
+        dead_left = trial_folder / exited.stdout.strip()
+        live_left = trial_folder / str(alive.pid)
+        for folder in (dead_left, live_left):
+            folder.mkdir(parents=True)
+            (folder / "state.pt").write_bytes(b"partial")
+        with _staging_folder() as folder:
+            assert folder == trial_folder / str(os.getpid()) and folder.is_dir()
+            assert not dead_left.exists()  # a killed worker's leftovers
+            assert (live_left / "state.pt").read_bytes() == b"partial"  # never another's
+        assert not folder.exists() and live_left.exists()
+    finally:
+        alive.kill()
+        alive.wait()
