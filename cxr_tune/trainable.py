@@ -45,6 +45,7 @@ from cxr_tune.engine import (
 )
 from cxr_tune.models import create_model
 from cxr_tune.optim import create_optimizer
+from cxr_tune.processes import process_alive
 
 CHECKPOINT_FILE = "state.pt"
 TRIAL_FILE = "trial.json"  # beside the state: config, result and what the state holds
@@ -289,18 +290,8 @@ def _remove_dead_workers_folders(trial_folder: Path) -> None:
     if not trial_folder.is_dir():
         return
     for folder in trial_folder.iterdir():
-        if folder.name.isdigit() and not _process_alive(int(folder.name)):
+        if folder.name.isdigit() and not process_alive(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user
-        return True
-    return True
 
 
 def trial_metadata(

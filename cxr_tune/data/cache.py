@@ -52,6 +52,7 @@ from cxr_tune.data.layouts.common import check_options
 from cxr_tune.data.splits import grouped_stratified_split, leakage_audit, split_hash
 from cxr_tune.data.types import SPLITS, DatasetArrays, Manifest, Record, SkipReport, SplitArrays
 from cxr_tune.errors import ConfigError, DataError
+from cxr_tune.processes import process_alive
 
 # Bump when the cache's content or meaning changes: old folders are then rebuilt, never misread.
 FORMAT_VERSION = 1
@@ -281,18 +282,8 @@ def _remove_stale_temporaries(parent: Path) -> None:
     """Delete temporary folders left by a prepare that was killed (its process is gone)."""
     for entry in parent.glob(f"{_TMP_PREFIX}*"):
         pid_text = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 2 else ""
-        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+        if pid_text.isdigit() and not process_alive(int(pid_text)):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_cache(
