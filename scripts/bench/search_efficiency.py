@@ -99,7 +99,7 @@ def key_of(config: dict[str, Any]) -> str:
     return f"{float(config['lr']):g}|{int(config['batch_size'])}|{config['optimizer']}"
 
 
-def run_grid(args: argparse.Namespace) -> dict[str, Any]:
+def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Phase 1: train the full grid for real; return the table of curves."""
     import dataclasses
 
@@ -109,7 +109,8 @@ def run_grid(args: argparse.Namespace) -> dict[str, Any]:
     from cxr_tune.search.storage import Storage
     from cxr_tune.spaces import load_space
 
-    folder = Path(tempfile.mkdtemp(prefix="cxr_tune_grid_"))
+    folder = work / "grid"
+    folder.mkdir()
     profile = dataclasses.replace(
         PROFILES["gpu"],
         gpus_per_trial={},
@@ -138,8 +139,6 @@ def run_grid(args: argparse.Namespace) -> dict[str, Any]:
         rows = [r for r in trial.results if r.get("status") == "ok"]
         curves[key_of(trial.config)] = [float(r[METRIC]) for r in rows]
         seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
-    # The curves are all the replays need; the trials' final checkpoints are gigabytes.
-    shutil.rmtree(folder, ignore_errors=True)
     return {
         "space": _params(args),
         "model": args.model,
@@ -152,7 +151,9 @@ def run_grid(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def replay(table: dict[str, Any], method: str, seed: int, num_samples: int) -> dict[str, Any]:
+def replay(
+    table: dict[str, Any], method: str, seed: int, num_samples: int, work: Path
+) -> dict[str, Any]:
     """Phase 2: one real Tune run of a method whose trials read their curve from the table."""
     from ray import tune
 
@@ -181,7 +182,7 @@ def replay(table: dict[str, Any], method: str, seed: int, num_samples: int) -> d
         source="replay.yaml",
     )
     plan = build_plan(space, PROFILES["gpu"], ("phantom",), Overrides(seed=seed, max_concurrent=2))
-    folder = Path(tempfile.mkdtemp(prefix="cxr_tune_replay_"))
+    folder = Path(tempfile.mkdtemp(prefix="replay_", dir=work))
     scheduler = (
         CellASHA(metric=METRIC, mode="max", grace_period=1, reduction_factor=3, max_t=epochs)
         if method.endswith("asha")
@@ -235,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    work = Path(tempfile.mkdtemp(prefix="cxr_tune_efficiency_"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     try:
-        table = json.loads(args.table.read_text()) if args.table else run_grid(args)
+        table = json.loads(args.table.read_text()) if args.table else run_grid(args, work)
         if not args.table:
             write_result(args.output.with_name(f"{args.output.stem}_table.json"), table)
         grid_epochs = len(table["curves"]) * int(table["epochs"])
@@ -252,9 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         for seed in range(args.seeds):
             for method, samples in methods.items():
-                runs[method].append(replay(table, method, seed, samples))
+                runs[method].append(replay(table, method, seed, samples, work))
     finally:
         ray.shutdown()
+        # The table and the report are all that is kept; the grid's checkpoints are gigabytes.
+        shutil.rmtree(work, ignore_errors=True)
     report = build_report(table, runs, grid_best, grid_epochs, args)
     print_table(report)
     write_result(args.output, report)
