@@ -20,9 +20,9 @@ at most 30% of its epochs.
     python scripts/bench/search_efficiency.py --quick --output /tmp/s.json   # tiny, ~2 minutes
 
 ``--budget`` (share of the grid's epochs, default 0.30) sets the trials per replayed run: random
-without early stopping gets as many whole trials as fit, the ASHA methods twice the budget's
-epochs' worth of first rungs (``budget epochs / 2`` trials), which ASHA only keeps within the
-budget when it can tell trials apart early.
+without early stopping gets as many whole trials as fit, the ASHA methods as many as fit at
+ASHA's nominal cost (every trial to the first rung, ``--grace-period``, a third of them on to
+the end), which ASHA only keeps within the budget when it can tell trials apart early.
 
 The grid's curves are also written beside the JSON (``<name>_table.json``), so the replays can be
 run again (``--table``) without training the grid again.
@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimizers", default="adam,sgd")
     parser.add_argument("--seeds", type=int, default=10, help="replays per method")
     parser.add_argument("--budget", type=float, default=0.30, help="share of the grid's epochs")
+    parser.add_argument(
+        "--grace-period", type=int, default=1, help="ASHA's first rung (ablation.yaml: 2)"
+    )
     parser.add_argument("--table", type=Path, help="reuse a grid table written earlier")
     parser.add_argument("--output", type=Path, default=RESULTS / "search_efficiency.json")
     parser.add_argument("--quick", action="store_true", help="tiny grid and replays (smoke test)")
@@ -152,7 +155,7 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def replay(
-    table: dict[str, Any], method: str, seed: int, num_samples: int, work: Path
+    table: dict[str, Any], method: str, seed: int, num_samples: int, work: Path, grace: int
 ) -> dict[str, Any]:
     """Phase 2: one real Tune run of a method whose trials read their curve from the table."""
     from ray import tune
@@ -177,14 +180,14 @@ def replay(
             "params": table["space"],
             "fixed": {"epochs": epochs},
             "search": {"algorithm": algorithm, "num_samples": num_samples, "seed": seed},
-            "scheduler": {"grace_period": 1, "reduction_factor": 3},
+            "scheduler": {"grace_period": grace, "reduction_factor": 3},
         },
         source="replay.yaml",
     )
     plan = build_plan(space, PROFILES["gpu"], ("phantom",), Overrides(seed=seed, max_concurrent=2))
     folder = Path(tempfile.mkdtemp(prefix="replay_", dir=work))
     scheduler = (
-        CellASHA(metric=METRIC, mode="max", grace_period=1, reduction_factor=3, max_t=epochs)
+        CellASHA(metric=METRIC, mode="max", grace_period=grace, reduction_factor=3, max_t=epochs)
         if method.endswith("asha")
         else None
     )
@@ -249,12 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         # Samples per method: ASHA runs get as many trials as fit the budget at the first rung
         # plus survivors; random without stopping gets the trials that fit whole.
         full_trials = max(1, int(budget_epochs // table["epochs"]))
-        asha_trials = max(2, int(budget_epochs // 2))
+        # ASHA's nominal cost per trial: every trial reaches the first rung, a third go on.
+        grace = args.grace_period
+        asha_trials = max(2, int(budget_epochs // (grace + (table["epochs"] - grace) / 3)))
         methods = {"tpe_asha": asha_trials, "random_asha": asha_trials, "random_full": full_trials}
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         for seed in range(args.seeds):
             for method, samples in methods.items():
-                runs[method].append(replay(table, method, seed, samples, work))
+                runs[method].append(replay(table, method, seed, samples, work, grace))
     finally:
         ray.shutdown()
         # The table and the report are all that is kept; the grid's checkpoints are gigabytes.
@@ -308,7 +313,12 @@ def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
         "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
         "target_met": methods["tpe_asha"]["target_met"],
         "methods": methods,
-        "params": {"seeds": args.seeds, "budget": args.budget, "quick": args.quick},
+        "params": {
+            "seeds": args.seeds,
+            "budget": args.budget,
+            "grace_period": args.grace_period,
+            "quick": args.quick,
+        },
         "machine": machine_description(),
     }
 
