@@ -249,10 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         grid_epochs = len(table["curves"]) * int(table["epochs"])
         grid_best = max(c[-1] for c in table["curves"].values() if len(c) == table["epochs"])
         budget_epochs = args.budget * grid_epochs
-        # Samples per method: ASHA runs get as many trials as fit the budget at the first rung
-        # plus survivors; random without stopping gets the trials that fit whole.
+        # Trials per method: random without stopping gets those that fit whole; the ASHA runs
+        # those that fit at ASHA's nominal cost (all to the first rung, a third on to the end).
         full_trials = max(1, int(budget_epochs // table["epochs"]))
-        # ASHA's nominal cost per trial: every trial reaches the first rung, a third go on.
         grace = args.grace_period
         asha_trials = max(2, int(budget_epochs // (grace + (table["epochs"] - grace) / 3)))
         methods = {"tpe_asha": asha_trials, "random_asha": asha_trials, "random_full": full_trials}
