@@ -153,12 +153,17 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     """Run (or resume) a search and write its report; returns counts of trial outcomes."""
     import ray
 
+    from cxr_tune.search.searcher import STUDY_DB_ENV
+
     _quiet_ray_output()
     check_before_start(request)
     datasets = load_search_data(request, echo)
     search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
     started_ray = _init_ray(request.ray_address)
     remote: SearchOutcome | None = None
+    # Pointed at this run's study for the searcher and scheduler, and put back afterwards: a
+    # second search (or a bare CellSearcher) in this process must not open this study.
+    previous_study_db = os.environ.get(STUDY_DB_ENV)
     try:
         from cxr_tune.search.resources import check_gpu_shares
 
@@ -166,7 +171,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         record = _record_for_run(request, datasets)
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
         study_db = _study_location(request)
-        os.environ["CXR_TUNE_STUDY_DB"] = str(study_db)
+        os.environ[STUDY_DB_ENV] = str(study_db)
         tuner = build_tuner(request, search_data, str(study_db))
         echo(
             f"search: {request.plan.total_trials} trials -> {request.storage.experiment(request.name)}"
@@ -197,6 +202,10 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
             # Evaluation and report work on a local copy, while Ray is still up.
             remote = _finish_remote(request, datasets, echo, interrupted=interrupted)
     finally:
+        if previous_study_db is None:
+            os.environ.pop(STUDY_DB_ENV, None)
+        else:
+            os.environ[STUDY_DB_ENV] = previous_study_db
         if started_ray:
             ray.shutdown()
     return remote or _finish(request, echo, interrupted=interrupted)

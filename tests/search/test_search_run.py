@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ def diverging_run(ray_local, tmp_path_factory, monkeypatch_module):
 
     def spy(request, data, study_db):
         seen["data"] = dict(data)
+        seen["study_db_env"] = os.environ.get("CXR_TUNE_STUDY_DB")
         return original(request, data, study_db)
 
     monkeypatch_module.setattr(runner_module, "build_tuner", spy)
@@ -64,7 +66,9 @@ def diverging_run(ray_local, tmp_path_factory, monkeypatch_module):
         name="diverge",
     )
     lines: list[str] = []
+    monkeypatch_module.delenv("CXR_TUNE_STUDY_DB", raising=False)
     outcome = run_search(request, echo=lines.append)
+    seen["study_db_env_after"] = os.environ.get("CXR_TUNE_STUDY_DB")
     return outcome, seen, Path(outcome.experiment), lines
 
 
@@ -170,3 +174,10 @@ def test_a_seed_reproduces_its_search_trial(diverging_run):
     from_checkpoint = evaluate_run(trial.config, 0, dataset, str(final_checkpoint(trial)))
     retrained = evaluate_run(trial.config, 0, dataset, None)
     assert retrained["predictions"] == from_checkpoint["predictions"]
+
+
+def test_the_study_location_is_set_for_the_run_only(diverging_run):
+    outcome, seen, folder, _ = diverging_run
+    # Left set, it would make a later searcher in this process open this run's study.
+    assert seen["study_db_env"] == str(folder / "optuna.db")
+    assert seen["study_db_env_after"] is None
