@@ -11,6 +11,10 @@ searcher instead:
   epoch, COMPLETE only for trials that trained all epochs, PRUNED at the worst value for trials
   whose loss diverged (so TPE learns to avoid them; a FAIL would be ignored), and FAIL with the
   reason for trials that ran out of memory or crashed;
+- never trains a configuration twice in a cell: on a space of choices TPE (and random search)
+  soon proposes points already tried, which would only repeat a run with the same seed; such a
+  proposal is recorded as a FAIL marked ``repeat_of`` (FAIL, so TPE's model is unchanged) and a
+  configuration not tried yet is drawn at random instead; a cell whose space is used up ends;
 - stores the studies in one SQLite file that ``optuna-dashboard`` opens, and carries that file
   in its checkpoint so ``--resume`` restores the whole history, on this or another machine.
 """
@@ -115,6 +119,13 @@ class CellSearcher(Searcher):
             study.enqueue_trial(point)
         trial = study.ask()
         params = suggest_params(trial, self._plan.params)
+        if point is None:
+            fresh = self._instead_of_repeat(study, trial, params, f"{cell.id}|{dealt}")
+            if fresh is None:
+                # Every configuration of this cell's space has been tried: the cell is done.
+                self._dealt[cell.id] = self._queue_size
+                return self.suggest(trial_id)
+            trial, params = fresh
         self._trials[trial_id] = (cell.id, trial.number, trial._trial_id)
         config = {**self._plan.base_config(cell), **params}
         if self._grid:
@@ -239,6 +250,25 @@ class CellSearcher(Searcher):
         initial = self._plan.space.initial
         return dict(initial[index]) if index < len(initial) else None
 
+    def _instead_of_repeat(
+        self, study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], salt: str
+    ) -> tuple[optuna.Trial, dict[str, Any]] | None:
+        """``(trial, params)`` if that configuration is new to the cell; otherwise the proposal
+        is recorded as a repeat and a new trial at an untried configuration drawn at random is
+        returned, or None when every configuration of the space has been tried."""
+        tried = _tried_configurations(study, exclude=trial.number)
+        if _key(params) not in tried:
+            return trial, params
+        study._storage.set_trial_user_attr(trial._trial_id, "repeat_of", tried[_key(params)])
+        study._storage.set_trial_user_attr(trial._trial_id, "outcome", "repeat")
+        study.tell(trial.number, state=TrialState.FAIL)
+        point = _untried_point(self._plan.params, set(tried), f"{self._plan.seed}|{salt}")
+        if point is None:
+            return None
+        study.enqueue_trial(point)
+        trial = study.ask()
+        return trial, suggest_params(trial, self._plan.params)
+
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self._plan.space.algorithm != "optuna":
             return optuna.samplers.RandomSampler(seed=seed)
@@ -295,6 +325,45 @@ class CellSearcher(Searcher):
                     )
                     # Optuna's tell refuses a WAITING trial; the storage call takes both.
                     study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+
+
+def _key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((name, repr(value)) for name, value in params.items()))
+
+
+def _tried_configurations(study: optuna.Study, exclude: int) -> dict[tuple, int]:
+    """Configurations in training or trained in ``study`` -> the number of the first trial.
+    Failed trials do not count: a configuration that crashed may be tried again."""
+    states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+    tried: dict[tuple, int] = {}
+    for frozen in study.get_trials(deepcopy=False, states=states):
+        if frozen.number != exclude:
+            tried.setdefault(_key(frozen.params), frozen.number)
+    return tried
+
+
+# Random draws made to find an untried point of a space that is not a finite set of choices.
+_DRAWS = 100
+
+
+def _untried_point(
+    params: Mapping[str, Param], tried: set[tuple], salt: str
+) -> dict[str, Any] | None:
+    """A configuration not in ``tried``, drawn at random (reproducibly, from ``salt``), or None
+    when there is none: all of a space of choices, or nothing new in many draws otherwise."""
+    import random
+
+    rng = random.Random(salt)
+    if all(p.kind == "choice" for p in params.values()):
+        left = [point for point in grid_points(params) if _key(point) not in tried]
+        return rng.choice(left) if left else None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=rng.randrange(2**31)))
+    for _ in range(_DRAWS):
+        point = suggest_params(scratch.ask(), params)
+        if _key(point) not in tried:
+            return point
+    return None
 
 
 _OUTCOME_STATES = {

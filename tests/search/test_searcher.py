@@ -192,3 +192,56 @@ def test_searcher_pickles_without_database_handles(searcher):
     searcher.suggest("t0")
     clone = pickle.loads(pickle.dumps(searcher))
     assert clone._studies == {} and clone._trials == searcher._trials
+
+
+def _choices_plan(algorithm: str, num_samples: int):
+    space = parse_space(
+        {
+            "cells": {"model": ["alexnet"]},
+            "params": {
+                "lr": {"choice": [1e-4, 1e-3, 1e-2]},
+                "optimizer": {"choice": ["adam", "sgd"]},
+            },
+            "search": {"algorithm": algorithm, "num_samples": num_samples, "seed": 3},
+        },
+        source="choices.yaml",
+    )
+    return build_plan(space, PROFILES["gpu"], ("phantom",))
+
+
+@pytest.mark.parametrize("algorithm", ["optuna", "random"])
+def test_no_configuration_is_trained_twice_and_a_used_up_cell_ends(tmp_path, algorithm):
+    plan = _choices_plan(algorithm, num_samples=10)
+    searcher = CellSearcher(plan, str(tmp_path / "optuna.db"))
+    configs = []
+    for i in range(7):
+        config = searcher.suggest(f"t{i}")
+        if config == CellSearcher.FINISHED:
+            break
+        configs.append(config)
+        # One point is far better than the rest, so TPE keeps proposing it.
+        value = 0.9 if (config["lr"], config["optimizer"]) == (1e-3, "adam") else 0.1
+        result = {"epoch": config["epochs"], "val_macro_f1": value, "status": "ok"}
+        searcher.on_trial_result(f"t{i}", result)
+        searcher.on_trial_complete(f"t{i}", result)
+    points = [(c["lr"], c["optimizer"]) for c in configs]
+    # The 6 configurations of the space, each once; then the cell has nothing left.
+    assert sorted(points) == sorted((lr, o) for lr in (1e-4, 1e-3, 1e-2) for o in ("adam", "sgd"))
+    assert searcher.suggest("t-last") == CellSearcher.FINISHED
+    trials = _study(searcher, "phantom/alexnet").trials
+    repeats = [t for t in trials if t.state == TrialState.FAIL]
+    assert repeats, "the samplers proposed no configuration twice: the test shows nothing"
+    for repeat in repeats:
+        assert repeat.user_attrs["outcome"] == "repeat"
+        assert trials[repeat.user_attrs["repeat_of"]].params == repeat.params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+
+
+def test_untried_point_of_a_continuous_space_is_new(plan):
+    from cxr_tune.search.searcher import _key, _untried_point
+
+    first = _untried_point(plan.params, set(), "0|a")
+    assert first is not None and 1e-5 <= first["lr"] <= 1e-1
+    assert _untried_point(plan.params, set(), "0|a") == first  # reproducible from its salt
+    again = _untried_point(plan.params, {_key(first)}, "0|a")
+    assert again is not None and again != first
