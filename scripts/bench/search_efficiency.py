@@ -13,9 +13,14 @@ Two phases, so that every method is compared on exactly the same learning curves
 Reported per method: the best validation metric among trials that trained to the end, the
 epochs consumed, both against the grid's best and its epoch count, and the best-so-far metric
 as a function of epochs consumed. The target is within 1 point (0.01) of the grid's best with
-at most 30% of its epochs.
+at most 30% of its epochs. Also reported: how well each early epoch's validation signals (F1,
+loss, accuracy) rank the configurations by their final F1, which bounds what any early stopping
+can do on this grid; ``--asha-metric`` replays ASHA comparing another signal at its rungs.
 
-    python scripts/bench/search_efficiency.py                    # grid (~20-40 min here) + replays
+The default grid (AlexNet, 5 lr x 2 batch sizes x Adam/SGD, 6 epochs, cosine learning-rate
+schedule, 1800-image phantom at 64 px, so 271 validation images) takes ~27 min on 2 cores.
+
+    python scripts/bench/search_efficiency.py                    # grid + replays
     python scripts/bench/search_efficiency.py --table results/search_efficiency_table.json
     python scripts/bench/search_efficiency.py --quick --output /tmp/s.json   # tiny, ~2 minutes
 
@@ -46,6 +51,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 from common import RESULTS, machine_description, write_result  # noqa: E402
 
 METRIC = "val_macro_f1"
+SIGNALS = ("val_macro_f1", "val_loss", "val_accuracy")
 TARGET_GAP, TARGET_SHARE = 0.01, 0.30
 
 
@@ -53,8 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="alexnet")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--phantom-images", type=int, default=1200)
+    parser.add_argument("--phantom-images", type=int, default=1800)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--lr-schedule", default="cosine", choices=("constant", "cosine"), help="of every trial"
+    )
     parser.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
     parser.add_argument("--batch-sizes", default="16,64")
     parser.add_argument("--optimizers", default="adam,sgd")
@@ -62,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=0.30, help="share of the grid's epochs")
     parser.add_argument(
         "--grace-period", type=int, default=1, help="ASHA's first rung (ablation.yaml: 2)"
+    )
+    parser.add_argument(
+        "--asha-metric",
+        default=METRIC,
+        choices=SIGNALS,
+        help=f"what ASHA compares at its rungs (the search itself always optimises {METRIC})",
     )
     parser.add_argument("--table", type=Path, help="reuse a grid table written earlier")
     parser.add_argument("--output", type=Path, default=RESULTS / "search_efficiency.json")
@@ -81,7 +96,12 @@ def grid_space(args: argparse.Namespace, folder: Path) -> Path:
         "name": "efficiency-grid",
         "cells": {"model": [args.model]},
         "params": _params(args),
-        "fixed": {"epochs": args.epochs, "image_size": args.image_size, "momentum": 0.9},
+        "fixed": {
+            "epochs": args.epochs,
+            "image_size": args.image_size,
+            "momentum": 0.9,
+            "lr_schedule": args.lr_schedule,
+        },
         "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2},
         "scheduler": {"name": "none"},
     }
@@ -137,10 +157,14 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from cxr_tune.report.experiment import load_experiment
 
     experiment = load_experiment(folder / "grid")
-    curves, seconds = {}, []
+    curves, signals, seconds = {}, {}, []
     for trial in experiment.trials:
         rows = [r for r in trial.results if r.get("status") == "ok"]
         curves[key_of(trial.config)] = [float(r[METRIC]) for r in rows]
+        # Every per-epoch validation signal, so replays can also early-stop on another one.
+        signals[key_of(trial.config)] = {
+            name: [float(r[name]) for r in rows] for name in SIGNALS if all(name in r for r in rows)
+        }
         seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
     return {
         "space": _params(args),
@@ -148,19 +172,27 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "epochs": args.epochs,
         "phantom_images": args.phantom_images,
         "image_size": args.image_size,
+        "lr_schedule": args.lr_schedule,
         "curves": curves,
+        "signals": signals,
         "mean_epoch_seconds": sum(seconds) / max(len(seconds), 1),
         "grid_wall_seconds": wall,
     }
 
 
 def replay(
-    table: dict[str, Any], method: str, seed: int, num_samples: int, work: Path, grace: int
+    table: dict[str, Any],
+    method: str,
+    seed: int,
+    num_samples: int,
+    work: Path,
+    grace: int,
+    asha_metric: str = METRIC,
 ) -> dict[str, Any]:
     """Phase 2: one real Tune run of a method whose trials read their curve from the table."""
     from ray import tune
 
-    from cxr_tune.config import PROFILES
+    from cxr_tune.config import METRIC_MODES, PROFILES
     from cxr_tune.search.plan import Overrides, build_plan
     from cxr_tune.search.scheduler import CellASHA
     from cxr_tune.search.searcher import CellSearcher
@@ -169,9 +201,13 @@ def replay(
     curves = table["curves"]
     epochs = int(table["epochs"])
 
+    signals = table.get("signals") or {key: {METRIC: curve} for key, curve in curves.items()}
+
     def lookup_trial(config: dict[str, Any]) -> None:
-        for epoch, value in enumerate(curves[key_of(config)][:epochs], start=1):
-            tune.report({"epoch": epoch, "status": "ok", METRIC: value})
+        trial = signals[key_of(config)]
+        for index in range(len(trial[METRIC][:epochs])):
+            values = {name: curve[index] for name, curve in trial.items()}
+            tune.report({"epoch": index + 1, "status": "ok", **values})
 
     algorithm = "optuna" if method.startswith("tpe") else "random"
     space = parse_space(
@@ -187,7 +223,13 @@ def replay(
     plan = build_plan(space, PROFILES["gpu"], ("phantom",), Overrides(seed=seed, max_concurrent=2))
     folder = Path(tempfile.mkdtemp(prefix="replay_", dir=work))
     scheduler = (
-        CellASHA(metric=METRIC, mode="max", grace_period=grace, reduction_factor=3, max_t=epochs)
+        CellASHA(
+            metric=asha_metric,
+            mode=METRIC_MODES[asha_metric],
+            grace_period=grace,
+            reduction_factor=3,
+            max_t=epochs,
+        )
         if method.endswith("asha")
         else None
     )
@@ -218,17 +260,19 @@ def replay(
 
 def summarise_run(trials: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
     """Best fully trained value, epochs consumed, and the best-so-far curve (in finish order)."""
-    used, best, curve = 0, -math.inf, []
+    used, best, curve, order = 0, -math.inf, [], []
     for trial in sorted(trials, key=lambda t: t["end"]):
         used += trial["epochs"]
         if trial["epochs"] == epochs:
             best = max(best, trial["final"])
         curve.append([used, best if math.isfinite(best) else None])
+        order.append([trial["config"], trial["epochs"]])
     return {
         "best": best if math.isfinite(best) else None,
         "epochs": used,
         "curve": curve,
         "trials": len(trials),
+        "order": order,
     }
 
 
@@ -258,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         for seed in range(args.seeds):
             for method, samples in methods.items():
-                runs[method].append(replay(table, method, seed, samples, work, grace))
+                runs[method].append(
+                    replay(table, method, seed, samples, work, grace, args.asha_metric)
+                )
     finally:
         ray.shutdown()
         # The table and the report are all that is kept; the grid's checkpoints are gigabytes.
@@ -297,6 +343,8 @@ def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
             ),
             "runs": len(method_runs),
             "curves": [r["curve"] for r in method_runs],
+            # Per run, in the order they ended: [configuration, epochs trained].
+            "trials": [r["order"] for r in method_runs],
         }
     return {
         "benchmark": "search_efficiency",
@@ -308,7 +356,9 @@ def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
             "model": table["model"],
             "phantom_images": table["phantom_images"],
             "image_size": table["image_size"],
+            "lr_schedule": table.get("lr_schedule", "constant"),
         },
+        "early_signal": early_signal(table),
         "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
         "target_met": methods["tpe_asha"]["target_met"],
         "methods": methods,
@@ -316,10 +366,35 @@ def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
             "seeds": args.seeds,
             "budget": args.budget,
             "grace_period": args.grace_period,
+            "asha_metric": args.asha_metric,
             "quick": args.quick,
         },
         "machine": machine_description(),
     }
+
+
+def early_signal(table: dict[str, Any]) -> dict[str, Any]:
+    """How well each epoch's signals predict the final metric on the grid: Spearman's rho over
+    the configurations, and the rank (1 = first) of the grid's best configuration."""
+    from scipy.stats import spearmanr
+
+    from cxr_tune.config import METRIC_MODES
+
+    signals = table.get("signals") or {k: {METRIC: c} for k, c in table["curves"].items()}
+    keys = [k for k, c in table["curves"].items() if len(c) == table["epochs"]]
+    final = [table["curves"][k][-1] for k in keys]
+    best = keys[final.index(max(final))]
+    out: dict[str, Any] = {"best_configuration": best, "epochs": {}}
+    for epoch in range(1, int(table["epochs"])):
+        row = {}
+        for name in signals[best]:
+            sign = -1.0 if METRIC_MODES[name] == "min" else 1.0
+            values = [sign * signals[k][name][epoch - 1] for k in keys]
+            rho = float(spearmanr(values, final)[0])
+            rank = 1 + sum(v > values[keys.index(best)] for v in values)
+            row[name] = {"spearman_rho": rho, "rank_of_best": rank}
+        out["epochs"][str(epoch)] = row
+    return out
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -340,6 +415,13 @@ def print_table(report: dict[str, Any]) -> None:
             f"{m['runs_within_1_point']:>5}/{m['runs']}{m['runs_meeting_target']:>5}/{m['runs']}"
         )
     print("both: runs within 1 point of the grid's best with at most 30% of its epochs")
+    signal = report["early_signal"]
+    print(f"\nearly epochs vs the final {METRIC} (rho; rank of the grid's best configuration)")
+    for epoch, row in signal["epochs"].items():
+        cells = "  ".join(
+            f"{n} {v['spearman_rho']:+.2f} (#{v['rank_of_best']})" for n, v in row.items()
+        )
+        print(f"  epoch {epoch}: {cells}")
     verdict = "met" if report["target_met"] else "not met"
     print(f"target (TPE + ASHA): {report['target']}: {verdict}")
 

@@ -129,6 +129,14 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
         assert method["runs"] == 2 and 0 < method["epoch_share"] <= 1
         # A replayed trial reads its curve from the table: no method beats the grid's best.
         assert method["mean_best"] is None or method["mean_best"] <= best + 1e-12
+        # No run trains a configuration twice (the searcher skips repeats), and the epochs
+        # consumed are those of the trials it lists.
+        for trials in method["trials"]:
+            assert len({config for config, _ in trials}) == len(trials)
+        assert sum(sum(e for _, e in t) for t in method["trials"]) / 2 == method["mean_epochs"]
+    signal = result["early_signal"]["epochs"]["1"]
+    assert set(signal) == {"val_macro_f1", "val_loss", "val_accuracy"}
+    assert all(1 <= v["rank_of_best"] <= 4 for v in signal.values())
     assert set(result["machine"]) >= MACHINE_KEYS
 
 
