@@ -6,6 +6,8 @@ searcher instead:
 
 - keeps one Optuna study per cell (dataset x architecture x other cell factors) and deals new
   trials round-robin over the cells, so every cell is searched at the same time;
+- searches numeric choices (three or more: learning rates, batch sizes) as ordered values, so
+  TPE learns that neighbouring values behave alike;
 - reports each epoch's metric to Optuna as an intermediate value;
 - tells Optuna PRUNED (with those intermediate values) for trials that stopped before their last
   epoch, COMPLETE only for trials that trained all epochs, PRUNED at the worst value for trials
@@ -57,6 +59,9 @@ def suggest_params(trial: optuna.Trial, params: Mapping[str, Param]) -> dict[str
 
 
 def _suggest_one(trial: optuna.Trial, param: Param) -> Any:
+    if is_ordinal(param):
+        values = sorted(param.choices)
+        return values[trial.suggest_int(param.name, 0, len(values) - 1)]
     if param.kind == "choice":
         return trial.suggest_categorical(param.name, list(param.choices))
     low, high = param.low, param.high
@@ -64,6 +69,41 @@ def _suggest_one(trial: optuna.Trial, param: Param) -> Any:
     if param.kind in ("int", "logint"):
         return trial.suggest_int(param.name, int(low), int(high), log=param.kind == "logint")
     return trial.suggest_float(param.name, low, high, log=param.kind == "loguniform")
+
+
+def is_ordinal(param: Param) -> bool:
+    """Whether a ``choice`` is searched as ordered values: three or more numbers.
+
+    Optuna sees such a parameter as the position of its value in sorted order (an integer), so
+    TPE's kernel treats neighbouring learning rates or batch sizes as alike; as a categorical,
+    1e-4 would be as unrelated to 3e-4 as to 1e-1. The study's ``ordinal_choices`` attribute
+    maps the positions back to the values.
+    """
+    return (
+        param.kind == "choice"
+        and len(param.choices) >= 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in param.choices)
+    )
+
+
+def to_optuna(point: Mapping[str, Any], params: Mapping[str, Param]) -> dict[str, Any]:
+    """A configuration's values as Optuna stores them (positions for ordinal choices)."""
+    return {
+        name: sorted(params[name].choices).index(value)
+        if name in params and is_ordinal(params[name])
+        else value
+        for name, value in point.items()
+    }
+
+
+def from_optuna(stored: Mapping[str, Any], params: Mapping[str, Param]) -> dict[str, Any]:
+    """The values of a configuration Optuna stored (the inverse of ``to_optuna``)."""
+    return {
+        name: sorted(params[name].choices)[int(value)]
+        if name in params and is_ordinal(params[name])
+        else value
+        for name, value in stored.items()
+    }
 
 
 def grid_points(params: Mapping[str, Param]) -> list[dict[str, Any]]:
@@ -116,7 +156,7 @@ class CellSearcher(Searcher):
         if point is not None:
             # Queued one at a time, just before it is asked for: Optuna does not promise the
             # order in which it hands out several waiting trials.
-            study.enqueue_trial(point)
+            study.enqueue_trial(to_optuna(point, self._plan.params))
         trial = study.ask()
         params = suggest_params(trial, self._plan.params)
         if point is None:
@@ -241,6 +281,9 @@ class CellSearcher(Searcher):
         if not study.trials:
             study.set_user_attr("cell", dict(cell.factors) | {"dataset": cell.dataset})
             study.set_user_attr("metric", self.metric)
+            ordinal = {n: sorted(p.choices) for n, p in self._plan.params.items() if is_ordinal(p)}
+            if ordinal:
+                study.set_user_attr("ordinal_choices", ordinal)
         return study
 
     def _fixed_point(self, index: int) -> dict[str, Any] | None:
@@ -256,7 +299,7 @@ class CellSearcher(Searcher):
         """``(trial, params)`` if that configuration is new to the cell; otherwise the proposal
         is recorded as a repeat and a new trial at an untried configuration drawn at random is
         returned, or None when every configuration of the space has been tried."""
-        tried = _tried_configurations(study, exclude=trial.number)
+        tried = _tried_configurations(study, self._plan.params, exclude=trial.number)
         if _key(params) not in tried:
             return trial, params
         study._storage.set_trial_user_attr(trial._trial_id, "repeat_of", tried[_key(params)])
@@ -265,7 +308,7 @@ class CellSearcher(Searcher):
         point = _untried_point(self._plan.params, set(tried), f"{self._plan.seed}|{salt}")
         if point is None:
             return None
-        study.enqueue_trial(point)
+        study.enqueue_trial(to_optuna(point, self._plan.params))
         trial = study.ask()
         return trial, suggest_params(trial, self._plan.params)
 
@@ -331,14 +374,16 @@ def _key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((name, repr(value)) for name, value in params.items()))
 
 
-def _tried_configurations(study: optuna.Study, exclude: int) -> dict[tuple, int]:
+def _tried_configurations(
+    study: optuna.Study, params: Mapping[str, Param], exclude: int
+) -> dict[tuple, int]:
     """Configurations in training or trained in ``study`` -> the number of the first trial.
     Failed trials do not count: a configuration that crashed may be tried again."""
     states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
     tried: dict[tuple, int] = {}
     for frozen in study.get_trials(deepcopy=False, states=states):
         if frozen.number != exclude:
-            tried.setdefault(_key(frozen.params), frozen.number)
+            tried.setdefault(_key(from_optuna(frozen.params, params)), frozen.number)
     return tried
 
 

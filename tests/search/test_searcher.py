@@ -245,3 +245,20 @@ def test_untried_point_of_a_continuous_space_is_new(plan):
     assert _untried_point(plan.params, set(), "0|a") == first  # reproducible from its salt
     again = _untried_point(plan.params, {_key(first)}, "0|a")
     assert again is not None and again != first
+
+
+def test_numeric_choices_reach_optuna_as_ordered_positions(searcher, plan):
+    from cxr_tune.search.searcher import from_optuna, is_ordinal
+
+    assert is_ordinal(plan.params["batch_size"]) and not is_ordinal(plan.params["optimizer"])
+    for i in range(12):
+        searcher.suggest(f"t{i}")
+    study = _study(searcher, "phantom/alexnet")
+    assert study.user_attrs["ordinal_choices"]["batch_size"] == [8, 16, 32, 64, 128]
+    assert len(study.trials) == 4
+    for trial in study.trials:
+        config = trial.user_attrs["config"]  # what the trial trained with
+        # Optuna holds the position (an ordered integer domain), the trial gets the value.
+        assert trial.params["batch_size"] == [8, 16, 32, 64, 128].index(config["batch_size"])
+        assert trial.distributions["batch_size"].high == 4
+        assert from_optuna(trial.params, plan.params) == {k: config[k] for k in trial.params}
