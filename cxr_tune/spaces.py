@@ -96,6 +96,15 @@ class SchedulerSpec:
     grace_period: int = 1
     reduction_factor: float = 3.0
     brackets: int = 1
+    # What ASHA compares at its rungs; None: the space's metric. A smoother signal (val_loss)
+    # can rank trials earlier than a thresholded one (F1) on a small validation split.
+    metric: str | None = None
+
+    def rung_metric(self, space_metric: str, space_mode: str) -> tuple[str, str]:
+        """(metric, mode) that ASHA compares."""
+        if self.metric is None:
+            return space_metric, space_mode
+        return self.metric, METRIC_MODES[self.metric]
 
 
 @dataclass(frozen=True)
@@ -440,7 +449,7 @@ def _parse_when(
 def _parse_scheduler(where: _Where, raw: Any, fixed: Mapping[str, Any]) -> SchedulerSpec:
     spec = where.mapping(raw, "scheduler")
     where.no_unknown_keys(
-        spec, ("name", "grace_period", "reduction_factor", "brackets"), "scheduler"
+        spec, ("name", "grace_period", "reduction_factor", "brackets", "metric"), "scheduler"
     )
     name = where.choice(spec.get("name", "asha"), SCHEDULERS, "scheduler.name", "scheduler")
     grace = where.integer(spec.get("grace_period", 1), "scheduler.grace_period", low=1)
@@ -451,7 +460,12 @@ def _parse_scheduler(where: _Where, raw: Any, fixed: Mapping[str, Any]) -> Sched
     if name == "asha" and grace > epochs:
         where.fail("scheduler.grace_period", f"{grace} is more than the {epochs} epochs of a trial")
     brackets = where.integer(spec.get("brackets", 1), "scheduler.brackets", low=1)
-    return SchedulerSpec(name=name, grace_period=grace, reduction_factor=factor, brackets=brackets)
+    metric = spec.get("metric")
+    if metric is not None:
+        where.choice(metric, tuple(METRIC_MODES), "scheduler.metric", "metric")
+    return SchedulerSpec(
+        name=name, grace_period=grace, reduction_factor=factor, brackets=brackets, metric=metric
+    )
 
 
 def _parse_initial(

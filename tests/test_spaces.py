@@ -98,6 +98,10 @@ def _space(text: str):
             r"scheduler.reduction_factor: the value is 1.0, but must be > 1",
         ),
         (
+            "scheduler: {metric: val_los}",
+            r"scheduler.metric: Unknown metric 'val_los'. Did you mean 'val_loss'\?",
+        ),
+        (
             "fixed: {epochs: 2}\nscheduler: {grace_period: 3}",
             r"scheduler.grace_period: 3 is more than the 2 epochs",
         ),
@@ -136,3 +140,9 @@ def test_invalid_yaml_names_the_file(tmp_path):
     path.write_text("params: {lr: [\n")
     with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML"):
         load_space(str(path))
+
+
+def test_asha_compares_the_space_metric_unless_the_scheduler_names_another():
+    assert _space("").scheduler.rung_metric("val_macro_f1", "max") == ("val_macro_f1", "max")
+    scheduler = _space("scheduler: {metric: val_loss}").scheduler
+    assert scheduler.rung_metric("val_macro_f1", "max") == ("val_loss", "min")

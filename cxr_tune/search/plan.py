@@ -114,6 +114,7 @@ class Plan:
                     "name": self.scheduler.name,
                     "grace_period": self.scheduler.grace_period,
                     "reduction_factor": self.scheduler.reduction_factor,
+                    "metric": self.scheduler.rung_metric(self.space.metric, self.space.mode)[0],
                     "max_t": self.epochs,
                     "time_attr": "epoch",
                 },
@@ -186,6 +187,7 @@ def build_plan(
         grace_period=grace,
         reduction_factor=space.scheduler.reduction_factor,
         brackets=space.scheduler.brackets,
+        metric=space.scheduler.metric,
     )
     eval_seeds = overrides.eval_seeds or _cap(
         space.eval_seeds or profile.eval_seeds, profile.eval_seeds

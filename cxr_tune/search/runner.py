@@ -299,10 +299,11 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
     path = request.storage.experiment(request.name)
     if request.resume:
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    rung_metric, rung_mode = plan.scheduler.rung_metric(plan.space.metric, plan.space.mode)
     scheduler = (
         CellASHA(
-            metric=plan.space.metric,
-            mode=plan.space.mode,
+            metric=rung_metric,
+            mode=rung_mode,
             grace_period=plan.scheduler.grace_period,
             reduction_factor=plan.scheduler.reduction_factor,
             brackets=plan.scheduler.brackets,

@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--asha-metric",
         default=METRIC,
         choices=SIGNALS,
-        help=f"what ASHA compares at its rungs (the search itself always optimises {METRIC})",
+        help=f"what ASHA compares at its rungs (scheduler.metric; the search optimises {METRIC})",
     )
     parser.add_argument("--table", type=Path, help="reuse a grid table written earlier")
     parser.add_argument("--output", type=Path, default=RESULTS / "search_efficiency.json")
@@ -192,7 +192,7 @@ def replay(
     """Phase 2: one real Tune run of a method whose trials read their curve from the table."""
     from ray import tune
 
-    from cxr_tune.config import METRIC_MODES, PROFILES
+    from cxr_tune.config import PROFILES
     from cxr_tune.search.plan import Overrides, build_plan
     from cxr_tune.search.scheduler import CellASHA
     from cxr_tune.search.searcher import CellSearcher
@@ -216,16 +216,17 @@ def replay(
             "params": table["space"],
             "fixed": {"epochs": epochs},
             "search": {"algorithm": algorithm, "num_samples": num_samples, "seed": seed},
-            "scheduler": {"grace_period": grace, "reduction_factor": 3},
+            "scheduler": {"grace_period": grace, "reduction_factor": 3, "metric": asha_metric},
         },
         source="replay.yaml",
     )
     plan = build_plan(space, PROFILES["gpu"], ("phantom",), Overrides(seed=seed, max_concurrent=2))
     folder = Path(tempfile.mkdtemp(prefix="replay_", dir=work))
+    rung_metric, rung_mode = plan.scheduler.rung_metric(plan.space.metric, plan.space.mode)
     scheduler = (
         CellASHA(
-            metric=asha_metric,
-            mode=METRIC_MODES[asha_metric],
+            metric=rung_metric,
+            mode=rung_mode,
             grace_period=grace,
             reduction_factor=3,
             max_t=epochs,

@@ -116,7 +116,9 @@ def test_ray_overhead_quick_writes_json_for_both_modes(tmp_path):
 def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path):
     output = tmp_path / "search_efficiency.json"
     script = str(BENCH / "search_efficiency.py")
-    done = _run([sys.executable, script, "--quick", "--output", str(output)], timeout=600)
+    # ASHA on the validation loss, as `scheduler: {metric: val_loss}` in a space.
+    command = [sys.executable, script, "--quick", "--asha-metric", "val_loss"]
+    done = _run([*command, "--output", str(output)], timeout=600)
     assert "target (TPE + ASHA)" in done.stdout
     result = json.loads(output.read_text())
     table = json.loads((tmp_path / "search_efficiency_table.json").read_text())
@@ -134,6 +136,7 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
         for trials in method["trials"]:
             assert len({config for config, _ in trials}) == len(trials)
         assert sum(sum(e for _, e in t) for t in method["trials"]) / 2 == method["mean_epochs"]
+    assert result["params"]["asha_metric"] == "val_loss"
     signal = result["early_signal"]["epochs"]["1"]
     assert set(signal) == {"val_macro_f1", "val_loss", "val_accuracy"}
     assert all(1 <= v["rank_of_best"] <= 4 for v in signal.values())
