@@ -89,9 +89,7 @@ def is_ordinal(param: Param) -> bool:
 def to_optuna(point: Mapping[str, Any], params: Mapping[str, Param]) -> dict[str, Any]:
     """A configuration's values as Optuna stores them (positions for ordinal choices)."""
     return {
-        name: sorted(params[name].choices).index(value)
-        if name in params and is_ordinal(params[name])
-        else value
+        name: sorted(params[name].choices).index(value) if is_ordinal(params[name]) else value
         for name, value in point.items()
     }
 
@@ -99,9 +97,7 @@ def to_optuna(point: Mapping[str, Any], params: Mapping[str, Param]) -> dict[str
 def from_optuna(stored: Mapping[str, Any], params: Mapping[str, Param]) -> dict[str, Any]:
     """The values of a configuration Optuna stored (the inverse of ``to_optuna``)."""
     return {
-        name: sorted(params[name].choices)[int(value)]
-        if name in params and is_ordinal(params[name])
-        else value
+        name: sorted(params[name].choices)[int(value)] if is_ordinal(params[name]) else value
         for name, value in stored.items()
     }
 
@@ -402,7 +398,6 @@ def _untried_point(
     if all(p.kind == "choice" for p in params.values()):
         left = [point for point in grid_points(params) if _key(point) not in tried]
         return rng.choice(left) if left else None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=rng.randrange(2**31)))
     for _ in range(_DRAWS):
         point = suggest_params(scratch.ask(), params)

@@ -180,6 +180,12 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def signals_of(table: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """Per configuration, each validation signal's curve (tables written before signals were
+    kept hold the metric only)."""
+    return table.get("signals") or {key: {METRIC: c} for key, c in table["curves"].items()}
+
+
 def replay(
     table: dict[str, Any],
     method: str,
@@ -198,10 +204,8 @@ def replay(
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.spaces import parse_space
 
-    curves = table["curves"]
     epochs = int(table["epochs"])
-
-    signals = table.get("signals") or {key: {METRIC: curve} for key, curve in curves.items()}
+    signals = signals_of(table)
 
     def lookup_trial(config: dict[str, Any]) -> None:
         trial = signals[key_of(config)]
@@ -227,8 +231,8 @@ def replay(
         CellASHA(
             metric=rung_metric,
             mode=rung_mode,
-            grace_period=grace,
-            reduction_factor=3,
+            grace_period=plan.scheduler.grace_period,
+            reduction_factor=plan.scheduler.reduction_factor,
             max_t=epochs,
         )
         if method.endswith("asha")
@@ -381,7 +385,7 @@ def early_signal(table: dict[str, Any]) -> dict[str, Any]:
 
     from cxr_tune.config import METRIC_MODES
 
-    signals = table.get("signals") or {k: {METRIC: c} for k, c in table["curves"].items()}
+    signals = signals_of(table)
     keys = [k for k, c in table["curves"].items() if len(c) == table["epochs"]]
     final = [table["curves"][k][-1] for k in keys]
     best = keys[final.index(max(final))]
