@@ -11,7 +11,8 @@ A space is flat and declarative (no code, no expressions)::
       weight_decay: {choice: [0.0, 0.5], when: {optimizer: sgd}}
     fixed: {epochs: 50, image_size: 224}
     search: {algorithm: optuna, num_samples: 32, max_concurrent: 8, seed: 0,
-             initial: [{lr: 1.0e-4, optimizer: adam}]}
+             initial: [{lr: 1.0e-4, optimizer: adam}],
+             budget_epochs: 400}                    # optional: most trial-epochs per cell
     scheduler: {name: asha, grace_period: 2, reduction_factor: 3}
     evaluation: {seeds: 3, bootstrap: 1000}
 
@@ -140,6 +141,7 @@ class SearchSpace:
     max_concurrent: int = 4
     seed: int = 0
     initial: tuple[Mapping[str, Any], ...] = ()
+    budget_epochs: int | None = None
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     eval_seeds: int | None = None
     bootstrap: int = 1000
@@ -197,7 +199,9 @@ def parse_space(raw: Any, *, source: str, default_name: str = "space") -> Search
     params = _parse_params(where, mapping.get("params", {}))
     search = where.mapping(mapping.get("search", {}), "search")
     where.no_unknown_keys(
-        search, ("algorithm", "num_samples", "max_concurrent", "seed", "initial"), "search"
+        search,
+        ("algorithm", "num_samples", "max_concurrent", "seed", "initial", "budget_epochs"),
+        "search",
     )
     scheduler = _parse_scheduler(where, mapping.get("scheduler", {}), fixed)
     evaluation = where.mapping(mapping.get("evaluation", {}), "evaluation")
@@ -226,6 +230,11 @@ def parse_space(raw: Any, *, source: str, default_name: str = "space") -> Search
         ),
         seed=where.integer(search.get("seed", 0), "search.seed", low=0),
         initial=_parse_initial(where, search.get("initial", []), params),
+        budget_epochs=(
+            where.integer(search["budget_epochs"], "search.budget_epochs", low=1)
+            if search.get("budget_epochs") is not None
+            else None
+        ),
         scheduler=scheduler,
         eval_seeds=(
             where.integer(evaluation["seeds"], "evaluation.seeds", low=1)

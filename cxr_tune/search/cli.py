@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-concurrent", type=int, help="trials running at once")
     parser.add_argument(
+        "--budget-epochs",
+        type=int,
+        help="the most trial-epochs spent on each cell (overrides search.budget_epochs)",
+    )
+    parser.add_argument(
         "--profile",
         default="auto",
         choices=PROFILE_CHOICES,
@@ -123,6 +128,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         ("--num-samples", args.num_samples),
         ("--max-concurrent", args.max_concurrent),
         ("--eval-seeds", args.eval_seeds),
+        ("--budget-epochs", args.budget_epochs),
     ):
         _positive(flag, value)
     if args.seed is not None and args.seed < 0:
@@ -142,6 +148,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             num_samples=args.num_samples,
             max_concurrent=args.max_concurrent,
             eval_seeds=args.eval_seeds,
+            budget_epochs=args.budget_epochs,
         ),
     )
     if args.dry_run:
@@ -256,6 +263,7 @@ def _announce(plan, reason: str, name: str, args: argparse.Namespace) -> None:
         f"{len(plan.cells)} cells x {plan.num_samples * plan.grid_size()} trials, "
         f"{plan.epochs} epochs max, {plan.fixed['image_size']} px, {plan.max_concurrent} at a time"
         + (f", phantom of {profile.phantom_images} images" if "phantom" in plan.datasets else "")
+        + (f", at most {plan.budget_epochs} epochs per cell" if plan.budget_epochs else "")
         + "."
     )
     if profile.name != "gpu":

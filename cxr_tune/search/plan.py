@@ -40,6 +40,7 @@ class Overrides:
     num_samples: int | None = None
     max_concurrent: int | None = None
     eval_seeds: int | None = None
+    budget_epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Plan:
     scheduler: SchedulerSpec
     eval_seeds: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The most trial-epochs the search spends on each cell (None: no limit but num_samples).
+    budget_epochs: int | None = None
 
     @property
     def epochs(self) -> int:
@@ -66,6 +69,31 @@ class Plan:
     @property
     def total_trials(self) -> int:
         return len(self.cells) * self.num_samples * self.grid_size()
+
+    def expected_trials_per_cell(self) -> int:
+        """Trials a cell is expected to run: ``num_samples`` (times the grid's size), or fewer
+        when its epoch budget runs out first at the scheduler's nominal cost per trial."""
+        planned = self.num_samples * self.grid_size()
+        if self.budget_epochs is None:
+            return planned
+        return max(1, min(planned, int(self.budget_epochs // self.nominal_epochs_per_trial())))
+
+    def nominal_epochs_per_trial(self) -> float:
+        """Epochs a trial costs on average: all of them without ASHA; with it, every trial to
+        the first rung and 1/reduction_factor of those at each rung on to the next (Ray's
+        rungs: grace_period x reduction_factor^k below the last epoch)."""
+        epochs = self.epochs
+        if self.scheduler.name != "asha":
+            return float(epochs)
+        factor = self.scheduler.reduction_factor
+        rungs: list[float] = [self.scheduler.grace_period]
+        while rungs[-1] * factor < epochs:
+            rungs.append(rungs[-1] * factor)
+        cost, previous = 0.0, 0.0
+        for level, rung in enumerate([*rungs, epochs]):
+            cost += (rung - previous) / factor**level
+            previous = rung
+        return cost
 
     def grid_size(self) -> int:
         """Points per grid repetition (1 unless the algorithm is ``grid``)."""
@@ -109,6 +137,7 @@ class Plan:
                     "params": {name: _describe_param(p) for name, p in self.params.items()},
                     "initial_points": len(self.space.initial),
                     "num_samples": self.num_samples * self.grid_size(),
+                    "budget_epochs": self.budget_epochs,
                 },
                 "scheduler": {
                     "name": self.scheduler.name,
@@ -189,6 +218,12 @@ def build_plan(
         brackets=space.scheduler.brackets,
         metric=space.scheduler.metric,
     )
+    budget = overrides.budget_epochs or space.budget_epochs
+    if budget is not None and budget < epochs:
+        notes.append(
+            f"budget of {budget} epochs per cell < {epochs} epochs of one trial: "
+            "no trial can train to the end"
+        )
     eval_seeds = overrides.eval_seeds or _cap(
         space.eval_seeds or profile.eval_seeds, profile.eval_seeds
     )
@@ -205,6 +240,7 @@ def build_plan(
         scheduler=scheduler,
         eval_seeds=eval_seeds,
         notes=tuple(notes),
+        budget_epochs=budget,
     )
     check_plan_names(plan)
     return plan

@@ -9,12 +9,15 @@ from typing import Any
 
 from ray.tune import Callback
 
+from cxr_tune.search.budget import may_go_on
+
 
 class ProgressLines(Callback):
     """Prints ``HH:MM:SS cell trial epoch e/E metric=... (config)`` and trial outcomes."""
 
-    def __init__(self, metric: str) -> None:
+    def __init__(self, metric: str, budget_epochs: int | None = None) -> None:
         self._metric = metric
+        self._budget = budget_epochs
         self._last_epoch: dict[str, int] = {}
 
     def _say(self, text: str) -> None:
@@ -52,7 +55,13 @@ class ProgressLines(Callback):
         planned = int(trial.config.get("epochs", 0))
         status = (trial.last_result or {}).get("status", "ok")
         if status == "ok" and epoch < planned:
-            self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")
+            if may_go_on(self._budget, trial, trial.last_result or {}, trials):
+                self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")
+            else:
+                self._say(
+                    f"{self._label(trial)}: stopped after epoch {epoch}: the cell's budget "
+                    f"of {self._budget} epochs is spent"
+                )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(f"{self._label(trial)}: error (see {trial.path}/error.txt); the search goes on")

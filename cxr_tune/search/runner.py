@@ -178,7 +178,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         )
         started = time.time()
         results = tuner.fit()
-        interrupted = was_interrupted(results, request.plan.total_trials)
+        interrupted = was_interrupted(results, request.plan, str(study_db))
         record["search_seconds"] = record.get("search_seconds", 0.0) + time.time() - started
         if not interrupted:
             record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -211,10 +211,18 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     return remote or _finish(request, echo, interrupted=interrupted)
 
 
-def was_interrupted(results: Any, planned: int) -> bool:
-    """True when Tune returned before every planned trial ended (Ctrl-C saves and returns)."""
+def was_interrupted(results: Any, plan: Plan, study_db: str) -> bool:
+    """True when Tune returned before the search ended (Ctrl-C saves and returns): a trial is
+    not over, or a cell can still deal trials. A cell may end before all of its planned trials,
+    when its space of choices is used up or its epoch budget spent; its study then says so."""
+    from cxr_tune.search.searcher import ended_cells
+
     ended = results.num_terminated + results.num_errors
-    return len(results) < planned or ended < len(results)
+    if ended < len(results):
+        return True
+    if len(results) >= plan.total_trials:
+        return False
+    return not {cell.id for cell in plan.cells} <= set(ended_cells(study_db))
 
 
 def _record_for_run(
@@ -308,9 +316,10 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
             reduction_factor=plan.scheduler.reduction_factor,
             brackets=plan.scheduler.brackets,
             max_t=plan.epochs,
+            budget_epochs=plan.budget_epochs,
         )
         if plan.scheduler.name == "asha"
-        else SavingFIFO()
+        else SavingFIFO(budget_epochs=plan.budget_epochs)
     )
     return tune.Tuner(
         trainable,
@@ -333,7 +342,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[
-                ProgressLines(plan.space.metric),
+                ProgressLines(plan.space.metric, plan.budget_epochs),
                 TrialTensorBoard(),
                 *([] if request.keep_checkpoints else [CheckpointRetention()]),
             ],

@@ -3,6 +3,9 @@
 Ray's ``ASHAScheduler`` keeps one set of rungs for the whole experiment, so a trial on an easy
 dataset would stop a trial on a hard one. ``CellASHA`` keeps one ASHA instance (one bracket set)
 per cell, created on first sight of the cell, and routes every event to it.
+
+Both schedulers here also keep a search's epoch budget per cell (``search/budget.py``): a trial
+that may not train another epoch within it is stopped where it is.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, cell_of
 from cxr_tune.trainable import TRIAL_FILE
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
-CELL_KEY = "cell"
-TIME_ATTR = "epoch"
+TIME_ATTR = EPOCH_KEY
 
 
 class CellASHA(FIFOScheduler):
@@ -36,6 +39,7 @@ class CellASHA(FIFOScheduler):
         reduction_factor: keep the top 1/reduction_factor at each rung.
         brackets: ASHA brackets per cell.
         max_t: default last epoch; a trial's own ``epochs`` wins.
+        budget_epochs: the most epochs trained per cell (None: no limit).
     """
 
     def __init__(
@@ -47,8 +51,10 @@ class CellASHA(FIFOScheduler):
         reduction_factor: float,
         brackets: int = 1,
         max_t: int = 100,
+        budget_epochs: int | None = None,
     ) -> None:
         super().__init__()
+        self._budget = BudgetKeeper(budget_epochs)
         self._metric = metric
         self._mode = mode
         self._grace_period = grace_period
@@ -67,7 +73,7 @@ class CellASHA(FIFOScheduler):
         return (metric is None or metric == self._metric) and (mode is None or mode == self._mode)
 
     def _cell_of(self, trial: Trial) -> AsyncHyperBandScheduler:
-        cell = str(trial.config.get(CELL_KEY, ""))
+        cell = cell_of(trial)
         if cell not in self._cells:
             max_t = int(trial.config.get("epochs", self._max_t))
             self._cells[cell] = AsyncHyperBandScheduler(
@@ -92,12 +98,15 @@ class CellASHA(FIFOScheduler):
         if result.get("status", "ok") != "ok":
             return TrialScheduler.CONTINUE
         action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
-        if action == TrialScheduler.STOP and result.get(TIME_ATTR, 0) < int(
-            trial.config.get("epochs", self._max_t)
-        ):
-            cell = str(trial.config.get(CELL_KEY, ""))
+        last_epoch = result.get(TIME_ATTR, 0) >= int(trial.config.get("epochs", self._max_t))
+        if action == TrialScheduler.STOP and not last_epoch:
+            cell = cell_of(trial)
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
-        return action
+            return action
+        if action != TrialScheduler.CONTINUE or last_epoch:
+            return action
+        going_on = self._budget.lets_go_on(trial, result, tune_controller)
+        return action if going_on else TrialScheduler.STOP
 
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
@@ -118,8 +127,12 @@ class CellASHA(FIFOScheduler):
         self._cell_of(trial)._trial_info.pop(trial.trial_id, None)
 
     def stopped_early(self) -> dict[str, int]:
-        """Trials stopped before their last epoch, per cell."""
+        """Trials ASHA stopped before their last epoch, per cell."""
         return dict(self._stopped)
+
+    def out_of_budget(self) -> dict[str, int]:
+        """Trials stopped before their last epoch because their cell's budget was spent."""
+        return dict(self._budget.stopped)
 
     def debug_string(self) -> str:
         stopped = sum(self._stopped.values())
@@ -139,7 +152,30 @@ class CellASHA(FIFOScheduler):
 
 
 class SavingFIFO(FIFOScheduler):
-    """First in, first out (no early stopping), saving the experiment as each trial ends."""
+    """First in, first out (no early stopping), saving the experiment as each trial ends.
+
+    Args:
+        budget_epochs: the most epochs trained per cell (None: no limit).
+    """
+
+    def __init__(self, budget_epochs: int | None = None) -> None:
+        super().__init__()
+        self._budget = BudgetKeeper(budget_epochs)
+
+    def on_trial_result(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> str:
+        # A diverged or failed trial ends by itself, and a trial at its last epoch ends anyway.
+        last_epoch = result.get(TIME_ATTR, 0) >= int(trial.config.get("epochs", 0))
+        if result.get("status", "ok") != "ok" or last_epoch:
+            return TrialScheduler.CONTINUE
+        if self._budget.lets_go_on(trial, result, tune_controller):
+            return TrialScheduler.CONTINUE
+        return TrialScheduler.STOP
+
+    def out_of_budget(self) -> dict[str, int]:
+        """Trials stopped before their last epoch because their cell's budget was spent."""
+        return dict(self._budget.stopped)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         retire_ended_trials(tune_controller)

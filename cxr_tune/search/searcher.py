@@ -17,6 +17,8 @@ searcher instead:
   soon proposes points already tried, which would only repeat a run with the same seed; such a
   proposal is recorded as a FAIL marked ``repeat_of`` (FAIL, so TPE's model is unchanged) and a
   configuration not tried yet is drawn at random instead; a cell whose space is used up ends;
+- keeps the search's epoch budget per cell (``search/budget.py``): a cell starts a trial only
+  while an epoch of its budget is left besides those its live trials are training;
 - stores the studies in one SQLite file that ``optuna-dashboard`` opens, and carries that file
   in its checkpoint so ``--resume`` restores the whole history, on this or another machine.
 """
@@ -24,6 +26,7 @@ searcher instead:
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import pickle
@@ -31,6 +34,7 @@ import sqlite3
 import tempfile
 import warnings
 from collections.abc import Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from cxr_tune.search.budget import EPOCH_KEY, has_room
 from cxr_tune.search.plan import Cell, Plan
 from cxr_tune.spaces import Param
 
@@ -45,6 +50,8 @@ from cxr_tune.spaces import Param
 # local scratch copy when the storage is remote); a restored searcher reads it too.
 STUDY_DB_ENV = "CXR_TUNE_STUDY_DB"
 STATUS_OK = "ok"
+# Study attribute set when the searcher deals no more trials in the cell (value: why).
+SEARCH_ENDED = "search_ended"
 
 
 def suggest_params(trial: optuna.Trial, params: Mapping[str, Param]) -> dict[str, Any]:
@@ -138,16 +145,25 @@ class CellSearcher(Searcher):
         # Ray trial id -> (cell id, Optuna trial number, Optuna storage trial id)
         self._trials: dict[str, tuple[str, int, int]] = {}
         self._told: set[str] = set()
+        # Ray trial id -> epochs it reported (what each cell spent of its budget)
+        self._epochs: dict[str, int] = {}
         self._studies: dict[str, optuna.Study] = {}
 
     # ---- Ray's Searcher interface -------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        cell = self._next_cell()
-        if cell is None:
+        open_cells = self._open_cells()
+        if not open_cells:
             return Searcher.FINISHED  # type: ignore[return-value]  # Ray's sentinel string
+        ready = [c for c in open_cells if self._has_room(c)]
+        if not ready:
+            # Every open cell's budget is held by its live trials: ask again when one ends.
+            return None
+        cell = min(ready, key=lambda c: self._dealt[c.id])
         study = self._study(cell)
         dealt = self._dealt[cell.id]
         self._dealt[cell.id] += 1
+        if self._dealt[cell.id] >= self._queue_size:
+            self._end_cell(cell, "all trials dealt")
         point = self._fixed_point(dealt)
         if point is not None:
             # Queued one at a time, just before it is asked for: Optuna does not promise the
@@ -158,8 +174,7 @@ class CellSearcher(Searcher):
         if point is None:
             fresh = self._instead_of_repeat(study, trial, params, f"{cell.id}|{dealt}")
             if fresh is None:
-                # Every configuration of this cell's space has been tried: the cell is done.
-                self._dealt[cell.id] = self._queue_size
+                self._end_cell(cell, "every configuration tried")
                 return self.suggest(trial_id)
             trial, params = fresh
         self._trials[trial_id] = (cell.id, trial.number, trial._trial_id)
@@ -172,7 +187,11 @@ class CellSearcher(Searcher):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id not in self._trials or result.get("status", STATUS_OK) != STATUS_OK:
+        if trial_id not in self._trials:
+            return
+        epoch = int(result.get(EPOCH_KEY, 0) or 0)
+        self._epochs[trial_id] = max(self._epochs.get(trial_id, 0), epoch)
+        if result.get("status", STATUS_OK) != STATUS_OK:
             return
         value, step = result.get(self.metric), result.get("epoch")
         if value is None or step is None or not math.isfinite(float(value)):
@@ -219,6 +238,7 @@ class CellSearcher(Searcher):
             "dealt": self._dealt,
             "trials": self._trials,
             "told": self._told,
+            "epochs": self._epochs,
             "db": _read_db(self.study_db) if Path(self.study_db).exists() else None,
         }
         with open(checkpoint_path, "wb") as f:
@@ -230,6 +250,7 @@ class CellSearcher(Searcher):
         self._dealt.update(state["dealt"])
         self._trials.update(state["trials"])
         self._told |= set(state["told"])
+        self._epochs.update(state.get("epochs", {}))
         # The live file is at least as new as the checkpoint; a missing one (another machine,
         # or a lost scratch folder) is put back from the checkpoint.
         if state.get("db") and not Path(self.study_db).exists():
@@ -248,12 +269,31 @@ class CellSearcher(Searcher):
         state["_studies"] = {}  # Optuna studies hold database connections
         return state
 
-    def _next_cell(self) -> Cell | None:
-        """The cell with the most suggestions left (ties: plan order), or None when all are done."""
-        open_cells = [c for c in self._plan.cells if self._dealt[c.id] < self._queue_size]
-        if not open_cells:
-            return None
-        return min(open_cells, key=lambda c: self._dealt[c.id])
+    def _open_cells(self) -> list[Cell]:
+        """Cells that may still start trials, in plan order (new trials go to the one with
+        the most suggestions left). A cell whose budget is spent and that has no live trial
+        left to free some ends here."""
+        for cell in self._plan.cells:
+            spent = not self._has_room(cell) and not self._live(cell)
+            if spent and self._dealt[cell.id] < self._queue_size:
+                self._end_cell(cell, "epoch budget spent")
+        return [c for c in self._plan.cells if self._dealt[c.id] < self._queue_size]
+
+    def _end_cell(self, cell: Cell, reason: str) -> None:
+        """Deal no more trials in ``cell``; its study says why (``search_ended``), which also
+        tells an interrupted search from a finished one."""
+        self._dealt[cell.id] = self._queue_size
+        study = self._study(cell)
+        if SEARCH_ENDED not in study.user_attrs:
+            study.set_user_attr(SEARCH_ENDED, reason)
+
+    def _live(self, cell: Cell) -> int:
+        """Trials of ``cell`` started and not ended (each has one epoch under way)."""
+        return sum(c == cell.id and t not in self._told for t, (c, _, _) in self._trials.items())
+
+    def _has_room(self, cell: Cell) -> bool:
+        spent = sum(self._epochs.get(t, 0) for t, (c, _, _) in self._trials.items() if c == cell.id)
+        return has_room(self._plan.budget_epochs, spent, self._live(cell))
 
     def _study(self, cell: Cell) -> optuna.Study:
         if cell.id not in self._studies:
@@ -311,7 +351,9 @@ class CellSearcher(Searcher):
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self._plan.space.algorithm != "optuna":
             return optuna.samplers.RandomSampler(seed=seed)
-        startup = max(2, min(10, self._plan.num_samples // 4))
+        # A quarter of the trials the cell will run (fewer than num_samples under a budget)
+        # are random draws before TPE models the results.
+        startup = max(2, min(10, self._plan.expected_trials_per_cell() // 4))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # constant_liar keeps concurrent trials from all proposing the same point;
@@ -364,6 +406,19 @@ class CellSearcher(Searcher):
                     )
                     # Optuna's tell refuses a WAITING trial; the storage call takes both.
                     study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+
+
+def ended_cells(study_db: str) -> dict[str, str]:
+    """Cells (study names) in which the searcher dealt its last trial -> why."""
+    if not study_db or not Path(study_db).is_file():
+        return {}
+    query = (
+        "SELECT s.study_name, a.value_json FROM study_user_attributes a JOIN studies s "
+        "ON s.study_id = a.study_id WHERE a.key = ?"
+    )
+    with closing(sqlite3.connect(study_db, timeout=60)) as db:
+        rows = db.execute(query, (SEARCH_ENDED,)).fetchall()
+    return {str(name): str(json.loads(value)) for name, value in rows}
 
 
 def _key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
