@@ -24,10 +24,11 @@ schedule, 1800-image phantom at 64 px, so 271 validation images) takes ~27 min o
     python scripts/bench/search_efficiency.py --table results/search_efficiency_table.json
     python scripts/bench/search_efficiency.py --quick --output /tmp/s.json   # tiny, ~2 minutes
 
-``--budget`` (share of the grid's epochs, default 0.30) sets the trials per replayed run: random
-without early stopping gets as many whole trials as fit, the ASHA methods as many as fit at
-ASHA's nominal cost (every trial to the first rung, ``--grace-period``, a third of them on to
-the end), which ASHA only keeps within the budget when it can tell trials apart early.
+``--budget`` (share of the grid's epochs, default 0.30) is every replayed search's epoch budget
+(``search.budget_epochs``): a search starts trials while epochs are left and stops the last ones
+where they are when it is spent, so no run trains more than the budget, and what is compared is
+the best each method finds within it. Random search without early stopping therefore trains
+whole trials only while they fit.
 
 The grid's curves are also written beside the JSON (``<name>_table.json``), so the replays can be
 run again (``--table``) without training the grid again.
@@ -53,6 +54,7 @@ from common import RESULTS, machine_description, write_result  # noqa: E402
 METRIC = "val_macro_f1"
 SIGNALS = ("val_macro_f1", "val_loss", "val_accuracy")
 TARGET_GAP, TARGET_SHARE = 0.01, 0.30
+METHODS = ("tpe_asha", "random_asha", "random_full")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
     parser.add_argument("--batch-sizes", default="16,64")
     parser.add_argument("--optimizers", default="adam,sgd")
+    parser.add_argument(
+        "--grid-seed",
+        type=int,
+        default=0,
+        help="seeds the phantom, its split and the grid's trials",
+    )
     parser.add_argument("--seeds", type=int, default=10, help="replays per method")
     parser.add_argument("--budget", type=float, default=0.30, help="share of the grid's epochs")
     parser.add_argument(
@@ -102,7 +110,12 @@ def grid_space(args: argparse.Namespace, folder: Path) -> Path:
             "momentum": 0.9,
             "lr_schedule": args.lr_schedule,
         },
-        "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2},
+        "search": {
+            "algorithm": "grid",
+            "num_samples": 1,
+            "max_concurrent": 2,
+            "seed": args.grid_seed,
+        },
         "scheduler": {"name": "none"},
     }
     path = folder / "grid.yaml"
@@ -173,6 +186,7 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "phantom_images": args.phantom_images,
         "image_size": args.image_size,
         "lr_schedule": args.lr_schedule,
+        "grid_seed": args.grid_seed,
         "curves": curves,
         "signals": signals,
         "mean_epoch_seconds": sum(seconds) / max(len(seconds), 1),
@@ -190,7 +204,7 @@ def replay(
     table: dict[str, Any],
     method: str,
     seed: int,
-    num_samples: int,
+    budget_epochs: int,
     work: Path,
     grace: int,
     asha_metric: str = METRIC,
@@ -200,7 +214,7 @@ def replay(
 
     from cxr_tune.config import PROFILES
     from cxr_tune.search.plan import Overrides, build_plan
-    from cxr_tune.search.scheduler import CellASHA
+    from cxr_tune.search.scheduler import CellASHA, SavingFIFO
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.spaces import parse_space
 
@@ -211,7 +225,9 @@ def replay(
         trial = signals[key_of(config)]
         for index in range(len(trial[METRIC][:epochs])):
             values = {name: curve[index] for name, curve in trial.items()}
-            tune.report({"epoch": index + 1, "status": "ok", **values})
+            # wall: when the epoch ended, to order trials by their end (Tune's timestamp is
+            # in whole seconds, and replayed epochs take milliseconds).
+            tune.report({"epoch": index + 1, "status": "ok", "wall": time.time(), **values})
 
     algorithm = "optuna" if method.startswith("tpe") else "random"
     space = parse_space(
@@ -219,7 +235,13 @@ def replay(
             "cells": {"model": [table["model"]]},
             "params": table["space"],
             "fixed": {"epochs": epochs},
-            "search": {"algorithm": algorithm, "num_samples": num_samples, "seed": seed},
+            # As many trials as the space has configurations: the budget ends the search.
+            "search": {
+                "algorithm": algorithm,
+                "num_samples": len(table["curves"]),
+                "seed": seed,
+                "budget_epochs": budget_epochs,
+            },
             "scheduler": {"grace_period": grace, "reduction_factor": 3, "metric": asha_metric},
         },
         source="replay.yaml",
@@ -234,9 +256,10 @@ def replay(
             grace_period=plan.scheduler.grace_period,
             reduction_factor=plan.scheduler.reduction_factor,
             max_t=epochs,
+            budget_epochs=plan.budget_epochs,
         )
         if method.endswith("asha")
-        else None
+        else SavingFIFO(budget_epochs=plan.budget_epochs)
     )
     results = tune.Tuner(
         tune.with_resources(lookup_trial, {"CPU": 1}),
@@ -257,7 +280,7 @@ def replay(
                 "config": key_of(result.config),
                 "epochs": int(history["epoch"].max()),
                 "final": float(history[METRIC].iloc[-1]),
-                "end": float(result.metrics.get("time_total_s", 0.0)),
+                "end": float(history["wall"].iloc[-1]),
             }
         )
     return summarise_run(trials, epochs)
@@ -288,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Each replayed trial ends in milliseconds, so Tune snapshots often; that is expected here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     work = Path(tempfile.mkdtemp(prefix="cxr_tune_efficiency_"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
@@ -297,30 +322,32 @@ def main(argv: list[str] | None = None) -> int:
             write_result(args.output.with_name(f"{args.output.stem}_table.json"), table)
         grid_epochs = len(table["curves"]) * int(table["epochs"])
         grid_best = max(c[-1] for c in table["curves"].values() if len(c) == table["epochs"])
-        budget_epochs = args.budget * grid_epochs
-        # Trials per method: random without stopping gets those that fit whole; the ASHA runs
-        # those that fit at ASHA's nominal cost (all to the first rung, a third on to the end).
-        full_trials = max(1, int(budget_epochs // table["epochs"]))
-        grace = args.grace_period
-        asha_trials = max(2, int(budget_epochs // (grace + (table["epochs"] - grace) / 3)))
-        methods = {"tpe_asha": asha_trials, "random_asha": asha_trials, "random_full": full_trials}
-        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+        budget_epochs = max(1, math.floor(args.budget * grid_epochs + 1e-9))
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
         for seed in range(args.seeds):
-            for method, samples in methods.items():
+            for method in METHODS:
                 runs[method].append(
-                    replay(table, method, seed, samples, work, grace, args.asha_metric)
+                    replay(
+                        table,
+                        method,
+                        seed,
+                        budget_epochs,
+                        work,
+                        args.grace_period,
+                        args.asha_metric,
+                    )
                 )
     finally:
         ray.shutdown()
         # The table and the report are all that is kept; the grid's checkpoints are gigabytes.
         shutil.rmtree(work, ignore_errors=True)
-    report = build_report(table, runs, grid_best, grid_epochs, args)
+    report = build_report(table, runs, grid_best, grid_epochs, budget_epochs, args)
     print_table(report)
     write_result(args.output, report)
     return 0
 
 
-def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
+def build_report(table, runs, grid_best, grid_epochs, budget_epochs, args) -> dict[str, Any]:
     methods = {}
     for method, method_runs in runs.items():
         bests = [r["best"] for r in method_runs if r["best"] is not None]
@@ -331,7 +358,7 @@ def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
         mean_best = sum(bests) / len(bests) if bests else None
         share = sum(epochs) / len(epochs) / grid_epochs
         methods[method] = {
-            "trials_per_run": method_runs[0]["trials"],
+            "trials_per_run": sum(r["trials"] for r in method_runs) / len(method_runs),
             "mean_best": mean_best,
             "min_best": min(bests) if bests else None,
             "mean_epochs": sum(epochs) / len(epochs),
@@ -362,6 +389,7 @@ def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
             "phantom_images": table["phantom_images"],
             "image_size": table["image_size"],
             "lr_schedule": table.get("lr_schedule", "constant"),
+            "seed": table.get("grid_seed", 0),
         },
         "early_signal": early_signal(table),
         "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
@@ -370,6 +398,7 @@ def build_report(table, runs, grid_best, grid_epochs, args) -> dict[str, Any]:
         "params": {
             "seeds": args.seeds,
             "budget": args.budget,
+            "budget_epochs": budget_epochs,
             "grace_period": args.grace_period,
             "asha_metric": args.asha_metric,
             "quick": args.quick,
@@ -409,13 +438,17 @@ def print_table(report: dict[str, Any]) -> None:
         f"epochs = {grid['epochs']} epochs, best {METRIC} {grid['best']:.4f}"
     )
     print(
+        f"every search: at most {report['params']['budget_epochs']} epochs "
+        f"({report['params']['budget']:.0%} of the grid's)"
+    )
+    print(
         f"{'method':<14}{'trials':>7}{'mean best':>10}{'worst best':>11}{'gap':>8}{'epochs':>8}"
         f"{'share':>7}{'<=1pt':>8}{'both':>8}"
     )
     for name, m in report["methods"].items():
         gap = grid["best"] - m["mean_best"] if m["mean_best"] is not None else math.nan
         print(
-            f"{name:<14}{m['trials_per_run']:>7}{_f(m['mean_best']):>10}{_f(m['min_best']):>11}"
+            f"{name:<14}{m['trials_per_run']:>7.1f}{_f(m['mean_best']):>10}{_f(m['min_best']):>11}"
             f"{gap:>8.4f}{m['mean_epochs']:>8.1f}{m['epoch_share']:>7.0%}"
             f"{m['runs_within_1_point']:>5}/{m['runs']}{m['runs_meeting_target']:>5}/{m['runs']}"
         )

@@ -117,7 +117,7 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
     output = tmp_path / "search_efficiency.json"
     script = str(BENCH / "search_efficiency.py")
     # ASHA on the validation loss, as `scheduler: {metric: val_loss}` in a space.
-    command = [sys.executable, script, "--quick", "--asha-metric", "val_loss"]
+    command = [sys.executable, script, "--quick", "--asha-metric", "val_loss", "--budget", "0.5"]
     done = _run([*command, "--output", str(output)], timeout=600)
     assert "target (TPE + ASHA)" in done.stdout
     result = json.loads(output.read_text())
@@ -136,6 +136,10 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
         for trials in method["trials"]:
             assert len({config for config, _ in trials}) == len(trials)
         assert sum(sum(e for _, e in t) for t in method["trials"]) / 2 == method["mean_epochs"]
+        # Every run kept the epoch budget (half the grid's 8 epochs).
+        assert all(sum(e for _, e in t) <= 4 for t in method["trials"])
+    assert result["params"]["budget_epochs"] == 4
+    assert result["methods"]["random_full"]["mean_best"] is not None  # 2 whole trials fit
     assert result["params"]["asha_metric"] == "val_loss"
     signal = result["early_signal"]["epochs"]["1"]
     assert set(signal) == {"val_macro_f1", "val_loss", "val_accuracy"}

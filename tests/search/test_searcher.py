@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from cxr_tune.config import PROFILES
 from cxr_tune.search.plan import build_plan
-from cxr_tune.search.searcher import CellSearcher, grid_points
+from cxr_tune.search.searcher import CellSearcher, ended_cells, grid_points
 from cxr_tune.spaces import load_space, parse_space
 
 
@@ -57,6 +57,8 @@ def test_finishes_after_num_samples_per_cell(searcher, plan):
     for i in range(plan.total_trials):
         assert isinstance(searcher.suggest(f"t{i}"), dict)
     assert searcher.suggest("extra") == CellSearcher.FINISHED
+    assert set(ended_cells(searcher.study_db).values()) == {"all trials dealt"}
+    assert set(ended_cells(searcher.study_db)) == {cell.id for cell in plan.cells}
 
 
 def test_early_stopped_trial_reaches_optuna_as_pruned_with_its_epochs(searcher):
@@ -228,6 +230,8 @@ def test_no_configuration_is_trained_twice_and_a_used_up_cell_ends(tmp_path, alg
     # The 6 configurations of the space, each once; then the cell has nothing left.
     assert sorted(points) == sorted((lr, o) for lr in (1e-4, 1e-3, 1e-2) for o in ("adam", "sgd"))
     assert searcher.suggest("t-last") == CellSearcher.FINISHED
+    # The study says the cell ended (so the run is not taken for an interrupted one).
+    assert ended_cells(searcher.study_db) == {"phantom/alexnet": "every configuration tried"}
     trials = _study(searcher, "phantom/alexnet").trials
     repeats = [t for t in trials if t.state == TrialState.FAIL]
     assert repeats, "the samplers proposed no configuration twice: the test shows nothing"
