@@ -138,6 +138,14 @@ def evaluate_run(
     return run
 
 
+def retrain_seconds(trial: TrialRecord) -> float:
+    """About how long retraining ``trial``'s configuration takes: its own time per epoch, times
+    its planned epochs (0 when it has no timed epoch)."""
+    epochs = max((int(r.get("epoch", 0) or 0) for r in trial.results), default=0)
+    per_epoch = trial.time_total_s() / epochs if epochs else math.nan
+    return per_epoch * trial.planned_epochs if math.isfinite(per_epoch) else 0.0
+
+
 def read_checkpoint_state(checkpoint: str, device: Any) -> dict[str, Any]:
     """``state.pt`` of a checkpoint folder: a local path, or a storage URI (s3://...) that
     every node can read (the tasks may run on another node than the local copy)."""
@@ -353,22 +361,26 @@ def evaluate_experiment(
     contenders = choose_contenders(exp)
     echo(f"evaluate: {len(contenders)} configurations x {n_seeds} seed(s) on the test split")
     refs = {name: ray.put(arrays) for name, arrays in datasets.items()}
-    pending: dict[str, list[Any]] = {}
-    for contender in contenders:
+    jobs = [
+        (contender, k, final_checkpoint(contender.trial) if k == 0 else None)
+        for contender in contenders
+        for k in range(n_seeds)
+    ]
+    # Longest first: retraining runs go out before checkpoint loads (seconds), so the last
+    # task to finish is not a long one started when the others were done.
+    jobs.sort(key=lambda job: -retrain_seconds(job[0].trial) if job[2] is None else 0.0)
+    pending: dict[str, dict[int, Any]] = {}
+    for contender, k, checkpoint in jobs:
         config = contender.trial.config
         resources = _resources(exp, str(config.get("model")))
         task = ray.remote(num_cpus=resources["CPU"], num_gpus=resources["GPU"])(evaluate_run)
-        for k in range(n_seeds):
-            checkpoint = final_checkpoint(contender.trial) if k == 0 else None
-            seed = int(config.get("seed", base_seed)) + k
-            ref = task.remote(
-                config,
-                seed,
-                refs[str(config["dataset"])],
-                _checkpoint_location(checkpoint, Path(folder), checkpoint_root),
-            )
-            pending.setdefault(contender.key, []).append(ref)
-    runs = {key: ray.get(refs_) for key, refs_ in pending.items()}
+        pending.setdefault(contender.key, {})[k] = task.remote(
+            config,
+            int(config.get("seed", base_seed)) + k,
+            refs[str(config["dataset"])],
+            _checkpoint_location(checkpoint, Path(folder), checkpoint_root),
+        )
+    runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
     result = assemble(exp, datasets, contenders, runs, rounds)
     tmp = Path(folder) / f".{EVALUATION_FILE}.tmp"
     tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -14,6 +14,7 @@ from cxr_tune.evaluate import (
     choose_contenders,
     compare,
     factor_effects,
+    retrain_seconds,
     summarise,
 )
 from cxr_tune.report.experiment import Experiment, TrialRecord
@@ -122,3 +123,10 @@ def test_factor_effects_compare_every_trial_at_the_first_rung():
     assert rows["1e-3"]["early"]["mean"] == pytest.approx(0.45)
     assert rows["1e-3"]["final"]["mean"] == pytest.approx(0.7) and rows["1e-3"]["final"]["n"] == 1
     assert rows["1e-1"]["diverged_or_failed"] == 1 and rows["1e-1"]["early"]["n"] == 0
+
+
+def test_retraining_time_is_estimated_from_the_trials_own_epochs():
+    stopped = _trial("s", "phantom/vgg11", [0.2], epochs=3)
+    stopped.results[-1]["time_total_s"] = 40.0  # one epoch in 40 s -> 3 epochs in 120 s
+    assert retrain_seconds(stopped) == 120.0
+    assert retrain_seconds(_trial("n", "phantom/vgg11", [], epochs=3)) == 0.0

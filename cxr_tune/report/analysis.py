@@ -23,6 +23,7 @@ from cxr_tune.report.tables import (
     config_text,
     early_stopping_savings,
     efficiency_frame,
+    epochs_trained,
     failures_frame,
     trials_frame,
 )
@@ -182,6 +183,23 @@ def importance_sections(exp: Experiment, ctx: Context) -> list[Section]:
     return [section]
 
 
+def epoch_budget(exp: Experiment) -> int | None:
+    """The search's epoch budget per cell (``search.budget_epochs``), if it had one."""
+    for line in exp.record.get("plan", []):
+        budget = line.get("search", {}).get("budget_epochs")
+        if budget:
+            return int(budget)
+    return None
+
+
+def epochs_per_cell(exp: Experiment) -> dict[str, int]:
+    """Epochs trained per cell, every trial counted."""
+    spent: dict[str, int] = {}
+    for trial in exp.trials:
+        spent[trial.cell] = spent.get(trial.cell, 0) + epochs_trained(trial)
+    return spent
+
+
 def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
     """Best-so-far metric vs compute, and the epochs early stopping saved."""
     section = Section("Search efficiency")
@@ -195,11 +213,16 @@ def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
             f"epochs trained: {savings.trained} of the {savings.planned} that training every "
             "ended trial to its last epoch would take"
         )
+        budget = epoch_budget(exp)
+        stoppers = "ASHA and the epoch budget" if budget else "ASHA"
         lines.append(
-            f"early stopping (ASHA) stopped {savings.stopped_early} trials, saving "
+            f"early stopping ({stoppers}) stopped {savings.stopped_early} trials, saving "
             f"{savings.saved_by_asha} epochs ({_percent(share)}), about "
             f"{savings.saved_seconds / 3600:.2f} trial-hours at those trials' own pace"
         )
+        if budget:
+            spent = ", ".join(f"{cell} {n}" for cell, n in epochs_per_cell(exp).items())
+            lines.append(f"epoch budget: at most {budget} epochs per cell; trained: {spent}")
     else:
         lines.append("no trial has ended yet, so early stopping has saved nothing so far")
     if unfinished:

@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--grace-period", type=int, default=1, help="ASHA's first rung (ablation.yaml: 2)"
     )
     parser.add_argument(
+        "--brackets",
+        type=int,
+        default=1,
+        help="ASHA's brackets (2+: some trials get a later first rung, a hedge for slow starters)",
+    )
+    parser.add_argument(
         "--asha-metric",
         default=METRIC,
         choices=SIGNALS,
@@ -206,10 +212,12 @@ def replay(
     seed: int,
     budget_epochs: int,
     work: Path,
-    grace: int,
-    asha_metric: str = METRIC,
+    asha: dict[str, Any],
 ) -> dict[str, Any]:
-    """Phase 2: one real Tune run of a method whose trials read their curve from the table."""
+    """Phase 2: one real Tune run of a method whose trials read their curve from the table.
+
+    ``asha`` is the space's ``scheduler`` mapping (grace period, reduction factor, brackets,
+    the metric its rungs compare)."""
     from ray import tune
 
     from cxr_tune.config import PROFILES
@@ -242,7 +250,7 @@ def replay(
                 "seed": seed,
                 "budget_epochs": budget_epochs,
             },
-            "scheduler": {"grace_period": grace, "reduction_factor": 3, "metric": asha_metric},
+            "scheduler": asha,
         },
         source="replay.yaml",
     )
@@ -255,6 +263,7 @@ def replay(
             mode=rung_mode,
             grace_period=plan.scheduler.grace_period,
             reduction_factor=plan.scheduler.reduction_factor,
+            brackets=plan.scheduler.brackets,
             max_t=epochs,
             budget_epochs=plan.budget_epochs,
         )
@@ -323,20 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         grid_epochs = len(table["curves"]) * int(table["epochs"])
         grid_best = max(c[-1] for c in table["curves"].values() if len(c) == table["epochs"])
         budget_epochs = max(1, math.floor(args.budget * grid_epochs + 1e-9))
+        asha = {
+            "grace_period": args.grace_period,
+            "reduction_factor": 3,
+            "brackets": args.brackets,
+            "metric": args.asha_metric,
+        }
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
         for seed in range(args.seeds):
             for method in METHODS:
-                runs[method].append(
-                    replay(
-                        table,
-                        method,
-                        seed,
-                        budget_epochs,
-                        work,
-                        args.grace_period,
-                        args.asha_metric,
-                    )
-                )
+                runs[method].append(replay(table, method, seed, budget_epochs, work, asha))
     finally:
         ray.shutdown()
         # The table and the report are all that is kept; the grid's checkpoints are gigabytes.
@@ -400,6 +405,7 @@ def build_report(table, runs, grid_best, grid_epochs, budget_epochs, args) -> di
             "budget": args.budget,
             "budget_epochs": budget_epochs,
             "grace_period": args.grace_period,
+            "brackets": args.brackets,
             "asha_metric": args.asha_metric,
             "quick": args.quick,
         },

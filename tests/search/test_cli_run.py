@@ -47,3 +47,23 @@ def test_smoke_search_from_the_command_line_writes_a_report(tmp_path):
     assert best_lines, f"best trial {best_id} not named in report.md"
     assert any(f"{finals[best_id]:.4f}" in line for line in best_lines)
     assert (folder / "optuna.db").is_file() and (folder / "evaluation.json").is_file()
+
+
+def test_a_search_with_an_epoch_budget_spends_it_and_finishes(tmp_path):
+    command = [sys.executable, "-m", "cxr_tune.search", "--space", "smoke", "--profile", "smoke"]
+    command += ["--num-samples", "4", "--budget-epochs", "5", "--no-eval"]
+    command += ["--storage", str(tmp_path), "--name", "budget"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "at most 5 epochs per cell" in run.stdout
+    folder = tmp_path / "budget"
+    epochs = [
+        json.loads((p / "result.json").read_text().splitlines()[-1])["epoch"]
+        for p in folder.iterdir()
+        if (p / "result.json").exists()
+    ]
+    # 4 trials of 2 epochs would take 8: the budget stops the search at exactly 5.
+    assert sum(epochs) == 5
+    record = json.loads((folder / "cxr_tune.json").read_text())
+    assert record["finished_at"]  # ended by its budget, not taken for an interrupted search
+    assert "epoch budget: at most 5 epochs per cell" in (folder / "report.md").read_text()
