@@ -64,7 +64,8 @@ class TrainingState:
 
 
 def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> None:
-    """Train one configuration, reporting metrics and a checkpoint every epoch."""
+    """Train one configuration, reporting metrics every epoch and a checkpoint every
+    ``checkpoint_every`` epochs and after the last."""
     cfg = TrialConfig.from_dict(config)
     dataset = data[cfg.dataset]
     device = select_device()
@@ -85,7 +86,10 @@ def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> No
             tune.report({**metrics, **meta})
             return
         state.epoch = epoch
-        report_with_checkpoint({**metrics, **meta}, state, cfg)
+        if cfg.checkpoints_after(epoch):
+            report_with_checkpoint({**metrics, **meta}, state, cfg)
+        else:
+            tune.report({**metrics, **meta})
 
 
 def build_state(cfg: TrialConfig, dataset: DatasetArrays, device: torch.device) -> TrainingState:

@@ -65,3 +65,11 @@ def test_data_source_missing_folder_names_it(tmp_path):
 def test_unknown_profile_suggests_the_closest():
     with pytest.raises(ConfigError, match="Did you mean 'smoke'"):
         get_profile("smok")
+
+
+def test_checkpoints_every_n_epochs_and_after_the_last():
+    cfg = TrialConfig(epochs=5, checkpoint_every=2)
+    assert [e for e in range(1, 6) if cfg.checkpoints_after(e)] == [2, 4, 5]
+    assert all(TrialConfig(epochs=3).checkpoints_after(e) for e in (1, 2, 3))
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        TrialConfig(checkpoint_every=0)

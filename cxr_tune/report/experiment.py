@@ -219,6 +219,7 @@ def read_trial(folder: Path) -> TrialRecord:
                 results.append(json.loads(line))
             except json.JSONDecodeError:
                 problems.append(f"result.json line {number} is cut short (a half-written trial)")
+    results = latest_per_epoch(results)
     if not config and results:
         config = dict(results[-1].get("config", {}))
     if not params.is_file():
@@ -229,6 +230,16 @@ def read_trial(folder: Path) -> TrialRecord:
     )
     trial_id = str(results[-1].get("trial_id")) if results else folder.name.rsplit("-", 1)[-1]
     return TrialRecord(trial_id, folder, config, results, error, problems)
+
+
+def latest_per_epoch(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per epoch, in epoch order. A trial restarted from an earlier checkpoint (or
+    from scratch) reports some epochs again; the later report is the one its later epochs and
+    checkpoints follow from."""
+    latest: dict[int, dict[str, Any]] = {}
+    for result in results:
+        latest[int(result.get("epoch", 0) or 0)] = result
+    return [latest[epoch] for epoch in sorted(latest)]
 
 
 def classify(trial: TrialRecord, *, finished: bool, default_epochs: int | None = None) -> str:

@@ -254,6 +254,8 @@ def _effective_fixed(space: SearchSpace, profile: Profile) -> dict[str, Any]:
     fixed = {
         k: v for k, v in TrialConfig().to_dict().items() if k not in ("dataset", "cell", "seed")
     }
+    if profile.checkpoint_every is not None:
+        fixed["checkpoint_every"] = profile.checkpoint_every
     fixed.update(space.fixed)
     if profile.image_size is not None:
         fixed["image_size"] = profile.image_size

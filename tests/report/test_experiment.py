@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cxr_tune.errors import DataError
-from cxr_tune.report.experiment import load_experiment, read_ray_statuses
+from cxr_tune.report.experiment import latest_per_epoch, load_experiment, read_ray_statuses
 from tests.report.builders import TrialSpec, ablation_trials, write_experiment
 
 
@@ -96,3 +96,8 @@ def test_load_experiment_reads_a_record_without_trials(tmp_path: Path) -> None:
     folder = write_experiment(tmp_path / "exp", [])
     exp = load_experiment(folder)
     assert exp.trials == [] and exp.record["name"] == "mini"
+
+
+def test_an_epoch_reported_again_after_a_restart_counts_once() -> None:
+    rows = [{"epoch": 1, "v": 0.1}, {"epoch": 2, "v": 0.2}, {"epoch": 1, "v": 0.3}]
+    assert latest_per_epoch(rows) == [{"epoch": 1, "v": 0.3}, {"epoch": 2, "v": 0.2}]

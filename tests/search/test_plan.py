@@ -29,6 +29,11 @@ def test_cpu_profile_shrinks_the_space():
     gpu = build_plan(space, PROFILES["gpu"], ("phantom",))
     assert gpu.fixed["image_size"] == 224 and gpu.epochs == 50 and gpu.num_samples == 32
     assert gpu.eval_seeds == 3 and gpu.resources("alexnet") == {"CPU": 2.0, "GPU": 0.25}
+    # CPU trials keep only their final checkpoint; GPU trials one per epoch; a space's own
+    # value wins over the profile's.
+    assert plan.fixed["checkpoint_every"] == 3 and gpu.fixed["checkpoint_every"] == 1
+    own = parse_space({"fixed": {"checkpoint_every": 1}}, source="own.yaml")
+    assert build_plan(own, PROFILES["cpu"], ("phantom",)).fixed["checkpoint_every"] == 1
 
 
 def test_overrides_win():
