@@ -141,7 +141,7 @@ def evaluate_run(
 def retrain_seconds(trial: TrialRecord) -> float:
     """About how long retraining ``trial``'s configuration takes: its own time per epoch, times
     its planned epochs (0 when it has no timed epoch)."""
-    epochs = max((int(r.get("epoch", 0) or 0) for r in trial.results), default=0)
+    epochs = trial.epochs_done
     per_epoch = trial.time_total_s() / epochs if epochs else math.nan
     return per_epoch * trial.planned_epochs if math.isfinite(per_epoch) else 0.0
 
