@@ -64,7 +64,12 @@ class BudgetKeeper:
         self.stopped: dict[str, int] = {}
 
     def lets_go_on(self, trial: Trial, result: dict[str, Any], tune_controller: Any) -> bool:
-        if self.budget is None:
+        """False when ``trial`` must stop for the budget. A trial that ends anyway (its last
+        epoch, or a diverged or failed result) is never stopped, nor counted, here."""
+        ends_anyway = result.get("status", "ok") != "ok" or int(
+            result.get(EPOCH_KEY, 0) or 0
+        ) >= int(trial.config.get("epochs", 0))
+        if self.budget is None or ends_anyway:
             return True
         if may_go_on(self.budget, trial, result, tune_controller.get_trials()):
             return True

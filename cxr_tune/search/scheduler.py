@@ -102,11 +102,11 @@ class CellASHA(FIFOScheduler):
         if action == TrialScheduler.STOP and not last_epoch:
             cell = cell_of(trial)
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
-            return action
-        if action != TrialScheduler.CONTINUE or last_epoch:
-            return action
-        going_on = self._budget.lets_go_on(trial, result, tune_controller)
-        return action if going_on else TrialScheduler.STOP
+        if action == TrialScheduler.CONTINUE and not self._budget.lets_go_on(
+            trial, result, tune_controller
+        ):
+            return TrialScheduler.STOP
+        return action
 
     def on_trial_complete(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
@@ -165,10 +165,6 @@ class SavingFIFO(FIFOScheduler):
     def on_trial_result(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> str:
-        # A diverged or failed trial ends by itself, and a trial at its last epoch ends anyway.
-        last_epoch = result.get(TIME_ATTR, 0) >= int(trial.config.get("epochs", 0))
-        if result.get("status", "ok") != "ok" or last_epoch:
-            return TrialScheduler.CONTINUE
         if self._budget.lets_go_on(trial, result, tune_controller):
             return TrialScheduler.CONTINUE
         return TrialScheduler.STOP
