@@ -145,6 +145,28 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
     assert set(signal) == {"val_macro_f1", "val_loss", "val_accuracy"}
     assert all(1 <= v["rank_of_best"] <= 4 for v in signal.values())
     assert set(result["machine"]) >= MACHINE_KEYS
+    # Replays of the written table alone, for one method and other ASHA settings.
+    again = tmp_path / "again.json"
+    table_path = str(tmp_path / "search_efficiency_table.json")
+    options = ["--methods", "tpe_asha", "--reduction-factor", "2", "--seeds", "1"]
+    _run([sys.executable, script, "--table", table_path, *options, "--output", str(again)])
+    replayed = json.loads(again.read_text())
+    assert set(replayed["methods"]) == {"tpe_asha"} and replayed["methods"]["tpe_asha"]["runs"] == 1
+    assert replayed["params"]["reduction_factor"] == 2 and replayed["grid"]["best"] == best
+
+
+def test_search_efficiency_rejects_an_unknown_method():
+    script = str(BENCH / "search_efficiency.py")
+    done = subprocess.run(
+        [sys.executable, script, "--methods", "tpe_asha,bohb"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--methods" in done.stderr and "random_full" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_data_plane_smoke_test_runs():
