@@ -8,7 +8,8 @@ Two phases, so that every method is compared on exactly the same learning curves
 2. The searches, replayed on that table in real Tune runs with cxr_tune's own searcher and
    scheduler (a trial "trains" by reading its configuration's curve, epoch by epoch, so ASHA's
    stops and the Optuna study behave exactly as in a search, at no training cost):
-   TPE + ASHA, random + ASHA, and random without early stopping, over several seeds.
+   TPE + ASHA, random + ASHA, random and TPE without early stopping, over several seeds
+   (``--methods`` picks some).
 
 Reported per method: the best validation metric among trials that trained to the end (within
 the epoch budget below), the epochs consumed, both against the grid's best and its epoch count,
@@ -55,7 +56,7 @@ from common import RESULTS, machine_description, write_result  # noqa: E402
 METRIC = "val_macro_f1"
 SIGNALS = ("val_macro_f1", "val_loss", "val_accuracy")
 TARGET_GAP, TARGET_SHARE = 0.01, 0.30
-METHODS = ("tpe_asha", "random_asha", "random_full")
+METHODS = ("tpe_asha", "random_asha", "random_full", "tpe_full")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -126,7 +126,7 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
     assert len(table["curves"]) == 4 and all(len(c) == 2 for c in table["curves"].values())
     best = max(c[-1] for c in table["curves"].values())
     assert result["grid"]["best"] == best and result["grid"]["epochs"] == 8
-    assert set(result["methods"]) == {"tpe_asha", "random_asha", "random_full"}
+    assert set(result["methods"]) == {"tpe_asha", "random_asha", "random_full", "tpe_full"}
     for method in result["methods"].values():
         assert method["runs"] == 2 and 0 < method["epoch_share"] <= 1
         # A replayed trial reads its curve from the table: no method beats the grid's best.
