@@ -110,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not methods or any(m not in METHODS for m in methods):
         parser.error(f"--methods: {args.methods!r}; allowed: {', '.join(METHODS)}")
     args.methods = methods
+    if args.reduction_factor < 2:
+        parser.error(f"--reduction-factor: {args.reduction_factor}; must be 2 or more")
     if args.quick:
         args.epochs, args.phantom_images, args.lrs = 2, 96, "1e-3,1e-2"
         args.batch_sizes, args.optimizers, args.seeds = "16", "adam,sgd", 2

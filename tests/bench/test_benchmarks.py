@@ -155,17 +155,21 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
     assert replayed["params"]["reduction_factor"] == 2 and replayed["grid"]["best"] == best
 
 
-def test_search_efficiency_rejects_an_unknown_method():
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [("--methods", "tpe_asha,bohb", "random_full"), ("--reduction-factor", "1", "2 or more")],
+)
+def test_search_efficiency_rejects_bad_options_before_ray_starts(option, value, says):
     script = str(BENCH / "search_efficiency.py")
     done = subprocess.run(
-        [sys.executable, script, "--methods", "tpe_asha,bohb"],
+        [sys.executable, script, option, value],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 2
-    assert "--methods" in done.stderr and "random_full" in done.stderr
+    assert option in done.stderr and says in done.stderr
     assert "Traceback" not in done.stderr
 
 
