@@ -294,7 +294,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
 
     from cxr_tune.search.progress import ProgressLines
     from cxr_tune.search.retention import CheckpointRetention
-    from cxr_tune.search.scheduler import CellASHA, SavingFIFO
+    from cxr_tune.search.scheduler import scheduler_for
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.search.tensorboard import TrialTensorBoard
     from cxr_tune.trainable import train_trial
@@ -307,25 +307,11 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
     path = request.storage.experiment(request.name)
     if request.resume:
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-    rung_metric, rung_mode = plan.scheduler.rung_metric(plan.space.metric, plan.space.mode)
-    scheduler = (
-        CellASHA(
-            metric=rung_metric,
-            mode=rung_mode,
-            grace_period=plan.scheduler.grace_period,
-            reduction_factor=plan.scheduler.reduction_factor,
-            brackets=plan.scheduler.brackets,
-            max_t=plan.epochs,
-            budget_epochs=plan.budget_epochs,
-        )
-        if plan.scheduler.name == "asha"
-        else SavingFIFO(budget_epochs=plan.budget_epochs)
-    )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=CellSearcher(plan, study_db),
-            scheduler=scheduler,
+            scheduler=scheduler_for(plan),
             num_samples=plan.total_trials,
             max_concurrent_trials=plan.max_concurrent,
             reuse_actors=True,

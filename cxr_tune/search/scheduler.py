@@ -27,7 +27,25 @@ from cxr_tune.trainable import TRIAL_FILE
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
+    from cxr_tune.search.plan import Plan
+
 TIME_ATTR = EPOCH_KEY
+
+
+def scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
+    """The Tune scheduler a plan asks for: ASHA per cell, or none; both keep its epoch budget."""
+    if plan.scheduler.name != "asha":
+        return SavingFIFO(budget_epochs=plan.budget_epochs)
+    rung_metric, rung_mode = plan.scheduler.rung_metric(plan.space.metric, plan.space.mode)
+    return CellASHA(
+        metric=rung_metric,
+        mode=rung_mode,
+        grace_period=plan.scheduler.grace_period,
+        reduction_factor=plan.scheduler.reduction_factor,
+        brackets=plan.scheduler.brackets,
+        max_t=plan.epochs,
+        budget_epochs=plan.budget_epochs,
+    )
 
 
 class CellASHA(FIFOScheduler):

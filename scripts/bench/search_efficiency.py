@@ -238,7 +238,7 @@ def replay(
 
     from cxr_tune.config import PROFILES
     from cxr_tune.search.plan import Overrides, build_plan
-    from cxr_tune.search.scheduler import CellASHA, SavingFIFO
+    from cxr_tune.search.scheduler import scheduler_for
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.spaces import parse_space
 
@@ -266,31 +266,19 @@ def replay(
                 "seed": seed,
                 "budget_epochs": budget_epochs,
             },
-            "scheduler": asha,
+            # The plan states the scheduler that runs: TPE sizes its start-up to the trials
+            # the budget buys at that scheduler's cost per trial.
+            "scheduler": asha if method.endswith("asha") else {"name": "none"},
         },
         source="replay.yaml",
     )
     plan = build_plan(space, PROFILES["gpu"], ("phantom",), Overrides(seed=seed, max_concurrent=2))
     folder = Path(tempfile.mkdtemp(prefix="replay_", dir=work))
-    rung_metric, rung_mode = plan.scheduler.rung_metric(plan.space.metric, plan.space.mode)
-    scheduler = (
-        CellASHA(
-            metric=rung_metric,
-            mode=rung_mode,
-            grace_period=plan.scheduler.grace_period,
-            reduction_factor=plan.scheduler.reduction_factor,
-            brackets=plan.scheduler.brackets,
-            max_t=epochs,
-            budget_epochs=plan.budget_epochs,
-        )
-        if method.endswith("asha")
-        else SavingFIFO(budget_epochs=plan.budget_epochs)
-    )
     results = tune.Tuner(
         tune.with_resources(lookup_trial, {"CPU": 1}),
         tune_config=tune.TuneConfig(
             search_alg=CellSearcher(plan, str(folder / "optuna.db")),
-            scheduler=scheduler,
+            scheduler=scheduler_for(plan),
             num_samples=plan.total_trials,
             max_concurrent_trials=2,
             reuse_actors=True,
