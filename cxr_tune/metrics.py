@@ -13,6 +13,9 @@ import warnings
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+# The result key of ``no_skill_loss`` (every epoch's result of a trial carries it).
+NO_SKILL_KEY = "val_loss_no_skill"
+
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num = np.asarray(num, dtype=float)
@@ -100,3 +103,26 @@ def multilabel_metrics(
         "micro_f1": float(2 * tp.sum() / micro_den) if micro_den else 0.0,
         "macro_auroc": float(defined.mean()) if defined.size else float("nan"),
     }
+
+
+def no_skill_loss(
+    train_labels: np.ndarray, val_labels: np.ndarray, task: str, num_classes: int
+) -> float:
+    """The validation loss of a model that ignores the image: it predicts, for every image, the
+    class frequencies of the training split (cross-entropy for multi-class, mean binary
+    cross-entropy per label for multi-label, as the training loop computes them).
+
+    A trial whose validation loss is not below this has learned nothing from the images yet.
+    Frequencies are smoothed by one count per outcome, so a class absent from training costs a
+    finite loss.
+    """
+    train = np.asarray(train_labels)
+    val = np.asarray(val_labels)
+    if task == "multilabel":
+        positive = (train.sum(axis=0) + 1.0) / (train.shape[0] + 2.0)
+        targets = val.astype(float)
+        losses = -(targets * np.log(positive) + (1.0 - targets) * np.log1p(-positive))
+        return float(losses.mean())
+    counts = np.bincount(train.astype(np.int64), minlength=num_classes) + 1.0
+    frequencies = counts / counts.sum()
+    return float(-np.log(frequencies[val.astype(np.int64)]).mean())

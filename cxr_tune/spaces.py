@@ -100,6 +100,11 @@ class SchedulerSpec:
     # What ASHA compares at its rungs; None: the space's metric. A smoother signal (val_loss)
     # can rank trials earlier than a thresholded one (F1) on a small validation split.
     metric: str | None = None
+    # At this epoch, a trial whose validation loss is not NO_SKILL_MARGIN below the loss of
+    # predicting the training class frequencies is stopped, whatever its rung; 0: never. Such
+    # trials (a learning rate far too low or too high) otherwise race each other through
+    # ASHA's rungs on differences of noise.
+    no_skill_epoch: int = 0
 
     def rung_metric(self, space_metric: str, space_mode: str) -> tuple[str, str]:
         """(metric, mode) that ASHA compares."""
@@ -458,7 +463,9 @@ def _parse_when(
 def _parse_scheduler(where: _Where, raw: Any, fixed: Mapping[str, Any]) -> SchedulerSpec:
     spec = where.mapping(raw, "scheduler")
     where.no_unknown_keys(
-        spec, ("name", "grace_period", "reduction_factor", "brackets", "metric"), "scheduler"
+        spec,
+        ("name", "grace_period", "reduction_factor", "brackets", "metric", "no_skill_epoch"),
+        "scheduler",
     )
     name = where.choice(spec.get("name", "asha"), SCHEDULERS, "scheduler.name", "scheduler")
     grace = where.integer(spec.get("grace_period", 1), "scheduler.grace_period", low=1)
@@ -472,8 +479,16 @@ def _parse_scheduler(where: _Where, raw: Any, fixed: Mapping[str, Any]) -> Sched
     metric = spec.get("metric")
     if metric is not None:
         where.choice(metric, tuple(METRIC_MODES), "scheduler.metric", "metric")
+    no_skill = where.integer(spec.get("no_skill_epoch", 0), "scheduler.no_skill_epoch", low=0)
+    if no_skill and name != "asha":
+        where.fail("scheduler.no_skill_epoch", "stops trials early, so it needs `name: asha`")
     return SchedulerSpec(
-        name=name, grace_period=grace, reduction_factor=factor, brackets=brackets, metric=metric
+        name=name,
+        grace_period=grace,
+        reduction_factor=factor,
+        brackets=brackets,
+        metric=metric,
+        no_skill_epoch=no_skill,
     )
 
 

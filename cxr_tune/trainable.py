@@ -43,6 +43,7 @@ from cxr_tune.engine import (
     to_device,
     train_one_epoch,
 )
+from cxr_tune.metrics import NO_SKILL_KEY, no_skill_loss
 from cxr_tune.models import create_model
 from cxr_tune.optim import create_optimizer
 from cxr_tune.processes import process_alive
@@ -308,6 +309,14 @@ def trial_metadata(
     return {
         "dataset_hash": dataset.dataset_hash,
         "split_hash": dataset.split_hash,
+        # The validation loss of predicting the training class frequencies: ASHA's no-skill
+        # check stops a trial that is not below it (search/scheduler.py).
+        NO_SKILL_KEY: no_skill_loss(
+            dataset.split("train").labels,
+            dataset.split("val").labels,
+            dataset.task,
+            dataset.num_classes,
+        ),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "compiled": cfg.compile and compile_supported(device),
         # Which Ray node ran each epoch: a trial moved off a lost node shows it here.

@@ -144,6 +144,7 @@ class Plan:
                     "grace_period": self.scheduler.grace_period,
                     "reduction_factor": self.scheduler.reduction_factor,
                     "metric": self.scheduler.rung_metric(self.space.metric, self.space.mode)[0],
+                    "no_skill_epoch": self.scheduler.no_skill_epoch,
                     "max_t": self.epochs,
                     "time_attr": "epoch",
                 },
@@ -211,12 +212,18 @@ def build_plan(
     if grace > epochs:
         notes.append(f"grace period {grace} > {epochs} epochs: lowered to {epochs}")
         grace = epochs
+    no_skill = space.scheduler.no_skill_epoch
+    if no_skill >= epochs:
+        if no_skill:
+            notes.append(f"no-skill check at epoch {no_skill} >= {epochs} epochs: off")
+        no_skill = 0
     scheduler = SchedulerSpec(
         name=space.scheduler.name,
         grace_period=grace,
         reduction_factor=space.scheduler.reduction_factor,
         brackets=space.scheduler.brackets,
         metric=space.scheduler.metric,
+        no_skill_epoch=no_skill,
     )
     budget = overrides.budget_epochs or space.budget_epochs
     if budget is not None and budget < epochs:

@@ -9,15 +9,20 @@ from typing import Any
 
 from ray.tune import Callback
 
+from cxr_tune.metrics import NO_SKILL_KEY
 from cxr_tune.search.budget import may_go_on
+from cxr_tune.search.scheduler import learned_nothing
 
 
 class ProgressLines(Callback):
     """Prints ``HH:MM:SS cell trial epoch e/E metric=... (config)`` and trial outcomes."""
 
-    def __init__(self, metric: str, budget_epochs: int | None = None) -> None:
+    def __init__(
+        self, metric: str, budget_epochs: int | None = None, no_skill_epoch: int = 0
+    ) -> None:
         self._metric = metric
         self._budget = budget_epochs
+        self._no_skill_epoch = no_skill_epoch
         self._last_epoch: dict[str, int] = {}
 
     def _say(self, text: str) -> None:
@@ -54,8 +59,17 @@ class ProgressLines(Callback):
         epoch = self._last_epoch.get(trial.trial_id, 0)
         planned = int(trial.config.get("epochs", 0))
         status = (trial.last_result or {}).get("status", "ok")
+        last = trial.last_result or {}
         if status == "ok" and epoch < planned:
-            if may_go_on(self._budget, trial, trial.last_result or {}, trials):
+            if epoch == self._no_skill_epoch and learned_nothing(
+                last.get("val_loss"), last.get(NO_SKILL_KEY)
+            ):
+                self._say(
+                    f"{self._label(trial)}: stopped after epoch {epoch}: validation loss "
+                    f"{float(last['val_loss']):.4f} is not below the no-skill loss "
+                    f"{float(last[NO_SKILL_KEY]):.4f} (it has learned nothing yet)"
+                )
+            elif may_go_on(self._budget, trial, trial.last_result or {}, trials):
                 self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")
             else:
                 self._say(

@@ -328,7 +328,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[
-                ProgressLines(plan.space.metric, plan.budget_epochs),
+                ProgressLines(plan.space.metric, plan.budget_epochs, plan.scheduler.no_skill_epoch),
                 TrialTensorBoard(),
                 *([] if request.keep_checkpoints else [CheckpointRetention()]),
             ],

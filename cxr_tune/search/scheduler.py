@@ -11,6 +11,7 @@ that may not train another epoch within it is stopped where it is.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import sqlite3
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from cxr_tune.metrics import NO_SKILL_KEY
 from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, cell_of
 from cxr_tune.trainable import TRIAL_FILE
 
@@ -30,6 +32,23 @@ if TYPE_CHECKING:
     from cxr_tune.search.plan import Plan
 
 TIME_ATTR = EPOCH_KEY
+
+
+# A trial must be this much (relatively) below its no-skill loss to count as having learned:
+# trials that learn nothing hover within a fraction of a percent of it, on both sides.
+NO_SKILL_MARGIN = 0.01
+
+
+def learned_nothing(val_loss: Any, no_skill_loss: Any) -> bool:
+    """Whether a validation loss is not clearly below the no-skill loss (the loss of predicting
+    the training split's class frequencies for every image). Unknown values learn something:
+    a result without them is never stopped here."""
+    if val_loss is None or no_skill_loss is None:
+        return False
+    val_loss, no_skill_loss = float(val_loss), float(no_skill_loss)
+    if not (math.isfinite(val_loss) and math.isfinite(no_skill_loss)):
+        return False
+    return val_loss > (1.0 - NO_SKILL_MARGIN) * no_skill_loss
 
 
 def scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
@@ -45,6 +64,7 @@ def scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
         brackets=plan.scheduler.brackets,
         max_t=plan.epochs,
         budget_epochs=plan.budget_epochs,
+        no_skill_epoch=plan.scheduler.no_skill_epoch,
     )
 
 
@@ -58,6 +78,8 @@ class CellASHA(FIFOScheduler):
         brackets: ASHA brackets per cell.
         max_t: default last epoch; a trial's own ``epochs`` wins.
         budget_epochs: the most epochs trained per cell (None: no limit).
+        no_skill_epoch: at this epoch, stop a trial whose validation loss is not
+            ``NO_SKILL_MARGIN`` below its no-skill loss (0: never; see ``learned_nothing``).
     """
 
     def __init__(
@@ -70,9 +92,12 @@ class CellASHA(FIFOScheduler):
         brackets: int = 1,
         max_t: int = 100,
         budget_epochs: int | None = None,
+        no_skill_epoch: int = 0,
     ) -> None:
         super().__init__()
         self._budget = BudgetKeeper(budget_epochs)
+        self._no_skill_epoch = no_skill_epoch
+        self._no_skill: dict[str, int] = {}
         self._metric = metric
         self._mode = mode
         self._grace_period = grace_period
@@ -115,8 +140,14 @@ class CellASHA(FIFOScheduler):
         # A diverged or failed trial ends by itself; its NaN must not enter the rungs.
         if result.get("status", "ok") != "ok":
             return TrialScheduler.CONTINUE
-        action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
         last_epoch = result.get(TIME_ATTR, 0) >= int(trial.config.get("epochs", self._max_t))
+        if not last_epoch and self._learned_nothing(result):
+            # Stopped before its rung records it: a rung compares trials that learn.
+            cell = cell_of(trial)
+            self._no_skill[cell] = self._no_skill.get(cell, 0) + 1
+            self._stopped[cell] = self._stopped.get(cell, 0) + 1
+            return TrialScheduler.STOP
+        action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and not last_epoch:
             cell = cell_of(trial)
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
@@ -143,6 +174,15 @@ class CellASHA(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         self._cell_of(trial)._trial_info.pop(trial.trial_id, None)
+
+    def _learned_nothing(self, result: dict[str, Any]) -> bool:
+        if not self._no_skill_epoch or result.get(TIME_ATTR) != self._no_skill_epoch:
+            return False
+        return learned_nothing(result.get("val_loss"), result.get(NO_SKILL_KEY))
+
+    def stopped_no_skill(self) -> dict[str, int]:
+        """Trials the no-skill check stopped, per cell (also counted in ``stopped_early``)."""
+        return dict(self._no_skill)
 
     def stopped_early(self) -> dict[str, int]:
         """Trials ASHA stopped before their last epoch, per cell."""
@@ -174,6 +214,8 @@ class SavingFIFO(FIFOScheduler):
 
     Args:
         budget_epochs: the most epochs trained per cell (None: no limit).
+        no_skill_epoch: at this epoch, stop a trial whose validation loss is not
+            ``NO_SKILL_MARGIN`` below its no-skill loss (0: never; see ``learned_nothing``).
     """
 
     def __init__(self, budget_epochs: int | None = None) -> None:

@@ -54,6 +54,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 from common import RESULTS, machine_description, write_result  # noqa: E402
 
 METRIC = "val_macro_f1"
+NO_SKILL_KEY = "val_loss_no_skill"  # cxr_tune.metrics.NO_SKILL_KEY, kept import-free here
 SIGNALS = ("val_macro_f1", "val_loss", "val_accuracy")
 TARGET_GAP, TARGET_SHARE = 0.01, 0.30
 METHODS = ("tpe_asha", "random_asha", "random_full", "tpe_full")
@@ -98,6 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"what ASHA compares at its rungs (scheduler.metric; the search optimises {METRIC})",
     )
     parser.add_argument(
+        "--no-skill-epoch",
+        type=int,
+        default=0,
+        help="ASHA also stops, at this epoch, a trial whose val loss is not 1%% below the "
+        "no-skill loss (scheduler.no_skill_epoch; 0: off)",
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(METHODS),
         help=f"comma-separated, of: {', '.join(METHODS)}",
@@ -112,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.methods = methods
     if args.reduction_factor < 2:
         parser.error(f"--reduction-factor: {args.reduction_factor}; must be 2 or more")
+    if args.no_skill_epoch < 0:
+        parser.error(f"--no-skill-epoch: {args.no_skill_epoch}; must be 0 (off) or more")
     if args.quick:
         args.epochs, args.phantom_images, args.lrs = 2, 96, "1e-3,1e-2"
         args.batch_sizes, args.optimizers, args.seeds = "16", "adam,sgd", 2
@@ -201,6 +211,9 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             name: [float(r[name]) for r in rows] for name in SIGNALS if all(name in r for r in rows)
         }
         seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
+    no_skill = [
+        float(r[NO_SKILL_KEY]) for t in experiment.trials for r in t.results if NO_SKILL_KEY in r
+    ]
     return {
         "space": _params(args),
         "model": args.model,
@@ -211,9 +224,29 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "grid_seed": args.grid_seed,
         "curves": curves,
         "signals": signals,
+        # Every trial of the grid reads the same split, so one value.
+        NO_SKILL_KEY: no_skill[0] if no_skill else None,
         "mean_epoch_seconds": sum(seconds) / max(len(seconds), 1),
         "grid_wall_seconds": wall,
     }
+
+
+def no_skill_of_phantom(table: dict[str, Any], work: Path) -> float:
+    """The no-skill validation loss of a table's phantom split, for tables written before
+    grids recorded it: the phantom and its split are a function of the grid's seed."""
+    from cxr_tune.config import DataSource
+    from cxr_tune.data import DataOptions, load_dataset
+    from cxr_tune.metrics import no_skill_loss
+
+    options = DataOptions(
+        image_size=int(table["image_size"]),
+        seed=int(table.get("grid_seed", 0)),
+        cache_dir=work / "cache",
+        phantom_images=int(table["phantom_images"]),
+    )
+    data = load_dataset(DataSource("phantom", None), options)
+    train, val = data.split("train").labels, data.split("val").labels
+    return no_skill_loss(train, val, data.task, data.num_classes)
 
 
 def signals_of(table: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -244,6 +277,7 @@ def replay(
 
     epochs = int(table["epochs"])
     signals = signals_of(table)
+    no_skill = float(table[NO_SKILL_KEY])
 
     def lookup_trial(config: dict[str, Any]) -> None:
         trial = signals[key_of(config)]
@@ -251,7 +285,15 @@ def replay(
             values = {name: curve[index] for name, curve in trial.items()}
             # wall: when the epoch ended, to order trials by their end (Tune's timestamp is
             # in whole seconds, and replayed epochs take milliseconds).
-            tune.report({"epoch": index + 1, "status": "ok", "wall": time.time(), **values})
+            tune.report(
+                {
+                    "epoch": index + 1,
+                    "status": "ok",
+                    "wall": time.time(),
+                    NO_SKILL_KEY: no_skill,
+                    **values,
+                }
+            )
 
     algorithm = "optuna" if method.startswith("tpe") else "random"
     space = parse_space(
@@ -333,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         table = json.loads(args.table.read_text()) if args.table else run_grid(args, work)
         if not args.table:
             write_result(args.output.with_name(f"{args.output.stem}_table.json"), table)
+        if table.get(NO_SKILL_KEY) is None:
+            table[NO_SKILL_KEY] = no_skill_of_phantom(table, work)
         grid_epochs = len(table["curves"]) * int(table["epochs"])
         grid_best = max(c[-1] for c in table["curves"].values() if len(c) == table["epochs"])
         budget_epochs = max(1, math.floor(args.budget * grid_epochs + 1e-9))
@@ -341,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             "reduction_factor": args.reduction_factor,
             "brackets": args.brackets,
             "metric": args.asha_metric,
+            "no_skill_epoch": args.no_skill_epoch,
         }
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
         for seed in range(args.seeds):
@@ -399,6 +444,7 @@ def build_report(table, runs, grid_best, grid_epochs, budget_epochs, args) -> di
             "image_size": table["image_size"],
             "lr_schedule": table.get("lr_schedule", "constant"),
             "seed": table.get("grid_seed", 0),
+            NO_SKILL_KEY: table.get(NO_SKILL_KEY),
         },
         "early_signal": early_signal(table),
         "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
@@ -412,6 +458,7 @@ def build_report(table, runs, grid_best, grid_epochs, budget_epochs, args) -> di
             "reduction_factor": args.reduction_factor,
             "brackets": args.brackets,
             "asha_metric": args.asha_metric,
+            "no_skill_epoch": args.no_skill_epoch,
             "quick": args.quick,
         },
         "machine": machine_description(),

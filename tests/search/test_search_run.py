@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from cxr_tune.config import PROFILES, DataSource
+from cxr_tune.metrics import NO_SKILL_KEY, no_skill_loss
 from cxr_tune.search import runner as runner_module
 from cxr_tune.search.plan import Overrides, build_plan
 from cxr_tune.search.runner import SearchRequest, run_search
@@ -109,9 +110,13 @@ def test_trials_never_receive_the_test_split(diverging_run):
 
 
 def test_every_trial_records_hashes_versions_and_config(diverging_run):
-    _, _, folder, _ = diverging_run
+    _, seen, folder, _ = diverging_run
     record = json.loads((folder / "cxr_tune.json").read_text())
     dataset = record["datasets"][0]
+    arrays = seen["data"]["phantom"]
+    no_skill = no_skill_loss(
+        arrays.split("train").labels, arrays.split("val").labels, arrays.task, arrays.num_classes
+    )
     for rows in _results(folder).values():
         completed = [r for r in rows if r["status"] == "ok"]
         for row in completed:
@@ -120,6 +125,8 @@ def test_every_trial_records_hashes_versions_and_config(diverging_run):
                 and row["split_hash"] == dataset["split_hash"]
             )
             assert {"torch", "torchvision", "ray", "optuna"} <= set(row["versions"])
+            # What ASHA's no-skill check compares the validation loss with.
+            assert row[NO_SKILL_KEY] == pytest.approx(no_skill)
             assert (
                 row["config"]["seed"] == record["seed"]
                 and row["config"]["cell"] == "phantom/alexnet"

@@ -1,0 +1,228 @@
+"""ASHA's no-skill check: a trial whose validation loss is not below that of predicting the
+training class frequencies is stopped at ``scheduler.no_skill_epoch``, before its rung."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from ray.tune.schedulers import TrialScheduler
+
+from cxr_tune.config import PROFILES
+from cxr_tune.engine import loss_function
+from cxr_tune.errors import ConfigError
+from cxr_tune.metrics import NO_SKILL_KEY, no_skill_loss
+from cxr_tune.search.plan import Overrides, build_plan
+from cxr_tune.search.scheduler import NO_SKILL_MARGIN, CellASHA, learned_nothing, scheduler_for
+from cxr_tune.spaces import parse_space
+
+EPOCHS = 4
+CHANCE = math.log(4)
+
+
+def test_no_skill_loss_is_the_training_loss_of_a_constant_prediction_multiclass():
+    rng = np.random.default_rng(0)
+    train = rng.choice(4, size=500, p=[0.1, 0.2, 0.3, 0.4])
+    val = rng.choice(4, size=120, p=[0.25, 0.25, 0.25, 0.25])
+    counts = np.bincount(train, minlength=4) + 1.0
+    logits = torch.log(torch.tensor(counts / counts.sum())).repeat(len(val), 1)
+    expected = loss_function("multiclass")(logits, torch.as_tensor(val))
+    assert no_skill_loss(train, val, "multiclass", 4) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_no_skill_loss_is_the_training_loss_of_a_constant_prediction_multilabel():
+    rng = np.random.default_rng(1)
+    train = (rng.random((400, 3)) < [0.05, 0.3, 0.6]).astype(np.uint8)
+    val = (rng.random((90, 3)) < [0.05, 0.3, 0.6]).astype(np.uint8)
+    prevalence = (train.sum(axis=0) + 1.0) / (len(train) + 2.0)
+    logits = torch.logit(torch.tensor(prevalence)).repeat(len(val), 1)
+    expected = loss_function("multilabel")(logits, torch.as_tensor(val, dtype=torch.float64))
+    assert no_skill_loss(train, val, "multilabel", 3) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_no_skill_loss_is_finite_for_a_class_missing_from_training():
+    train = np.array([0, 0, 1, 1, 2, 2])
+    val = np.array([3, 0])
+    assert math.isfinite(no_skill_loss(train, val, "multiclass", 4))
+    # Balanced classes: the loss of a uniform guess, ln 4.
+    assert no_skill_loss(np.arange(400) % 4, np.arange(40) % 4, "multiclass", 4) == pytest.approx(
+        CHANCE
+    )
+
+
+@pytest.mark.parametrize(
+    ("val_loss", "no_skill", "stopped"),
+    [
+        (CHANCE, CHANCE, True),
+        (CHANCE * 1.05, CHANCE, True),  # worse than guessing
+        (CHANCE * (1 - NO_SKILL_MARGIN / 2), CHANCE, True),  # within the margin: noise
+        (CHANCE * (1 - 2 * NO_SKILL_MARGIN), CHANCE, False),
+        (0.9, CHANCE, False),
+        (None, CHANCE, False),  # nothing to compare: never stopped here
+        (CHANCE, None, False),
+        (math.nan, CHANCE, False),
+    ],
+)
+def test_learned_nothing(val_loss, no_skill, stopped):
+    assert learned_nothing(val_loss, no_skill) is stopped
+
+
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+        self.config = {"cell": "phantom/alexnet", "epochs": EPOCHS}
+
+
+def _result(epoch: int, val_loss: float) -> dict:
+    return {"epoch": epoch, "status": "ok", "val_loss": val_loss, NO_SKILL_KEY: CHANCE}
+
+
+def test_the_check_stops_at_its_epoch_only_and_keeps_the_rung_for_learners():
+    scheduler = CellASHA(
+        metric="val_loss", mode="min", grace_period=2, reduction_factor=2, max_t=EPOCHS,
+        no_skill_epoch=2,
+    )  # fmt: skip
+    flat, learner = _Trial("flat"), _Trial("learner")
+    for trial in (flat, learner):
+        scheduler.on_trial_add(None, trial)
+    # Epoch 1: no check yet, even for a loss above chance (first epochs can overshoot).
+    assert scheduler.on_trial_result(None, flat, _result(1, 1.45)) == TrialScheduler.CONTINUE
+    # Epoch 2, ASHA's first rung and the no-skill epoch: the flat trial is the first to reach
+    # the rung, which plain ASHA would let through; the check stops it.
+    assert scheduler.on_trial_result(None, flat, _result(2, CHANCE)) == TrialScheduler.STOP
+    assert scheduler.stopped_no_skill() == {"phantom/alexnet": 1}
+    assert scheduler.stopped_early() == {"phantom/alexnet": 1}
+    # It never entered the rung: the learner is compared with nobody and goes on.
+    assert scheduler.on_trial_result(None, learner, _result(2, 1.2)) == TrialScheduler.CONTINUE
+    # The check runs at its epoch only (ASHA's rungs judge from there): a result first seen
+    # at epoch 3 (a trial resumed past epoch 2) meets an empty rung and goes on.
+    fresh = CellASHA(
+        metric="val_loss", mode="min", grace_period=2, reduction_factor=2, max_t=EPOCHS,
+        no_skill_epoch=2,
+    )  # fmt: skip
+    late = _Trial("late")
+    fresh.on_trial_add(None, late)
+    assert fresh.on_trial_result(None, late, _result(3, CHANCE)) == TrialScheduler.CONTINUE
+    assert fresh.stopped_no_skill() == {}
+
+
+def test_without_the_check_a_flat_trial_passes_an_empty_rung():
+    scheduler = CellASHA(
+        metric="val_loss", mode="min", grace_period=2, reduction_factor=2, max_t=EPOCHS
+    )
+    flat = _Trial("flat")
+    scheduler.on_trial_add(None, flat)
+    assert scheduler.on_trial_result(None, flat, _result(2, CHANCE)) == TrialScheduler.CONTINUE
+
+
+def _space(scheduler: dict, epochs: int = EPOCHS):
+    return parse_space(
+        {
+            "cells": {"model": ["alexnet"]},
+            "params": {"lr": {"loguniform": [1.0e-5, 1.0e-1]}},
+            "fixed": {"epochs": epochs},
+            "scheduler": scheduler,
+        },
+        source="no-skill.yaml",
+    )
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ({"no_skill_epoch": -1}, "must be an integer >= 0"),
+        ({"no_skill_epoch": 1.5}, "must be an integer >= 0"),
+        ({"no_skill_epoch": True}, "must be an integer >= 0"),
+        ({"name": "none", "no_skill_epoch": 2}, "needs `name: asha`"),
+    ],
+)
+def test_bad_no_skill_epoch_names_file_and_key(scheduler, message):
+    with pytest.raises(ConfigError) as error:
+        _space(scheduler)
+    assert "no-skill.yaml" in str(error.value)
+    assert "scheduler.no_skill_epoch" in str(error.value) and message in str(error.value)
+
+
+def test_plan_keeps_the_check_or_turns_it_off_with_a_note():
+    plan = build_plan(_space({"no_skill_epoch": 2}), PROFILES["gpu"], ("phantom",), Overrides())
+    assert plan.scheduler.no_skill_epoch == 2
+    assert scheduler_for(plan)._no_skill_epoch == 2
+    # A check at or after the last epoch cannot stop anything: off, and the plan says so.
+    short = build_plan(
+        _space({"no_skill_epoch": 3}, epochs=3), PROFILES["gpu"], ("phantom",), Overrides()
+    )
+    assert short.scheduler.no_skill_epoch == 0
+    assert any("no-skill check at epoch 3" in note for note in short.notes)
+
+
+def _flat_or_learning(config):
+    """Trials with lr < 1e-3 never learn (their loss stays at chance); the others do."""
+    import time
+
+    from ray import tune
+
+    learns = config["lr"] >= 1.0e-3
+    for epoch in range(1, config["epochs"] + 1):
+        time.sleep(0.05)
+        loss = CHANCE * (0.9**epoch if learns else 1.0 - 1e-4 * epoch)
+        f1 = 0.6 - 0.05 / epoch if learns else 0.1
+        tune.report(
+            {
+                "epoch": epoch,
+                "status": "ok",
+                "val_loss": loss,
+                "val_macro_f1": f1,
+                NO_SKILL_KEY: CHANCE,
+            }
+        )
+
+
+@pytest.mark.integration
+def test_a_tune_run_stops_flat_trials_at_the_no_skill_epoch(ray_local, tmp_path):
+    from ray import tune
+
+    from cxr_tune.search.searcher import CellSearcher
+
+    space = parse_space(
+        {
+            "cells": {"model": ["alexnet"]},
+            "params": {"lr": {"choice": [1.0e-5, 1.0e-4, 3.0e-4, 1.0e-3, 1.0e-2]}},
+            "fixed": {"epochs": EPOCHS},
+            "search": {"algorithm": "grid", "num_samples": 1},
+            "scheduler": {
+                "grace_period": 1,
+                "reduction_factor": 2,
+                "metric": "val_loss",
+                "no_skill_epoch": 2,
+            },
+        },
+        source="flat.yaml",
+    )
+    plan = build_plan(space, PROFILES["gpu"], ("phantom",), Overrides(max_concurrent=2))
+    study_db = tmp_path / "optuna.db"
+    results = tune.Tuner(
+        tune.with_resources(_flat_or_learning, {"CPU": 1}),
+        tune_config=tune.TuneConfig(
+            search_alg=CellSearcher(plan, str(study_db)),
+            scheduler=scheduler_for(plan),
+            num_samples=plan.total_trials,
+            max_concurrent_trials=2,
+        ),
+        run_config=tune.RunConfig(name="flat", storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    last_epoch = {r.config["lr"]: int(r.metrics["epoch"]) for r in results}
+    assert len(last_epoch) == 5
+    # Every trial that never learned ended at the no-skill epoch, even those that reached an
+    # empty rung first; at least one learner trained to the end.
+    assert all(last_epoch[lr] == 2 for lr in (1.0e-5, 1.0e-4, 3.0e-4))
+    assert EPOCHS in (last_epoch[1.0e-3], last_epoch[1.0e-2])
+    study = optuna.load_study(study_name="phantom/alexnet", storage=f"sqlite:///{study_db}")
+    flat = [t for t in study.trials if t.params["lr"] < 3]  # positions of the three low lrs
+    assert len(flat) == 3
+    assert all(
+        t.state == TrialState.PRUNED and sorted(t.intermediate_values) == [1, 2] for t in flat
+    )
