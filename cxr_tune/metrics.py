@@ -13,8 +13,10 @@ import warnings
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-# The result key of ``no_skill_loss`` (every epoch's result of a trial carries it).
+# The result keys of ``no_skill_loss`` on the validation and the training split (every epoch's
+# result of a trial carries both).
 NO_SKILL_KEY = "val_loss_no_skill"
+TRAIN_NO_SKILL_KEY = "train_loss_no_skill"
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -106,18 +108,17 @@ def multilabel_metrics(
 
 
 def no_skill_loss(
-    train_labels: np.ndarray, val_labels: np.ndarray, task: str, num_classes: int
+    train_labels: np.ndarray, labels: np.ndarray, task: str, num_classes: int
 ) -> float:
-    """The validation loss of a model that ignores the image: it predicts, for every image, the
-    class frequencies of the training split (cross-entropy for multi-class, mean binary
+    """The loss on ``labels`` of a model that ignores the image: it predicts, for every image,
+    the class frequencies of the training split (cross-entropy for multi-class, mean binary
     cross-entropy per label for multi-label, as the training loop computes them).
 
-    A trial whose validation loss is not below this has learned nothing from the images yet.
-    Frequencies are smoothed by one count per outcome, so a class absent from training costs a
-    finite loss.
+    A trial whose loss is not below this has learned nothing from the images. Frequencies are
+    smoothed by one count per outcome, so a class absent from training costs a finite loss.
     """
     train = np.asarray(train_labels)
-    val = np.asarray(val_labels)
+    val = np.asarray(labels)
     if task == "multilabel":
         positive = (train.sum(axis=0) + 1.0) / (train.shape[0] + 2.0)
         targets = val.astype(float)

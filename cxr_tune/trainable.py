@@ -43,7 +43,7 @@ from cxr_tune.engine import (
     to_device,
     train_one_epoch,
 )
-from cxr_tune.metrics import NO_SKILL_KEY, no_skill_loss
+from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, no_skill_loss
 from cxr_tune.models import create_model
 from cxr_tune.optim import create_optimizer
 from cxr_tune.processes import process_alive
@@ -309,14 +309,9 @@ def trial_metadata(
     return {
         "dataset_hash": dataset.dataset_hash,
         "split_hash": dataset.split_hash,
-        # The validation loss of predicting the training class frequencies: ASHA's no-skill
-        # check stops a trial that is not below it (search/scheduler.py).
-        NO_SKILL_KEY: no_skill_loss(
-            dataset.split("train").labels,
-            dataset.split("val").labels,
-            dataset.task,
-            dataset.num_classes,
-        ),
+        # The losses of predicting the training class frequencies: ASHA's no-skill check
+        # stops a trial that is below neither (search/scheduler.py).
+        **no_skill_losses(dataset),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "compiled": cfg.compile and compile_supported(device),
         # Which Ray node ran each epoch: a trial moved off a lost node shows it here.
@@ -329,6 +324,17 @@ def trial_metadata(
             "optuna": optuna.__version__,
             "python": platform.python_version(),
         },
+    }
+
+
+def no_skill_losses(dataset: DatasetArrays) -> dict[str, float]:
+    """The no-skill loss on the validation and on the training split."""
+    train = dataset.split("train").labels
+    return {
+        NO_SKILL_KEY: no_skill_loss(
+            train, dataset.split("val").labels, dataset.task, dataset.num_classes
+        ),
+        TRAIN_NO_SKILL_KEY: no_skill_loss(train, train, dataset.task, dataset.num_classes),
     }
 
 

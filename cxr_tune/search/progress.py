@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from cxr_tune.metrics import NO_SKILL_KEY
+from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY
 from cxr_tune.search.budget import may_go_on
 from cxr_tune.search.scheduler import learned_nothing
 
@@ -61,13 +61,13 @@ class ProgressLines(Callback):
         status = (trial.last_result or {}).get("status", "ok")
         last = trial.last_result or {}
         if status == "ok" and epoch < planned:
-            if epoch == self._no_skill_epoch and learned_nothing(
-                last.get("val_loss"), last.get(NO_SKILL_KEY)
-            ):
+            if epoch == self._no_skill_epoch and learned_nothing(last):
                 self._say(
-                    f"{self._label(trial)}: stopped after epoch {epoch}: validation loss "
-                    f"{float(last['val_loss']):.4f} is not below the no-skill loss "
-                    f"{float(last[NO_SKILL_KEY]):.4f} (it has learned nothing yet)"
+                    f"{self._label(trial)}: stopped after epoch {epoch}: it has learned "
+                    f"nothing (validation loss {float(last['val_loss']):.4f}, training loss "
+                    f"{float(last.get('train_loss', math.nan)):.4f}; predicting the class "
+                    f"frequencies: {float(last[NO_SKILL_KEY]):.4f}, "
+                    f"{float(last.get(TRAIN_NO_SKILL_KEY, math.nan)):.4f})"
                 )
             elif may_go_on(self._budget, trial, trial.last_result or {}, trials):
                 self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")

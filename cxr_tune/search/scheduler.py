@@ -15,6 +15,7 @@ import math
 import os
 import pickle
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from cxr_tune.metrics import NO_SKILL_KEY
+from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY
 from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, cell_of
 from cxr_tune.trainable import TRIAL_FILE
 
@@ -39,16 +40,29 @@ TIME_ATTR = EPOCH_KEY
 NO_SKILL_MARGIN = 0.01
 
 
-def learned_nothing(val_loss: Any, no_skill_loss: Any) -> bool:
-    """Whether a validation loss is not clearly below the no-skill loss (the loss of predicting
-    the training split's class frequencies for every image). Unknown values learn something:
-    a result without them is never stopped here."""
-    if val_loss is None or no_skill_loss is None:
-        return False
-    val_loss, no_skill_loss = float(val_loss), float(no_skill_loss)
-    if not (math.isfinite(val_loss) and math.isfinite(no_skill_loss)):
-        return False
-    return val_loss > (1.0 - NO_SKILL_MARGIN) * no_skill_loss
+def learned_nothing(result: Mapping[str, Any]) -> bool:
+    """Whether a result shows a trial that has learned nothing from the images: its validation
+    loss is not clearly below the no-skill loss (that of predicting the training split's class
+    frequencies for every image), and neither is its training loss.
+
+    The training loss keeps a trial that fits its training data while its validation loss
+    lags (batch-norm statistics of a young network can put it above the no-skill loss for a few
+    epochs). A result without a training loss is judged on validation alone; one without a
+    validation loss, or its no-skill value, is never judged to have learned nothing.
+    """
+    on_val = _not_below(result.get("val_loss"), result.get(NO_SKILL_KEY))
+    on_train = _not_below(result.get("train_loss"), result.get(TRAIN_NO_SKILL_KEY))
+    return on_val is True and on_train is not False
+
+
+def _not_below(loss: Any, no_skill: Any) -> bool | None:
+    """Whether ``loss`` is not ``NO_SKILL_MARGIN`` below ``no_skill``; None if either is unknown."""
+    if loss is None or no_skill is None:
+        return None
+    loss, no_skill = float(loss), float(no_skill)
+    if not (math.isfinite(loss) and math.isfinite(no_skill)):
+        return None
+    return loss > (1.0 - NO_SKILL_MARGIN) * no_skill
 
 
 def scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
@@ -178,7 +192,7 @@ class CellASHA(FIFOScheduler):
     def _learned_nothing(self, result: dict[str, Any]) -> bool:
         if not self._no_skill_epoch or result.get(TIME_ATTR) != self._no_skill_epoch:
             return False
-        return learned_nothing(result.get("val_loss"), result.get(NO_SKILL_KEY))
+        return learned_nothing(result)
 
     def stopped_no_skill(self) -> dict[str, int]:
         """Trials the no-skill check stopped, per cell (also counted in ``stopped_early``)."""

@@ -54,7 +54,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 from common import RESULTS, machine_description, write_result  # noqa: E402
 
 METRIC = "val_macro_f1"
-NO_SKILL_KEY = "val_loss_no_skill"  # cxr_tune.metrics.NO_SKILL_KEY, kept import-free here
+# cxr_tune.metrics' NO_SKILL_KEY and TRAIN_NO_SKILL_KEY, kept import-free here
+NO_SKILL_KEYS = ("val_loss_no_skill", "train_loss_no_skill")
 SIGNALS = ("val_macro_f1", "val_loss", "val_accuracy")
 TARGET_GAP, TARGET_SHARE = 0.01, 0.30
 METHODS = ("tpe_asha", "random_asha", "random_full", "tpe_full")
@@ -206,14 +207,15 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for trial in experiment.trials:
         rows = [r for r in trial.results if r.get("status") == "ok"]
         curves[key_of(trial.config)] = [float(r[METRIC]) for r in rows]
-        # Every per-epoch validation signal, so replays can also early-stop on another one.
+        # Every per-epoch validation signal, so replays can also early-stop on another one,
+        # and the training loss, which the no-skill check reads too.
         signals[key_of(trial.config)] = {
-            name: [float(r[name]) for r in rows] for name in SIGNALS if all(name in r for r in rows)
+            name: [float(r[name]) for r in rows]
+            for name in (*SIGNALS, "train_loss")
+            if all(name in r for r in rows)
         }
         seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
-    no_skill = [
-        float(r[NO_SKILL_KEY]) for t in experiment.trials for r in t.results if NO_SKILL_KEY in r
-    ]
+    first = experiment.trials[0].results[0] if experiment.trials else {}
     return {
         "space": _params(args),
         "model": args.model,
@@ -224,19 +226,19 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "grid_seed": args.grid_seed,
         "curves": curves,
         "signals": signals,
-        # Every trial of the grid reads the same split, so one value.
-        NO_SKILL_KEY: no_skill[0] if no_skill else None,
+        # Every trial of the grid reads the same split, so one value of each.
+        **{key: first.get(key) for key in NO_SKILL_KEYS},
         "mean_epoch_seconds": sum(seconds) / max(len(seconds), 1),
         "grid_wall_seconds": wall,
     }
 
 
-def no_skill_of_phantom(table: dict[str, Any], work: Path) -> float:
-    """The no-skill validation loss of a table's phantom split, for tables written before
-    grids recorded it: the phantom and its split are a function of the grid's seed."""
+def no_skill_of_phantom(table: dict[str, Any], work: Path) -> dict[str, float]:
+    """The no-skill losses of a table's phantom splits, for tables written before grids
+    recorded them: the phantom and its split are a function of the grid's seed."""
     from cxr_tune.config import DataSource
     from cxr_tune.data import DataOptions, load_dataset
-    from cxr_tune.metrics import no_skill_loss
+    from cxr_tune.trainable import no_skill_losses
 
     options = DataOptions(
         image_size=int(table["image_size"]),
@@ -244,9 +246,7 @@ def no_skill_of_phantom(table: dict[str, Any], work: Path) -> float:
         cache_dir=work / "cache",
         phantom_images=int(table["phantom_images"]),
     )
-    data = load_dataset(DataSource("phantom", None), options)
-    train, val = data.split("train").labels, data.split("val").labels
-    return no_skill_loss(train, val, data.task, data.num_classes)
+    return no_skill_losses(load_dataset(DataSource("phantom", None), options))
 
 
 def signals_of(table: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -277,7 +277,7 @@ def replay(
 
     epochs = int(table["epochs"])
     signals = signals_of(table)
-    no_skill = float(table[NO_SKILL_KEY])
+    no_skill = {key: float(table[key]) for key in NO_SKILL_KEYS}
 
     def lookup_trial(config: dict[str, Any]) -> None:
         trial = signals[key_of(config)]
@@ -290,7 +290,7 @@ def replay(
                     "epoch": index + 1,
                     "status": "ok",
                     "wall": time.time(),
-                    NO_SKILL_KEY: no_skill,
+                    **no_skill,
                     **values,
                 }
             )
@@ -375,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         table = json.loads(args.table.read_text()) if args.table else run_grid(args, work)
         if not args.table:
             write_result(args.output.with_name(f"{args.output.stem}_table.json"), table)
-        if table.get(NO_SKILL_KEY) is None:
-            table[NO_SKILL_KEY] = no_skill_of_phantom(table, work)
+        if any(table.get(key) is None for key in NO_SKILL_KEYS):
+            table.update(no_skill_of_phantom(table, work))
         grid_epochs = len(table["curves"]) * int(table["epochs"])
         grid_best = max(c[-1] for c in table["curves"].values() if len(c) == table["epochs"])
         budget_epochs = max(1, math.floor(args.budget * grid_epochs + 1e-9))
@@ -444,7 +444,10 @@ def build_report(table, runs, grid_best, grid_epochs, budget_epochs, args) -> di
             "image_size": table["image_size"],
             "lr_schedule": table.get("lr_schedule", "constant"),
             "seed": table.get("grid_seed", 0),
-            NO_SKILL_KEY: table.get(NO_SKILL_KEY),
+            **{key: table.get(key) for key in NO_SKILL_KEYS},
+            # Tables written before grids kept the training loss: their replays judge the
+            # no-skill check on the validation loss alone.
+            "train_loss_recorded": all("train_loss" in s for s in signals_of(table).values()),
         },
         "early_signal": early_signal(table),
         "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
@@ -479,7 +482,7 @@ def early_signal(table: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"best_configuration": best, "epochs": {}}
     for epoch in range(1, int(table["epochs"])):
         row = {}
-        for name in signals[best]:
+        for name in (n for n in SIGNALS if n in signals[best]):
             sign = -1.0 if METRIC_MODES[name] == "min" else 1.0
             values = [sign * signals[k][name][epoch - 1] for k in keys]
             rho = float(spearmanr(values, final)[0])

@@ -15,7 +15,7 @@ from ray.tune.schedulers import TrialScheduler
 from cxr_tune.config import PROFILES
 from cxr_tune.engine import loss_function
 from cxr_tune.errors import ConfigError
-from cxr_tune.metrics import NO_SKILL_KEY, no_skill_loss
+from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, no_skill_loss
 from cxr_tune.search.plan import Overrides, build_plan
 from cxr_tune.search.scheduler import NO_SKILL_MARGIN, CellASHA, learned_nothing, scheduler_for
 from cxr_tune.spaces import parse_space
@@ -67,8 +67,27 @@ def test_no_skill_loss_is_finite_for_a_class_missing_from_training():
         (math.nan, CHANCE, False),
     ],
 )
-def test_learned_nothing(val_loss, no_skill, stopped):
-    assert learned_nothing(val_loss, no_skill) is stopped
+def test_learned_nothing_on_validation_alone(val_loss, no_skill, stopped):
+    assert learned_nothing({"val_loss": val_loss, NO_SKILL_KEY: no_skill}) is stopped
+
+
+@pytest.mark.parametrize(
+    ("train_loss", "stopped"),
+    [
+        (CHANCE, True),  # neither loss below chance: nothing learned
+        (CHANCE * 1.2, True),
+        (0.8 * CHANCE, False),  # fits its training data while validation lags: kept
+        (math.nan, True),  # no usable training loss: validation decides
+    ],
+)
+def test_learned_nothing_needs_the_training_loss_at_chance_too(train_loss, stopped):
+    result = {
+        "val_loss": 1.45,  # above chance, as a young batch-norm network's can be
+        NO_SKILL_KEY: CHANCE,
+        "train_loss": train_loss,
+        TRAIN_NO_SKILL_KEY: CHANCE,
+    }
+    assert learned_nothing(result) is stopped
 
 
 class _Trial:
@@ -77,8 +96,15 @@ class _Trial:
         self.config = {"cell": "phantom/alexnet", "epochs": EPOCHS}
 
 
-def _result(epoch: int, val_loss: float) -> dict:
-    return {"epoch": epoch, "status": "ok", "val_loss": val_loss, NO_SKILL_KEY: CHANCE}
+def _result(epoch: int, val_loss: float, train_loss: float = CHANCE) -> dict:
+    return {
+        "epoch": epoch,
+        "status": "ok",
+        "val_loss": val_loss,
+        NO_SKILL_KEY: CHANCE,
+        "train_loss": train_loss,
+        TRAIN_NO_SKILL_KEY: CHANCE,
+    }
 
 
 def test_the_check_stops_at_its_epoch_only_and_keeps_the_rung_for_learners():
@@ -97,7 +123,9 @@ def test_the_check_stops_at_its_epoch_only_and_keeps_the_rung_for_learners():
     assert scheduler.stopped_no_skill() == {"phantom/alexnet": 1}
     assert scheduler.stopped_early() == {"phantom/alexnet": 1}
     # It never entered the rung: the learner is compared with nobody and goes on.
-    assert scheduler.on_trial_result(None, learner, _result(2, 1.2)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, learner, _result(2, 1.2, 1.1)) == (
+        TrialScheduler.CONTINUE
+    )
     # The check runs at its epoch only (ASHA's rungs judge from there): a result first seen
     # at epoch 3 (a trial resumed past epoch 2) meets an empty rung and goes on.
     fresh = CellASHA(
@@ -160,23 +188,26 @@ def test_plan_keeps_the_check_or_turns_it_off_with_a_note():
 
 
 def _flat_or_learning(config):
-    """Trials with lr < 1e-3 never learn (their loss stays at chance); the others do."""
+    """Trials with lr < 1e-3 never learn (their losses stay at chance); the others do, and
+    at lr 1e-3 the validation loss lags above chance for two epochs while training learns."""
     import time
 
     from ray import tune
 
-    learns = config["lr"] >= 1.0e-3
+    learns, lags = config["lr"] >= 1.0e-3, config["lr"] == 1.0e-3
     for epoch in range(1, config["epochs"] + 1):
         time.sleep(0.05)
-        loss = CHANCE * (0.9**epoch if learns else 1.0 - 1e-4 * epoch)
-        f1 = 0.6 - 0.05 / epoch if learns else 0.1
+        train_loss = CHANCE * (0.9**epoch if learns else 1.0 - 1e-4 * epoch)
+        val_loss = CHANCE * 1.05 if lags and epoch <= 2 else train_loss
         tune.report(
             {
                 "epoch": epoch,
                 "status": "ok",
-                "val_loss": loss,
-                "val_macro_f1": f1,
+                "val_loss": val_loss,
+                "train_loss": train_loss,
+                "val_macro_f1": 0.6 - 0.05 / epoch if learns else 0.1,
                 NO_SKILL_KEY: CHANCE,
+                TRAIN_NO_SKILL_KEY: CHANCE,
             }
         )
 
@@ -193,12 +224,8 @@ def test_a_tune_run_stops_flat_trials_at_the_no_skill_epoch(ray_local, tmp_path)
             "params": {"lr": {"choice": [1.0e-5, 1.0e-4, 3.0e-4, 1.0e-3, 1.0e-2]}},
             "fixed": {"epochs": EPOCHS},
             "search": {"algorithm": "grid", "num_samples": 1},
-            "scheduler": {
-                "grace_period": 1,
-                "reduction_factor": 2,
-                "metric": "val_loss",
-                "no_skill_epoch": 2,
-            },
+            # ASHA on F1, so that only the no-skill check can stop the lagging learner.
+            "scheduler": {"grace_period": 1, "reduction_factor": 2, "no_skill_epoch": 2},
         },
         source="flat.yaml",
     )
@@ -217,9 +244,9 @@ def test_a_tune_run_stops_flat_trials_at_the_no_skill_epoch(ray_local, tmp_path)
     last_epoch = {r.config["lr"]: int(r.metrics["epoch"]) for r in results}
     assert len(last_epoch) == 5
     # Every trial that never learned ended at the no-skill epoch, even those that reached an
-    # empty rung first; at least one learner trained to the end.
+    # empty rung first; the learners, the lagging one too, went past it.
     assert all(last_epoch[lr] == 2 for lr in (1.0e-5, 1.0e-4, 3.0e-4))
-    assert EPOCHS in (last_epoch[1.0e-3], last_epoch[1.0e-2])
+    assert last_epoch[1.0e-3] > 2 and last_epoch[1.0e-2] > 2
     study = optuna.load_study(study_name="phantom/alexnet", storage=f"sqlite:///{study_db}")
     flat = [t for t in study.trials if t.params["lr"] < 3]  # positions of the three low lrs
     assert len(flat) == 3

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from cxr_tune.config import PROFILES, DataSource
-from cxr_tune.metrics import NO_SKILL_KEY, no_skill_loss
+from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, no_skill_loss
 from cxr_tune.search import runner as runner_module
 from cxr_tune.search.plan import Overrides, build_plan
 from cxr_tune.search.runner import SearchRequest, run_search
@@ -114,9 +114,9 @@ def test_every_trial_records_hashes_versions_and_config(diverging_run):
     record = json.loads((folder / "cxr_tune.json").read_text())
     dataset = record["datasets"][0]
     arrays = seen["data"]["phantom"]
-    no_skill = no_skill_loss(
-        arrays.split("train").labels, arrays.split("val").labels, arrays.task, arrays.num_classes
-    )
+    train = arrays.split("train").labels
+    no_skill = no_skill_loss(train, arrays.split("val").labels, arrays.task, arrays.num_classes)
+    train_no_skill = no_skill_loss(train, train, arrays.task, arrays.num_classes)
     for rows in _results(folder).values():
         completed = [r for r in rows if r["status"] == "ok"]
         for row in completed:
@@ -127,6 +127,7 @@ def test_every_trial_records_hashes_versions_and_config(diverging_run):
             assert {"torch", "torchvision", "ray", "optuna"} <= set(row["versions"])
             # What ASHA's no-skill check compares the validation loss with.
             assert row[NO_SKILL_KEY] == pytest.approx(no_skill)
+            assert row[TRAIN_NO_SKILL_KEY] == pytest.approx(train_no_skill)
             assert (
                 row["config"]["seed"] == record["seed"]
                 and row["config"]["cell"] == "phantom/alexnet"
