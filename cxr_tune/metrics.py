@@ -8,7 +8,10 @@ all classes, and a precision or recall with an empty denominator counts as 0.
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -127,3 +130,33 @@ def no_skill_loss(
     counts = np.bincount(train.astype(np.int64), minlength=num_classes) + 1.0
     frequencies = counts / counts.sum()
     return float(-np.log(frequencies[val.astype(np.int64)]).mean())
+
+
+# A trial must be this much (relatively) below its no-skill loss to count as having learned:
+# trials that learn nothing hover within a fraction of a percent of it, on both sides.
+NO_SKILL_MARGIN = 0.01
+
+
+def learned_nothing(result: Mapping[str, Any]) -> bool:
+    """Whether a result shows a trial that has learned nothing from the images: its validation
+    loss is not clearly below the no-skill loss (that of predicting the training split's class
+    frequencies for every image), and neither is its training loss.
+
+    The training loss keeps a trial that fits its training data while its validation loss
+    lags (batch-norm statistics of a young network can put it above the no-skill loss for a few
+    epochs). A result without a training loss is judged on validation alone; one without a
+    validation loss, or its no-skill value, is never judged to have learned nothing.
+    """
+    on_val = _not_below(result.get("val_loss"), result.get(NO_SKILL_KEY))
+    on_train = _not_below(result.get("train_loss"), result.get(TRAIN_NO_SKILL_KEY))
+    return on_val is True and on_train is not False
+
+
+def _not_below(loss: Any, no_skill: Any) -> bool | None:
+    """Whether ``loss`` is not ``NO_SKILL_MARGIN`` below ``no_skill``; None if either is unknown."""
+    if loss is None or no_skill is None:
+        return None
+    loss, no_skill = float(loss), float(no_skill)
+    if not (math.isfinite(loss) and math.isfinite(no_skill)):
+        return None
+    return loss > (1.0 - NO_SKILL_MARGIN) * no_skill

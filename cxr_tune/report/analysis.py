@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cxr_tune.metrics import learned_nothing
 from cxr_tune.report import plots
 from cxr_tune.report.build import Context
 from cxr_tune.report.conclusions import (
@@ -192,6 +193,25 @@ def epoch_budget(exp: Experiment) -> int | None:
     return None
 
 
+def no_skill_stops(exp: Experiment) -> tuple[int, int]:
+    """(the search's no-skill epoch, trials its check stopped); (0, 0) without the check."""
+    epoch = max(
+        (
+            int(line.get("scheduler", {}).get("no_skill_epoch") or 0)
+            for line in exp.record.get("plan", [])
+        ),
+        default=0,
+    )
+    if not epoch:
+        return 0, 0
+    stopped = 0
+    for trial in exp.trials:
+        last = trial.results[-1] if trial.results else {}
+        if trial.state == "stopped_early" and last.get("epoch") == epoch and learned_nothing(last):
+            stopped += 1
+    return epoch, stopped
+
+
 def epochs_per_cell(exp: Experiment) -> dict[str, int]:
     """Epochs trained per cell, every trial counted."""
     spent: dict[str, int] = {}
@@ -215,9 +235,16 @@ def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
         )
         budget = epoch_budget(exp)
         stoppers = "ASHA and the epoch budget" if budget else "ASHA"
+        no_skill_epoch, no_skill = no_skill_stops(exp)
+        of_them = (
+            f" ({no_skill} of them by the no-skill check: nothing learned by epoch "
+            f"{no_skill_epoch})"
+            if no_skill_epoch
+            else ""
+        )
         lines.append(
-            f"early stopping ({stoppers}) stopped {savings.stopped_early} trials, saving "
-            f"{savings.saved_by_asha} epochs ({_percent(share)}), about "
+            f"early stopping ({stoppers}) stopped {savings.stopped_early} trials{of_them}, "
+            f"saving {savings.saved_by_asha} epochs ({_percent(share)}), about "
             f"{savings.saved_seconds / 3600:.2f} trial-hours at those trials' own pace"
         )
         if budget:

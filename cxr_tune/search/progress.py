@@ -9,9 +9,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY
+from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, learned_nothing
 from cxr_tune.search.budget import may_go_on
-from cxr_tune.search.scheduler import learned_nothing
 
 
 class ProgressLines(Callback):

@@ -11,11 +11,9 @@ that may not train another epoch within it is stopped where it is.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import sqlite3
-from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY
+from cxr_tune.metrics import learned_nothing
 from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, cell_of
 from cxr_tune.trainable import TRIAL_FILE
 
@@ -33,36 +31,6 @@ if TYPE_CHECKING:
     from cxr_tune.search.plan import Plan
 
 TIME_ATTR = EPOCH_KEY
-
-
-# A trial must be this much (relatively) below its no-skill loss to count as having learned:
-# trials that learn nothing hover within a fraction of a percent of it, on both sides.
-NO_SKILL_MARGIN = 0.01
-
-
-def learned_nothing(result: Mapping[str, Any]) -> bool:
-    """Whether a result shows a trial that has learned nothing from the images: its validation
-    loss is not clearly below the no-skill loss (that of predicting the training split's class
-    frequencies for every image), and neither is its training loss.
-
-    The training loss keeps a trial that fits its training data while its validation loss
-    lags (batch-norm statistics of a young network can put it above the no-skill loss for a few
-    epochs). A result without a training loss is judged on validation alone; one without a
-    validation loss, or its no-skill value, is never judged to have learned nothing.
-    """
-    on_val = _not_below(result.get("val_loss"), result.get(NO_SKILL_KEY))
-    on_train = _not_below(result.get("train_loss"), result.get(TRAIN_NO_SKILL_KEY))
-    return on_val is True and on_train is not False
-
-
-def _not_below(loss: Any, no_skill: Any) -> bool | None:
-    """Whether ``loss`` is not ``NO_SKILL_MARGIN`` below ``no_skill``; None if either is unknown."""
-    if loss is None or no_skill is None:
-        return None
-    loss, no_skill = float(loss), float(no_skill)
-    if not (math.isfinite(loss) and math.isfinite(no_skill)):
-        return None
-    return loss > (1.0 - NO_SKILL_MARGIN) * no_skill
 
 
 def scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
@@ -92,8 +60,8 @@ class CellASHA(FIFOScheduler):
         brackets: ASHA brackets per cell.
         max_t: default last epoch; a trial's own ``epochs`` wins.
         budget_epochs: the most epochs trained per cell (None: no limit).
-        no_skill_epoch: at this epoch, stop a trial whose validation loss is not
-            ``NO_SKILL_MARGIN`` below its no-skill loss (0: never; see ``learned_nothing``).
+        no_skill_epoch: at this epoch, stop a trial that has learned nothing, before its rung
+            records it (0: never; see ``metrics.learned_nothing``).
     """
 
     def __init__(
@@ -112,6 +80,7 @@ class CellASHA(FIFOScheduler):
         self._budget = BudgetKeeper(budget_epochs)
         self._no_skill_epoch = no_skill_epoch
         self._no_skill: dict[str, int] = {}
+        self._no_skill_ids: set[str] = set()
         self._metric = metric
         self._mode = mode
         self._grace_period = grace_period
@@ -160,6 +129,7 @@ class CellASHA(FIFOScheduler):
             cell = cell_of(trial)
             self._no_skill[cell] = self._no_skill.get(cell, 0) + 1
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
+            self._no_skill_ids.add(trial.trial_id)
             return TrialScheduler.STOP
         action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and not last_epoch:
@@ -176,7 +146,10 @@ class CellASHA(FIFOScheduler):
     ) -> None:
         save_experiment_soon(tune_controller)
         scheduler = self._cell_of(trial)
-        if result.get("status", "ok") != "ok" or TIME_ATTR not in result:
+        no_skill = trial.trial_id in self._no_skill_ids
+        if result.get("status", "ok") != "ok" or TIME_ATTR not in result or no_skill:
+            # Ray's ASHA would record this last result at the rung it reached; a trial that
+            # diverged, failed or learned nothing must not set that rung's cutoff.
             scheduler._trial_info.pop(trial.trial_id, None)
             return
         if trial.trial_id in scheduler._trial_info:
@@ -228,8 +201,6 @@ class SavingFIFO(FIFOScheduler):
 
     Args:
         budget_epochs: the most epochs trained per cell (None: no limit).
-        no_skill_epoch: at this epoch, stop a trial whose validation loss is not
-            ``NO_SKILL_MARGIN`` below its no-skill loss (0: never; see ``learned_nothing``).
     """
 
     def __init__(self, budget_epochs: int | None = None) -> None:

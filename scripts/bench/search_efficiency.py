@@ -16,7 +16,11 @@ the epoch budget below), the epochs consumed, both against the grid's best and i
 and the best-so-far metric as a function of epochs consumed. The target is within 1 point (0.01) of the grid's best with
 at most 30% of its epochs. Also reported: how well each early epoch's validation signals (F1,
 loss, accuracy) rank the configurations by their final F1, which bounds what any early stopping
-can do on this grid; ``--asha-metric`` replays ASHA comparing another signal at its rungs.
+can do on this grid; ``--asha-metric`` replays ASHA comparing another signal at its rungs, and
+``--no-skill-epoch N`` adds ASHA's no-skill check (``scheduler.no_skill_epoch``): a trial whose
+validation and training losses are not below those of predicting the class frequencies is
+stopped at epoch N. Grids record both losses; tables written before they recorded the training
+loss are judged on the validation loss alone (the report's ``train_loss_recorded``).
 
 The default grid (AlexNet, 5 lr x 2 batch sizes x Adam/SGD, 6 epochs, cosine learning-rate
 schedule, 1800-image phantom at 64 px, so 271 validation images) takes ~27 min on 2 cores.

@@ -165,3 +165,29 @@ def test_report_of_a_trial_without_any_readable_file(tmp_path: Path) -> None:
     text = write_report(folder).read_text()
     assert "(unknown cell)" in text and "cut short" in text
     assert "could not be" not in text
+
+
+def test_efficiency_section_counts_the_no_skill_stops(tmp_path: Path) -> None:
+    from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY
+
+    cell = "phantom/alexnet"
+    trials = [
+        TrialSpec("done", cell, (0.5, 0.6, 0.7, 0.8), epochs=4),
+        TrialSpec("asha", cell, (0.3, 0.4), epochs=4),  # stopped at 2 by a rung: it learns
+        TrialSpec("flat", cell, (0.1, 0.1), epochs=4),  # stopped at 2: learned nothing
+    ]
+    folder = write_experiment(tmp_path / "exp", trials)
+    record_path = folder / "cxr_tune.json"
+    data = json.loads(record_path.read_text())
+    for line in data["plan"]:
+        line["scheduler"] = {"name": "asha", "grace_period": 2, "no_skill_epoch": 2}
+    record_path.write_text(json.dumps(data))
+    for trial_id, val_loss, train_loss in (("asha", 0.9, 0.8), ("flat", 1.3870, 1.3861)):
+        path = folder / f"phantom-alexnet-{trial_id}" / "result.json"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for row in rows:
+            row.update(val_loss=val_loss, train_loss=train_loss)
+            row.update({NO_SKILL_KEY: 1.3863, TRAIN_NO_SKILL_KEY: 1.3863})
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    text = write_report(folder).read_text()
+    assert "stopped 2 trials (1 of them by the no-skill check: nothing learned by epoch 2)" in text

@@ -15,9 +15,15 @@ from ray.tune.schedulers import TrialScheduler
 from cxr_tune.config import PROFILES
 from cxr_tune.engine import loss_function
 from cxr_tune.errors import ConfigError
-from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, no_skill_loss
+from cxr_tune.metrics import (
+    NO_SKILL_KEY,
+    NO_SKILL_MARGIN,
+    TRAIN_NO_SKILL_KEY,
+    learned_nothing,
+    no_skill_loss,
+)
 from cxr_tune.search.plan import Overrides, build_plan
-from cxr_tune.search.scheduler import NO_SKILL_MARGIN, CellASHA, learned_nothing, scheduler_for
+from cxr_tune.search.scheduler import CellASHA, scheduler_for
 from cxr_tune.spaces import parse_space
 
 EPOCHS = 4
@@ -122,10 +128,16 @@ def test_the_check_stops_at_its_epoch_only_and_keeps_the_rung_for_learners():
     assert scheduler.on_trial_result(None, flat, _result(2, CHANCE)) == TrialScheduler.STOP
     assert scheduler.stopped_no_skill() == {"phantom/alexnet": 1}
     assert scheduler.stopped_early() == {"phantom/alexnet": 1}
-    # It never entered the rung: the learner is compared with nobody and goes on.
-    assert scheduler.on_trial_result(None, learner, _result(2, 1.2, 1.1)) == (
+    # Nor does it enter the rung when it ends (Ray's ASHA records a trial's last result then).
+    scheduler.on_trial_complete(None, flat, _result(2, CHANCE))
+    # So the rung holds learners only: the first goes on, a worse second is stopped (with the
+    # flat trial's loss in the rung, the median cutoff would have let it through).
+    assert scheduler.on_trial_result(None, learner, _result(2, 1.0, 1.0)) == (
         TrialScheduler.CONTINUE
     )
+    worse = _Trial("worse")
+    scheduler.on_trial_add(None, worse)
+    assert scheduler.on_trial_result(None, worse, _result(2, 1.1, 1.0)) == TrialScheduler.STOP
     # The check runs at its epoch only (ASHA's rungs judge from there): a result first seen
     # at epoch 3 (a trial resumed past epoch 2) meets an empty rung and goes on.
     fresh = CellASHA(
