@@ -57,8 +57,8 @@ class ProgressLines(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epoch = self._last_epoch.get(trial.trial_id, 0)
         planned = int(trial.config.get("epochs", 0))
-        status = (trial.last_result or {}).get("status", "ok")
         last = trial.last_result or {}
+        status = last.get("status", "ok")
         if status == "ok" and epoch < planned:
             if epoch == self._no_skill_epoch and learned_nothing(last):
                 self._say(
@@ -68,7 +68,7 @@ class ProgressLines(Callback):
                     f"frequencies: {float(last[NO_SKILL_KEY]):.4f}, "
                     f"{float(last.get(TRAIN_NO_SKILL_KEY, math.nan)):.4f})"
                 )
-            elif may_go_on(self._budget, trial, trial.last_result or {}, trials):
+            elif may_go_on(self._budget, trial, last, trials):
                 self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")
             else:
                 self._say(
