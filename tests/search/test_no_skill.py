@@ -265,3 +265,28 @@ def test_a_tune_run_stops_flat_trials_at_the_no_skill_epoch(ray_local, tmp_path)
     assert all(
         t.state == TrialState.PRUNED and sorted(t.intermediate_values) == [1, 2] for t in flat
     )
+
+
+class _Ended:
+    """What the progress callback reads from a Tune trial that ended."""
+
+    def __init__(self, trial_id: str, result: dict) -> None:
+        self.trial_id = trial_id
+        self.config = {"cell": "phantom/alexnet", "epochs": EPOCHS, "lr": 1e-5}
+        self.last_result = result
+
+
+def test_progress_says_why_a_trial_stopped(capsys):
+    from cxr_tune.search.progress import ProgressLines
+
+    progress = ProgressLines("val_macro_f1", no_skill_epoch=2)
+    flat = _Ended("flat", _result(2, CHANCE))
+    ranked = _Ended("ranked", _result(2, 1.2, 1.1))
+    for trial in (flat, ranked):
+        progress.on_trial_result(0, [], trial, {**trial.last_result, "val_macro_f1": 0.1})
+        progress.on_trial_complete(0, [flat, ranked], trial)
+    lines = capsys.readouterr().out.splitlines()
+    flat_end, ranked_end = lines[1], lines[3]
+    assert "flat" in flat_end and "stopped after epoch 2: it has learned nothing" in flat_end
+    assert f"{CHANCE:.4f}" in flat_end
+    assert "ranked" in ranked_end and "stopped early by ASHA after epoch 2" in ranked_end
