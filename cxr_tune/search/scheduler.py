@@ -60,8 +60,8 @@ class CellASHA(FIFOScheduler):
         brackets: ASHA brackets per cell.
         max_t: default last epoch; a trial's own ``epochs`` wins.
         budget_epochs: the most epochs trained per cell (None: no limit).
-        no_skill_epoch: at this epoch, stop a trial that has learned nothing, before its rung
-            records it (0: never; see ``metrics.learned_nothing``).
+        no_skill_epoch: at this epoch, stop a trial that has learned nothing, whatever its rank
+            at a rung (0: never; see ``metrics.learned_nothing``).
     """
 
     def __init__(
@@ -80,7 +80,6 @@ class CellASHA(FIFOScheduler):
         self._budget = BudgetKeeper(budget_epochs)
         self._no_skill_epoch = no_skill_epoch
         self._no_skill: dict[str, int] = {}
-        self._no_skill_ids: set[str] = set()
         self._metric = metric
         self._mode = mode
         self._grace_period = grace_period
@@ -124,14 +123,14 @@ class CellASHA(FIFOScheduler):
         if result.get("status", "ok") != "ok":
             return TrialScheduler.CONTINUE
         last_epoch = result.get(TIME_ATTR, 0) >= int(trial.config.get("epochs", self._max_t))
+        action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
         if not last_epoch and self._learned_nothing(result):
-            # Stopped before its rung records it: a rung compares trials that learn.
+            # Stopped whatever its rank. ASHA has still recorded it at the rung it reached: a
+            # rung keeps the top 1/reduction_factor of every trial that got there.
             cell = cell_of(trial)
             self._no_skill[cell] = self._no_skill.get(cell, 0) + 1
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
-            self._no_skill_ids.add(trial.trial_id)
             return TrialScheduler.STOP
-        action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and not last_epoch:
             cell = cell_of(trial)
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
@@ -146,10 +145,7 @@ class CellASHA(FIFOScheduler):
     ) -> None:
         save_experiment_soon(tune_controller)
         scheduler = self._cell_of(trial)
-        no_skill = trial.trial_id in self._no_skill_ids
-        if result.get("status", "ok") != "ok" or TIME_ATTR not in result or no_skill:
-            # Ray's ASHA would record this last result at the rung it reached; a trial that
-            # diverged, failed or learned nothing must not set that rung's cutoff.
+        if result.get("status", "ok") != "ok" or TIME_ATTR not in result:
             scheduler._trial_info.pop(trial.trial_id, None)
             return
         if trial.trial_id in scheduler._trial_info:

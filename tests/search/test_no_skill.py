@@ -113,31 +113,30 @@ def _result(epoch: int, val_loss: float, train_loss: float = CHANCE) -> dict:
     }
 
 
-def test_the_check_stops_at_its_epoch_only_and_keeps_the_rung_for_learners():
+def test_the_check_stops_at_its_epoch_only_and_the_rung_still_counts_the_trial():
     scheduler = CellASHA(
         metric="val_loss", mode="min", grace_period=2, reduction_factor=2, max_t=EPOCHS,
         no_skill_epoch=2,
     )  # fmt: skip
-    flat, learner = _Trial("flat"), _Trial("learner")
-    for trial in (flat, learner):
+    flat, learner, worse = _Trial("flat"), _Trial("learner"), _Trial("worse")
+    for trial in (flat, learner, worse):
         scheduler.on_trial_add(None, trial)
     # Epoch 1: no check yet, even for a loss above chance (first epochs can overshoot).
     assert scheduler.on_trial_result(None, flat, _result(1, 1.45)) == TrialScheduler.CONTINUE
     # Epoch 2, ASHA's first rung and the no-skill epoch: the flat trial is the first to reach
     # the rung, which plain ASHA would let through; the check stops it.
     assert scheduler.on_trial_result(None, flat, _result(2, CHANCE)) == TrialScheduler.STOP
+    scheduler.on_trial_complete(None, flat, _result(2, CHANCE))
     assert scheduler.stopped_no_skill() == {"phantom/alexnet": 1}
     assert scheduler.stopped_early() == {"phantom/alexnet": 1}
-    # Nor does it enter the rung when it ends (Ray's ASHA records a trial's last result then).
-    scheduler.on_trial_complete(None, flat, _result(2, CHANCE))
-    # So the rung holds learners only: the first goes on, a worse second is stopped (with the
-    # flat trial's loss in the rung, the median cutoff would have let it through).
+    # The rung still counts it, as ASHA counts every trial that reached the rung: with
+    # reduction factor 2, a learner better than the flat trial is in the top half and goes on,
+    # and so does a second one between the two (the median of the flat and the first).
     assert scheduler.on_trial_result(None, learner, _result(2, 1.0, 1.0)) == (
         TrialScheduler.CONTINUE
     )
-    worse = _Trial("worse")
-    scheduler.on_trial_add(None, worse)
-    assert scheduler.on_trial_result(None, worse, _result(2, 1.1, 1.0)) == TrialScheduler.STOP
+    assert scheduler.on_trial_result(None, worse, _result(2, 1.1, 1.0)) == (TrialScheduler.CONTINUE)
+    assert scheduler.stopped_early() == {"phantom/alexnet": 1}
     # The check runs at its epoch only (ASHA's rungs judge from there): a result first seen
     # at epoch 3 (a trial resumed past epoch 2) meets an empty rung and goes on.
     fresh = CellASHA(
