@@ -36,6 +36,10 @@ where they are when it is spent, so no run trains more than the budget, and what
 the best each method finds within it. Random search without early stopping therefore trains
 whole trials only while they fit.
 
+A replay is not exactly repeatable: two trials run at once, and the order in which Tune hands
+their results to ASHA follows their timing, so the same seed can stop different trials in two
+runs. Compare methods over many seeds (``--seeds``), not run against run.
+
 The grid's curves are also written beside the JSON (``<name>_table.json``), so the replays can be
 run again (``--table``) without training the grid again.
 """
