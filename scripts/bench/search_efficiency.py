@@ -111,8 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-skill-epoch",
         type=int,
         default=0,
-        help="ASHA also stops, at this epoch, a trial whose val loss is not 1%% below the "
-        "no-skill loss (scheduler.no_skill_epoch; 0: off)",
+        help="ASHA also stops, at this epoch, a trial that has learned nothing: validation and "
+        "training losses not 1%% below their no-skill losses (scheduler.no_skill_epoch; 0: off)",
     )
     parser.add_argument(
         "--methods",
@@ -379,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cxr_tune_efficiency_"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    finished = False
     try:
         table = json.loads(args.table.read_text()) if args.table else run_grid(args, work)
         if not args.table:
@@ -399,10 +400,17 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             for method in args.methods:
                 runs[method].append(replay(table, method, seed, budget_epochs, work, asha))
+        finished = True
     finally:
         ray.shutdown()
-        # The table and the report are all that is kept; the grid's checkpoints are gigabytes.
-        shutil.rmtree(work, ignore_errors=True)
+        if finished:
+            # The table and the report are all that is kept; the grid's checkpoints are
+            # gigabytes.
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            # A run that stopped part-way keeps what it computed (the grid's trial results
+            # and checkpoints): an hour of training is not thrown away with a traceback.
+            print(f"stopped before the end: its work is kept in {work}", file=sys.stderr)
     report = build_report(table, runs, grid_best, grid_epochs, budget_epochs, args)
     print_table(report)
     write_result(args.output, report)

@@ -149,15 +149,25 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
     again = tmp_path / "again.json"
     table_path = str(tmp_path / "search_efficiency_table.json")
     options = ["--methods", "tpe_asha", "--reduction-factor", "2", "--seeds", "1"]
+    options += ["--no-skill-epoch", "1"]
     _run([sys.executable, script, "--table", table_path, *options, "--output", str(again)])
     replayed = json.loads(again.read_text())
     assert set(replayed["methods"]) == {"tpe_asha"} and replayed["methods"]["tpe_asha"]["runs"] == 1
     assert replayed["params"]["reduction_factor"] == 2 and replayed["grid"]["best"] == best
+    # The grid recorded what the no-skill check reads: both no-skill losses, training losses.
+    assert replayed["params"]["no_skill_epoch"] == 1
+    assert replayed["grid"]["train_loss_recorded"] is True
+    for key in ("val_loss_no_skill", "train_loss_no_skill"):
+        assert replayed["grid"][key] == table[key] and 1.0 < table[key] < 2.0
 
 
 @pytest.mark.parametrize(
     ("option", "value", "says"),
-    [("--methods", "tpe_asha,bohb", "random_full"), ("--reduction-factor", "1", "2 or more")],
+    [
+        ("--methods", "tpe_asha,bohb", "random_full"),
+        ("--reduction-factor", "1", "2 or more"),
+        ("--no-skill-epoch", "-1", "0 (off) or more"),
+    ],
 )
 def test_search_efficiency_rejects_bad_options_before_ray_starts(option, value, says):
     script = str(BENCH / "search_efficiency.py")
