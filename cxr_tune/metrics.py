@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+if TYPE_CHECKING:
+    from cxr_tune.data.types import DatasetArrays
 
 # The result keys of ``no_skill_loss`` on the validation and the training split (every epoch's
 # result of a trial carries both).
@@ -130,6 +133,17 @@ def no_skill_loss(
     counts = np.bincount(train.astype(np.int64), minlength=num_classes) + 1.0
     frequencies = counts / counts.sum()
     return float(-np.log(frequencies[val.astype(np.int64)]).mean())
+
+
+def no_skill_losses(dataset: DatasetArrays) -> dict[str, float]:
+    """The no-skill loss on the validation and on the training split."""
+    train = dataset.split("train").labels
+    return {
+        NO_SKILL_KEY: no_skill_loss(
+            train, dataset.split("val").labels, dataset.task, dataset.num_classes
+        ),
+        TRAIN_NO_SKILL_KEY: no_skill_loss(train, train, dataset.task, dataset.num_classes),
+    }
 
 
 # A trial must be this much (relatively) below its no-skill loss to count as having learned:

@@ -43,7 +43,7 @@ from cxr_tune.engine import (
     to_device,
     train_one_epoch,
 )
-from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, no_skill_loss
+from cxr_tune.metrics import no_skill_losses
 from cxr_tune.models import create_model
 from cxr_tune.optim import create_optimizer
 from cxr_tune.processes import process_alive
@@ -324,17 +324,6 @@ def trial_metadata(
             "optuna": optuna.__version__,
             "python": platform.python_version(),
         },
-    }
-
-
-def no_skill_losses(dataset: DatasetArrays) -> dict[str, float]:
-    """The no-skill loss on the validation and on the training split."""
-    train = dataset.split("train").labels
-    return {
-        NO_SKILL_KEY: no_skill_loss(
-            train, dataset.split("val").labels, dataset.task, dataset.num_classes
-        ),
-        TRAIN_NO_SKILL_KEY: no_skill_loss(train, train, dataset.task, dataset.num_classes),
     }
 
 

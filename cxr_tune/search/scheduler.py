@@ -124,15 +124,13 @@ class CellASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         last_epoch = result.get(TIME_ATTR, 0) >= int(trial.config.get("epochs", self._max_t))
         action = self._cell_of(trial).on_trial_result(tune_controller, trial, result)
+        cell = cell_of(trial)
         if not last_epoch and self._learned_nothing(result):
             # Stopped whatever its rank. ASHA has still recorded it at the rung it reached: a
             # rung keeps the top 1/reduction_factor of every trial that got there.
-            cell = cell_of(trial)
             self._no_skill[cell] = self._no_skill.get(cell, 0) + 1
-            self._stopped[cell] = self._stopped.get(cell, 0) + 1
-            return TrialScheduler.STOP
+            action = TrialScheduler.STOP
         if action == TrialScheduler.STOP and not last_epoch:
-            cell = cell_of(trial)
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
         if action == TrialScheduler.CONTINUE and not self._budget.lets_go_on(
             trial, result, tune_controller

@@ -246,7 +246,7 @@ def no_skill_of_phantom(table: dict[str, Any], work: Path) -> dict[str, float]:
     recorded them: the phantom and its split are a function of the grid's seed."""
     from cxr_tune.config import DataSource
     from cxr_tune.data import DataOptions, load_dataset
-    from cxr_tune.trainable import no_skill_losses
+    from cxr_tune.metrics import no_skill_losses
 
     options = DataOptions(
         image_size=int(table["image_size"]),
