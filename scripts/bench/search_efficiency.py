@@ -40,6 +40,16 @@ A replay is not exactly repeatable: two trials run at once, and the order in whi
 their results to ASHA follows their timing, so the same seed can stop different trials in two
 runs. Compare methods over many seeds (``--seeds``), not run against run.
 
+The grid's best is one training run per configuration, and the validation split is small, so
+which configuration is "the best" can owe something to the initialisation seed. ``--repeats N``
+trains every configuration N times with the seeds grid-seed, grid-seed + 1, ... on the same
+phantom and split (the replays read the first) and reports each configuration's final metric
+under every seed and the grid's best under each (``seed_spread``); ``--seeds 0`` trains the grid
+and replays nothing:
+
+    python scripts/bench/search_efficiency.py --grid-seed 1 --optimizers adam --repeats 2 \
+        --seeds 0 --output /tmp/seed1_adam_repeats2.json
+
 The grid's curves are also written beside the JSON (``<name>_table.json``), so the replays can be
 run again (``--table``) without training the grid again.
 """
@@ -87,7 +97,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="seeds the phantom, its split and the grid's trials",
     )
-    parser.add_argument("--seeds", type=int, default=10, help="replays per method")
+    parser.add_argument(
+        "--seeds", type=int, default=10, help="replays per method (0: train the grid only)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train every configuration this many times, with initialisation seeds grid-seed, "
+        "grid-seed+1, ... on the same phantom and split (replays read the first)",
+    )
     parser.add_argument("--budget", type=float, default=0.30, help="share of the grid's epochs")
     parser.add_argument(
         "--grace-period", type=int, default=1, help="ASHA's first rung (ablation.yaml: 2)"
@@ -129,6 +148,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.methods = methods
     if args.reduction_factor < 2:
         parser.error(f"--reduction-factor: {args.reduction_factor}; must be 2 or more")
+    if args.seeds < 0:
+        parser.error(f"--seeds: {args.seeds}; must be 0 (train the grid only) or more")
+    if args.repeats < 1:
+        parser.error(f"--repeats: {args.repeats}; must be 1 or more")
     if args.no_skill_epoch < 0:
         parser.error(f"--no-skill-epoch: {args.no_skill_epoch}; must be 0 (off) or more")
     if args.quick:
@@ -153,7 +176,8 @@ def grid_space(args: argparse.Namespace, folder: Path) -> Path:
         },
         "search": {
             "algorithm": "grid",
-            "num_samples": 1,
+            # Repeats of a grid point differ by their trial seed only: seed, seed + 1, ...
+            "num_samples": args.repeats,
             "max_concurrent": 2,
             "seed": args.grid_seed,
         },
@@ -212,17 +236,23 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     experiment = load_experiment(folder / "grid")
     curves, signals, seconds = {}, {}, []
+    repeats: dict[str, dict[str, list[float]]] = {}
     for trial in experiment.trials:
         rows = [r for r in trial.results if r.get("status") == "ok"]
-        curves[key_of(trial.config)] = [float(r[METRIC]) for r in rows]
+        key, seed = key_of(trial.config), int(trial.config.get("seed", args.grid_seed))
+        repeats.setdefault(key, {})[str(seed)] = [float(r[METRIC]) for r in rows]
+        seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
+        if seed != args.grid_seed:
+            continue
+        # The first repeat is the grid the replays read.
+        curves[key] = [float(r[METRIC]) for r in rows]
         # Every per-epoch validation signal, so replays can also early-stop on another one,
         # and the training loss, which the no-skill check reads too.
-        signals[key_of(trial.config)] = {
+        signals[key] = {
             name: [float(r[name]) for r in rows]
             for name in (*SIGNALS, "train_loss")
             if all(name in r for r in rows)
         }
-        seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
     first = experiment.trials[0].results[0] if experiment.trials else {}
     return {
         "space": _params(args),
@@ -234,6 +264,8 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "grid_seed": args.grid_seed,
         "curves": curves,
         "signals": signals,
+        # Per configuration, the metric's curve of every initialisation seed.
+        **({"repeats": repeats} if args.repeats > 1 else {}),
         # Every trial of the grid reads the same split, so one value of each.
         **{key: first.get(key) for key in NO_SKILL_KEYS},
         "mean_epoch_seconds": sum(seconds) / max(len(seconds), 1),
@@ -396,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             "metric": args.asha_metric,
             "no_skill_epoch": args.no_skill_epoch,
         }
-        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
+        # --seeds 0: the grid alone, no replays.
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods if args.seeds}
         for seed in range(args.seeds):
             for method in args.methods:
                 runs[method].append(replay(table, method, seed, budget_epochs, work, asha))
@@ -466,6 +499,7 @@ def build_report(table, runs, grid_best, grid_epochs, budget_epochs, args) -> di
             "train_loss_recorded": all("train_loss" in s for s in signals_of(table).values()),
         },
         "early_signal": early_signal(table),
+        "seed_spread": seed_spread(table),
         "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
         "target_met": methods["tpe_asha"]["target_met"] if "tpe_asha" in methods else None,
         "methods": methods,
@@ -508,6 +542,64 @@ def early_signal(table: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def seed_spread(table: dict[str, Any]) -> dict[str, Any] | None:
+    """How much a configuration's final metric owes to its initialisation seed (grids trained
+    with ``--repeats``): each configuration's final value under every seed, its mean and
+    spread (largest - smallest), and the grid's best configuration under each seed and by the
+    mean. ``None`` for a grid trained once."""
+    repeats = table.get("repeats")
+    if not repeats:
+        return None
+    epochs = int(table["epochs"])
+    finals = {
+        key: {seed: curve[-1] for seed, curve in by_seed.items() if len(curve) == epochs}
+        for key, by_seed in repeats.items()
+    }
+    seeds = sorted({seed for by_seed in finals.values() for seed in by_seed}, key=int)
+    # Only configurations trained to the end under every seed are compared.
+    finals = {key: by_seed for key, by_seed in finals.items() if len(by_seed) == len(seeds)}
+    if not finals:
+        return None
+    rows = {
+        key: {
+            "finals": {seed: by_seed[seed] for seed in seeds},
+            "mean": sum(by_seed.values()) / len(seeds),
+            "spread": max(by_seed.values()) - min(by_seed.values()),
+        }
+        for key, by_seed in finals.items()
+    }
+    order = sorted(rows, key=lambda key: rows[key]["mean"], reverse=True)
+    best_by_seed = {}
+    for seed in seeds:
+        key = max(rows, key=lambda k: rows[k]["finals"][seed])
+        best_by_seed[seed] = {"configuration": key, "value": rows[key]["finals"][seed]}
+    return {
+        "seeds": seeds,
+        "configurations": {key: rows[key] for key in order},
+        "best_by_seed": best_by_seed,
+        "best_by_mean": {"configuration": order[0], "value": rows[order[0]]["mean"]},
+        "best_depends_on_seed": len({b["configuration"] for b in best_by_seed.values()}) > 1,
+    }
+
+
+def print_seed_spread(spread: dict[str, Any], top: int = 8) -> None:
+    seeds = spread["seeds"]
+    print(f"\ninitialisation seeds {', '.join(seeds)} on one phantom and split: final {METRIC}")
+    header = "".join(f"{'seed ' + s:>9}" for s in seeds)
+    print(f"{'configuration':<16}{header}{'mean':>8}{'spread':>8}")
+    for key, row in list(spread["configurations"].items())[:top]:
+        values = "".join(f"{row['finals'][s]:>9.4f}" for s in seeds)
+        print(f"{key:<16}{values}{row['mean']:>8.4f}{row['spread']:>8.4f}")
+    bests = "; ".join(
+        f"seed {s}: {b['configuration']} ({b['value']:.4f})"
+        for s, b in spread["best_by_seed"].items()
+    )
+    mean = spread["best_by_mean"]
+    print(
+        f"grid's best by seed: {bests}; by the mean: {mean['configuration']} ({mean['value']:.4f})"
+    )
+
+
 def print_table(report: dict[str, Any]) -> None:
     grid = report["grid"]
     print(
@@ -518,6 +610,25 @@ def print_table(report: dict[str, Any]) -> None:
         f"every search: at most {report['params']['budget_epochs']} epochs "
         f"({report['params']['budget']:.0%} of the grid's)"
     )
+    if report["methods"]:
+        print_methods(report)
+    signal = report["early_signal"]
+    print(f"\nearly epochs vs the final {METRIC} (rho; rank of the grid's best configuration)")
+    for epoch, row in signal["epochs"].items():
+        cells = "  ".join(
+            f"{n} {v['spearman_rho']:+.2f} (#{v['rank_of_best']})" for n, v in row.items()
+        )
+        print(f"  epoch {epoch}: {cells}")
+    if report.get("seed_spread"):
+        print_seed_spread(report["seed_spread"])
+    if report["target_met"] is None:
+        return
+    verdict = "met" if report["target_met"] else "not met"
+    print(f"target (TPE + ASHA): {report['target']}: {verdict}")
+
+
+def print_methods(report: dict[str, Any]) -> None:
+    grid = report["grid"]
     print(
         f"{'method':<14}{'trials':>7}{'mean best':>10}{'worst best':>11}{'gap':>8}{'epochs':>8}"
         f"{'share':>7}{'<=1pt':>8}{'both':>8}"
@@ -530,17 +641,6 @@ def print_table(report: dict[str, Any]) -> None:
             f"{m['runs_within_1_point']:>5}/{m['runs']}{m['runs_meeting_target']:>5}/{m['runs']}"
         )
     print("both: runs within 1 point of the grid's best with at most 30% of its epochs")
-    signal = report["early_signal"]
-    print(f"\nearly epochs vs the final {METRIC} (rho; rank of the grid's best configuration)")
-    for epoch, row in signal["epochs"].items():
-        cells = "  ".join(
-            f"{n} {v['spearman_rho']:+.2f} (#{v['rank_of_best']})" for n, v in row.items()
-        )
-        print(f"  epoch {epoch}: {cells}")
-    if report["target_met"] is None:
-        return
-    verdict = "met" if report["target_met"] else "not met"
-    print(f"target (TPE + ASHA): {report['target']}: {verdict}")
 
 
 def _f(value: float | None) -> str:

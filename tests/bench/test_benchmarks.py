@@ -111,6 +111,43 @@ def test_ray_overhead_quick_writes_json_for_both_modes(tmp_path):
     assert 0 < checkpoint["final_megabytes"] < checkpoint["megabytes"]  # no Adam state at the end
 
 
+def _search_efficiency_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import search_efficiency
+    finally:
+        sys.path.remove(str(BENCH))
+    return search_efficiency
+
+
+def test_seed_spread_compares_a_grid_trained_under_several_seeds():
+    se = _search_efficiency_module()
+    table = {
+        "epochs": 2,
+        "repeats": {
+            "a": {"3": [0.2, 0.60], "4": [0.3, 0.50]},
+            "b": {"3": [0.1, 0.58], "4": [0.2, 0.62]},
+            "c": {"3": [0.1, 0.10], "4": [0.1, 0.10]},
+            # Stopped before its last epoch under one seed: not compared.
+            "d": {"3": [0.9, 0.99], "4": [0.9]},
+        },
+    }
+    spread = se.seed_spread(table)
+    assert spread["seeds"] == ["3", "4"]
+    assert list(spread["configurations"]) == ["b", "a", "c"]  # by the mean, best first
+    assert spread["configurations"]["a"]["mean"] == pytest.approx(0.55)
+    assert spread["configurations"]["a"]["spread"] == pytest.approx(0.10)
+    assert spread["best_by_seed"]["3"] == {"configuration": "a", "value": 0.60}
+    assert spread["best_by_seed"]["4"] == {"configuration": "b", "value": 0.62}
+    assert spread["best_by_mean"]["configuration"] == "b"
+    assert spread["best_depends_on_seed"] is True
+    # One seed's best everywhere: the best does not depend on the seed.
+    table["repeats"]["a"]["4"] = [0.3, 0.70]
+    assert se.seed_spread(table)["best_depends_on_seed"] is False
+    # A grid trained once has no spread to report.
+    assert se.seed_spread({"epochs": 2, "curves": {"a": [0.1, 0.2]}}) is None
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path):
@@ -118,12 +155,24 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
     script = str(BENCH / "search_efficiency.py")
     # ASHA on the validation loss, as `scheduler: {metric: val_loss}` in a space.
     command = [sys.executable, script, "--quick", "--asha-metric", "val_loss", "--budget", "0.5"]
-    done = _run([*command, "--output", str(output)], timeout=600)
+    # Every configuration trained twice, with initialisation seeds 0 and 1.
+    done = _run([*command, "--repeats", "2", "--output", str(output)], timeout=600)
     assert "target (TPE + ASHA)" in done.stdout
     result = json.loads(output.read_text())
     table = json.loads((tmp_path / "search_efficiency_table.json").read_text())
     # The quick grid: 2 learning rates x 1 batch size x 2 optimizers, trained to the end.
     assert len(table["curves"]) == 4 and all(len(c) == 2 for c in table["curves"].values())
+    # The replays read the first repeat; the table keeps both seeds' curves.
+    assert set(table["repeats"]) == set(table["curves"])
+    for key, by_seed in table["repeats"].items():
+        assert set(by_seed) == {"0", "1"} and by_seed["0"] == table["curves"][key]
+    spread = result["seed_spread"]
+    assert spread["seeds"] == ["0", "1"] and set(spread["configurations"]) == set(table["curves"])
+    for key, row in spread["configurations"].items():
+        finals = [table["repeats"][key][seed][-1] for seed in ("0", "1")]
+        assert row["finals"] == {"0": finals[0], "1": finals[1]}
+        assert row["spread"] == pytest.approx(max(finals) - min(finals))
+    assert "initialisation seeds 0, 1" in done.stdout
     best = max(c[-1] for c in table["curves"].values())
     assert result["grid"]["best"] == best and result["grid"]["epochs"] == 8
     assert set(result["methods"]) == {"tpe_asha", "random_asha", "random_full", "tpe_full"}
@@ -167,6 +216,8 @@ def test_search_efficiency_quick_trains_a_grid_and_replays_every_method(tmp_path
         ("--methods", "tpe_asha,bohb", "random_full"),
         ("--reduction-factor", "1", "2 or more"),
         ("--no-skill-epoch", "-1", "0 (off) or more"),
+        ("--repeats", "0", "1 or more"),
+        ("--seeds", "-1", "0 (train the grid only) or more"),
     ],
 )
 def test_search_efficiency_rejects_bad_options_before_ray_starts(option, value, says):
