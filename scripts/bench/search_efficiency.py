@@ -240,12 +240,13 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for trial in experiment.trials:
         rows = [r for r in trial.results if r.get("status") == "ok"]
         key, seed = key_of(trial.config), int(trial.config.get("seed", args.grid_seed))
-        repeats.setdefault(key, {})[str(seed)] = [float(r[METRIC]) for r in rows]
+        curve = [float(r[METRIC]) for r in rows]
+        repeats.setdefault(key, {})[str(seed)] = curve
         seconds += [float(r.get("epoch_time_s", 0.0)) for r in rows]
         if seed != args.grid_seed:
             continue
         # The first repeat is the grid the replays read.
-        curves[key] = [float(r[METRIC]) for r in rows]
+        curves[key] = curve
         # Every per-epoch validation signal, so replays can also early-stop on another one,
         # and the training loss, which the no-skill check reads too.
         signals[key] = {
