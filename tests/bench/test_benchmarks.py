@@ -234,6 +234,114 @@ def test_search_efficiency_rejects_bad_options_before_ray_starts(option, value, 
     assert "Traceback" not in done.stderr
 
 
+def _efficiency_report(grid_seed: int, best: float, params: dict[str, Any], methods) -> dict:
+    """A search-efficiency report as the script writes it, with only what the summary reads."""
+    return {
+        "benchmark": "search_efficiency",
+        "grid": {"seed": grid_seed, "best": best, "configurations": 4},
+        "early_signal": {
+            "best_configuration": "0.001|16|adam",
+            "epochs": {
+                "1": {"val_loss": {"rank_of_best": 3}},
+                "2": {"val_loss": {"rank_of_best": 1}},
+            },
+        },
+        "params": {"budget": 0.3, "seeds": 2, "quick": False, **params},
+        "methods": {
+            name: {
+                "runs": runs,
+                "runs_within_1_point": within,
+                "mean_best": mean,
+                "epoch_share": 0.3,
+            }
+            for name, (runs, within, mean) in methods.items()
+        },
+    }
+
+
+def test_search_efficiency_summary_pools_settings_across_files_and_grids(tmp_path):
+    asha = {"asha_metric": "val_loss", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
+    reports = {
+        # Grid 0: one ASHA setting with the check; random search without early stopping beside it.
+        "search_efficiency_a.json": _efficiency_report(
+            0,
+            0.70,
+            {**asha, "no_skill_epoch": 2},
+            {"tpe_asha": (2, 2, 0.695), "random_full": (2, 0, 0.5)},
+        ),
+        # Grid 0 again, another ASHA setting (written before the check existed: no key, so off);
+        # its random_full runs pool with the first file's.
+        "search_efficiency_b.json": _efficiency_report(
+            0,
+            0.70,
+            dict(asha),
+            {"tpe_asha": (2, 1, 0.65), "random_full": (2, 1, 0.6)},
+        ),
+        # Grid 1: the first setting again.
+        "search_efficiency_seed1_a.json": _efficiency_report(
+            1, 0.60, {**asha, "no_skill_epoch": 2}, {"tpe_asha": (2, 0, 0.55)}
+        ),
+        # A smoke test and a grid table are not results.
+        "search_efficiency_quick.json": {
+            **_efficiency_report(1, 0.9, {**asha, "no_skill_epoch": 2}, {"tpe_asha": (2, 0, 0.1)}),
+            "params": {"quick": True},
+        },
+        "search_efficiency_table.json": {
+            "epochs": 2,
+            "curves": {"x": [0.3, 0.70], "y": [0.2, 0.66], "z": [0.1]},
+        },
+    }
+    for name, report in reports.items():
+        (tmp_path / name).write_text(json.dumps(report))
+    out = tmp_path / "summary.json"
+    done = _run(
+        [
+            sys.executable,
+            str(BENCH / "search_efficiency_summary.py"),
+            "--results",
+            str(tmp_path),
+            "--output",
+            str(out),
+        ],
+        timeout=60,
+    )
+    summary = json.loads(out.read_text())
+    assert list(summary["grids"]) == ["0", "1"]
+    # The runner-up is read from grid 0's table: 0.70 - 0.66, the stopped configuration left out.
+    assert summary["grids"]["0"]["runner_up_gap"] == pytest.approx(0.04)
+    assert summary["grids"]["1"]["runner_up_gap"] is None  # no table beside it
+    assert summary["grids"]["0"]["val_loss_rank_of_best"] == {"1": 3, "2": 1}
+    settings = summary["settings"]
+    assert len(settings) == 3
+    with_check = next(row for row in settings.values() if row["setting"].get("no_skill_epoch") == 2)
+    assert with_check["grids"]["0"]["target_met"] is True  # 0.70 - 0.695 <= 0.01
+    assert with_check["grids"]["1"]["target_met"] is False  # 0.05 below
+    assert (with_check["met_on"], with_check["grids_measured"]) == (1, 2)
+    assert with_check["mean_gap"] == pytest.approx((0.005 + 0.05) / 2)
+    without = next(row for row in settings.values() if row["setting"].get("no_skill_epoch") == 0)
+    assert without["grids"]["0"]["gap"] == pytest.approx(0.05)
+    full = next(row for row in settings.values() if row["setting"]["method"] == "random_full")
+    pooled = full["grids"]["0"]
+    assert pooled["runs"] == 4 and pooled["within_1_point"] == 1
+    assert pooled["mean_best"] == pytest.approx(0.55)
+    assert sorted(pooled["files"]) == ["search_efficiency_a.json", "search_efficiency_b.json"]
+    assert "1/2" in done.stdout  # met on one grid of two, printed
+
+
+def test_search_efficiency_summary_says_when_there_is_nothing_to_read(tmp_path):
+    script = str(BENCH / "search_efficiency_summary.py")
+    for folder in (tmp_path / "missing", tmp_path):
+        done = subprocess.run(
+            [sys.executable, script, "--results", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert "--results" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_data_plane_smoke_test_runs():
     done = _run([sys.executable, str(BENCH / "data_plane.py"), "--smoke-test", "--workers", "1"])
     assert "speedup:" in done.stdout
