@@ -63,6 +63,8 @@ def load_reports(folder: Path) -> list[tuple[str, dict[str, Any]]]:
             continue
         if report.get("benchmark") != "search_efficiency" or report["params"].get("quick"):
             continue
+        if not report.get("methods"):  # a grid trained without replays (``--seeds 0``)
+            continue
         reports.append((path.name, report))
     return reports
 
@@ -121,10 +123,11 @@ def summarise(reports: list[tuple[str, dict[str, Any]]], folder: Path) -> dict[s
     grids: dict[str, dict[str, Any]] = {}
     cells: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     settings: dict[str, dict[str, Any]] = {}
+    labels = grid_labels(reports)
     for name, report in reports:
-        grid = str(report["grid"].get("seed", 0))
-        if grid not in grids and report["grid"]["configurations"] > 1:
-            grids[grid] = grid_header(report, _table_beside(folder, grid))
+        grid = labels[_grid_id(report)]
+        if grid not in grids:
+            grids[grid] = grid_header(report, _table_beside(folder, report["grid"]))
         for method, m in report["methods"].items():
             setting = setting_of(method, report["params"])
             label = setting_label(setting)
@@ -138,6 +141,7 @@ def summarise(reports: list[tuple[str, dict[str, Any]]], folder: Path) -> dict[s
                     "epoch_share": m["epoch_share"],
                 }
             )
+    grids = {label: grids[label] for label in labels.values()}  # by seed
     rows = {}
     for label, by_grid in cells.items():
         pooled = {
@@ -154,7 +158,7 @@ def summarise(reports: list[tuple[str, dict[str, Any]]], folder: Path) -> dict[s
     return {
         "benchmark": "search_efficiency_summary",
         "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
-        "grids": dict(sorted(grids.items(), key=lambda item: int(item[0]))),
+        "grids": grids,
         "settings": rows,
     }
 
@@ -181,11 +185,30 @@ def pool(entries: list[dict[str, Any]], grid_best: float) -> dict[str, Any]:
     }
 
 
-def _table_beside(folder: Path, grid: str) -> dict[str, Any] | None:
-    """The full grid's curves, as ``search_efficiency.py`` names them (grid 0 has no suffix)."""
-    suffix = "" if grid == "0" else f"_seed{grid}"
+def _grid_id(report: dict[str, Any]) -> tuple[int, int]:
+    return int(report["grid"].get("seed", 0)), int(report["grid"]["configurations"])
+
+
+def grid_labels(reports: list[tuple[str, dict[str, Any]]]) -> dict[tuple[int, int], str]:
+    """A grid is its phantom seed and its configurations (``--optimizers adam`` trains half of
+    one): named by the seed, with the configurations where one seed has grids of two sizes."""
+    ids = sorted({_grid_id(report) for _, report in reports})
+    seeds = [seed for seed, _ in ids]
+    return {
+        (seed, size): str(seed) if seeds.count(seed) == 1 else f"{seed} ({size} configurations)"
+        for seed, size in ids
+    }
+
+
+def _table_beside(folder: Path, grid: dict[str, Any]) -> dict[str, Any] | None:
+    """The grid's curves, as ``search_efficiency.py`` names them for the default grid of a seed
+    (grid 0 has no suffix); None where there is none of the grid's size."""
+    suffix = "" if grid.get("seed", 0) == 0 else f"_seed{grid['seed']}"
     path = folder / f"search_efficiency{suffix}_table.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    table = json.loads(path.read_text())
+    return table if len(table["curves"]) == grid["configurations"] else None
 
 
 def print_summary(summary: dict[str, Any]) -> None:

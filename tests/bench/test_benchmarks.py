@@ -234,11 +234,13 @@ def test_search_efficiency_rejects_bad_options_before_ray_starts(option, value, 
     assert "Traceback" not in done.stderr
 
 
-def _efficiency_report(grid_seed: int, best: float, params: dict[str, Any], methods) -> dict:
+def _efficiency_report(
+    grid_seed: int, best: float, params: dict[str, Any], methods, configurations: int = 4
+) -> dict:
     """A search-efficiency report as the script writes it, with only what the summary reads."""
     return {
         "benchmark": "search_efficiency",
-        "grid": {"seed": grid_seed, "best": best, "configurations": 4},
+        "grid": {"seed": grid_seed, "best": best, "configurations": configurations},
         "early_signal": {
             "best_configuration": "0.001|16|adam",
             "epochs": {
@@ -288,8 +290,14 @@ def test_search_efficiency_summary_pools_settings_across_files_and_grids(tmp_pat
         },
         "search_efficiency_table.json": {
             "epochs": 2,
-            "curves": {"x": [0.3, 0.70], "y": [0.2, 0.66], "z": [0.1]},
+            "curves": {"x": [0.3, 0.70], "y": [0.2, 0.66], "z": [0.1], "w": [0.1, 0.1]},
         },
+        # Half of grid 1 (one optimizer): a grid of its own, named with its size.
+        "search_efficiency_seed1_half.json": _efficiency_report(
+            1, 0.60, {**asha, "no_skill_epoch": 2}, {"tpe_asha": (2, 2, 0.6)}, configurations=2
+        ),
+        # A grid trained without replays has nothing to summarise.
+        "search_efficiency_seed2.json": _efficiency_report(2, 0.5, {**asha}, {}),
     }
     for name, report in reports.items():
         (tmp_path / name).write_text(json.dumps(report))
@@ -306,18 +314,19 @@ def test_search_efficiency_summary_pools_settings_across_files_and_grids(tmp_pat
         timeout=60,
     )
     summary = json.loads(out.read_text())
-    assert list(summary["grids"]) == ["0", "1"]
+    assert list(summary["grids"]) == ["0", "1 (2 configurations)", "1 (4 configurations)"]
     # The runner-up is read from grid 0's table: 0.70 - 0.66, the stopped configuration left out.
     assert summary["grids"]["0"]["runner_up_gap"] == pytest.approx(0.04)
-    assert summary["grids"]["1"]["runner_up_gap"] is None  # no table beside it
+    assert summary["grids"]["1 (4 configurations)"]["runner_up_gap"] is None  # no table beside it
     assert summary["grids"]["0"]["val_loss_rank_of_best"] == {"1": 3, "2": 1}
     settings = summary["settings"]
     assert len(settings) == 3
     with_check = next(row for row in settings.values() if row["setting"].get("no_skill_epoch") == 2)
     assert with_check["grids"]["0"]["target_met"] is True  # 0.70 - 0.695 <= 0.01
-    assert with_check["grids"]["1"]["target_met"] is False  # 0.05 below
-    assert (with_check["met_on"], with_check["grids_measured"]) == (1, 2)
-    assert with_check["mean_gap"] == pytest.approx((0.005 + 0.05) / 2)
+    assert with_check["grids"]["1 (4 configurations)"]["target_met"] is False  # 0.05 below
+    assert with_check["grids"]["1 (2 configurations)"]["target_met"] is True
+    assert (with_check["met_on"], with_check["grids_measured"]) == (2, 3)
+    assert with_check["mean_gap"] == pytest.approx((0.005 + 0.05 + 0.0) / 3)
     without = next(row for row in settings.values() if row["setting"].get("no_skill_epoch") == 0)
     assert without["grids"]["0"]["gap"] == pytest.approx(0.05)
     full = next(row for row in settings.values() if row["setting"]["method"] == "random_full")
@@ -325,7 +334,7 @@ def test_search_efficiency_summary_pools_settings_across_files_and_grids(tmp_pat
     assert pooled["runs"] == 4 and pooled["within_1_point"] == 1
     assert pooled["mean_best"] == pytest.approx(0.55)
     assert sorted(pooled["files"]) == ["search_efficiency_a.json", "search_efficiency_b.json"]
-    assert "1/2" in done.stdout  # met on one grid of two, printed
+    assert "2/3" in done.stdout  # met on two grids of three, printed
 
 
 def test_search_efficiency_summary_says_when_there_is_nothing_to_read(tmp_path):
