@@ -76,6 +76,7 @@ METRIC = "val_macro_f1"
 NO_SKILL_KEYS = ("val_loss_no_skill", "train_loss_no_skill")
 SIGNALS = ("val_macro_f1", "val_loss", "val_accuracy")
 TARGET_GAP, TARGET_SHARE = 0.01, 0.30
+TARGET = "mean best within 0.01 of the grid's best with at most 30% of its epochs"
 METHODS = ("tpe_asha", "random_asha", "random_full", "tpe_full")
 
 
@@ -501,7 +502,7 @@ def build_report(table, runs, grid_best, grid_epochs, budget_epochs, args) -> di
         },
         "early_signal": early_signal(table),
         "seed_spread": seed_spread(table),
-        "target": "mean best within 0.01 of the grid's best with at most 30% of its epochs",
+        "target": TARGET,
         "target_met": methods["tpe_asha"]["target_met"] if "tpe_asha" in methods else None,
         "methods": methods,
         "params": {
