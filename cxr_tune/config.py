@@ -1,7 +1,9 @@
 """Typed, validated configuration objects.
 
-One ``TrialConfig`` describes one training run; one ``ExperimentConfig`` describes a whole search.
-Everything downstream reads these objects, never raw dicts from YAML or the command line.
+One ``TrialConfig`` describes one training run, a ``DataSource`` one dataset given on the command
+line, a ``Profile`` how a run sizes itself to the machine; a whole search is a ``Plan``
+(``search/plan.py``) built from a ``SearchSpace`` (``spaces.py``). Everything downstream reads
+these objects, never raw dicts from YAML or the command line.
 This module imports neither Ray nor torch.
 """
 
@@ -18,30 +20,6 @@ from cxr_tune.errors import ConfigError
 
 Task = Literal["multiclass", "multilabel"]
 Mode = Literal["min", "max"]
-
-# Metrics every trial reports once per epoch (validation split). Multi-label runs add the
-# MULTILABEL_EXTRA ones. "val_accuracy" is plain accuracy for multi-class runs and per-label
-# (Hamming) accuracy for multi-label runs, the closest analogue of the paper's Dataset 3 figure.
-EPOCH_METRICS: tuple[str, ...] = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_accuracy",
-    "val_macro_precision",
-    "val_macro_recall",
-    "val_macro_f1",
-)
-MULTILABEL_EXTRA: tuple[str, ...] = ("val_macro_auroc", "val_micro_f1", "val_subset_accuracy")
-METRIC_MODES: dict[str, Mode] = {
-    "val_loss": "min",
-    "val_accuracy": "max",
-    "val_macro_precision": "max",
-    "val_macro_recall": "max",
-    "val_macro_f1": "max",
-    "val_macro_auroc": "max",
-    "val_micro_f1": "max",
-    "val_subset_accuracy": "max",
-}
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "paper", "light", "strong")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
@@ -146,10 +124,30 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class DataSource:
-    """A dataset given on the command line: ``--data [KEY=]PATH``, or the built-in phantom."""
+    """A dataset given on the command line: ``--data [KEY=]PATH``, or the built-in phantom.
+
+    As given, ``key`` may be None (detect the layout) and ``path`` is the folder named. Once
+    resolved (``cxr_tune.data.resolve_source``), ``key`` is the layout, ``path`` the dataset's
+    root folder (possibly a subfolder of the one named) and ``detected`` says why; loading a
+    resolved source does not detect again.
+    """
 
     key: str | None
     path: Path | None
+    detected: str | None = None
+
+    @classmethod
+    def phantom(cls) -> DataSource:
+        """The built-in phantom dataset."""
+        return cls(key="phantom", path=None)
+
+    @property
+    def is_phantom(self) -> bool:
+        return self.key == "phantom" or (self.key is None and self.path is None)
+
+    @property
+    def resolved(self) -> bool:
+        return self.is_phantom or self.detected is not None
 
     @classmethod
     def parse(cls, text: str) -> DataSource:
@@ -162,7 +160,7 @@ class DataSource:
         if not text:
             raise ConfigError("--data: the value is empty; expected [KEY=]PATH.")
         if text == "phantom":
-            return cls(key="phantom", path=None)
+            return cls.phantom()
         key: str | None = None
         raw_path = text
         # A Windows drive letter or a path containing '=' is rare; KEY must look like a name.
@@ -227,7 +225,8 @@ PROFILES: dict[str, Profile] = {
         eval_seeds=1,
         cpus_per_trial=1.0,
         # Only the final checkpoint: a 3-epoch trial restarted from scratch loses little, and
-        # writing VGG11's 1.5 GB of weights and Adam state took ~5 s an epoch on a 2-core CPU.
+        # writing VGG11's 1.5 GB of weights and Adam state each epoch costs seconds on a CPU
+        # (scripts/bench/ray_overhead.py measures the checkpoint's share of a trial).
         checkpoint_every=3,
     ),
     "smoke": Profile(

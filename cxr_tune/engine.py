@@ -5,24 +5,43 @@ device once per trial; each step selects a batch by index, converts and normalis
 device, augments it there, and runs the model. On a GPU the loop uses bf16 autocast,
 channels_last and cuDNN autotuning, and never synchronises with the host per step: losses and
 confusion counts are accumulated in device tensors and read once per epoch.
+
+``train_epochs`` is the one epoch loop of a configuration: a search trial (``trainable.py``)
+reports and checkpoints each epoch it yields, and the final evaluation's retraining
+(``evaluate.py``) runs the same loop without a validation split.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxr_tune.config import Task
-from cxr_tune.data.types import SplitArrays
+from cxr_tune.config import Task, TrialConfig
+from cxr_tune.constants import (
+    EPOCH,
+    FAILURE_REASON,
+    LEARNING_RATE,
+    MULTILABEL_EXTRA,
+    STATUS,
+    STATUS_DIVERGED,
+    STATUS_OK,
+    TRAIN_LOSS,
+    VAL_LOSS,
+)
+from cxr_tune.data.types import DatasetArrays, SplitArrays
 from cxr_tune.metrics import multiclass_metrics, multilabel_metrics
+from cxr_tune.models import create_model
+from cxr_tune.optim import create_optimizer
 
 # ImageNet's RGB statistics collapsed to one gray channel (the paper normalised with mean/std).
 GRAY_MEAN = 0.449
@@ -91,9 +110,8 @@ def loop_settings(device: torch.device, precision: str = "auto") -> LoopSettings
 
     'auto' is bf16 on a GPU that supports it and fp32 on a CPU, so that a CPU run gives the
     same numbers whatever the CPU. Where a CPU has native bf16 (AVX512-BF16, AMX), asking for
-    'bf16' is much faster: on this project's 2-core machine 1.1-2.4x over fp32 (ResNet50 at
-    224 px 11.8 against 4.9 images/s). An explicit 'bf16' on a CPU also uses channels_last,
-    which oneDNN's bf16 kernels prefer.
+    'bf16' is much faster (``scripts/bench/results/train_throughput_cpu_bf16.json``). An
+    explicit 'bf16' on a CPU also uses channels_last, which oneDNN's bf16 kernels prefer.
     """
     on_gpu = device.type == "cuda"
     if on_gpu:
@@ -315,11 +333,154 @@ def eval_batch_size(device: torch.device, image_size: int) -> int:
     """The evaluation batch size that runs fastest on ``device``.
 
     On a GPU, as large as comfortably fits (no gradients are kept; larger batches keep the GPU
-    busy between kernel launches). On a CPU, larger batches only overflow the caches: measured
-    on this project's 2-core machine, ResNet50 at 64 px evaluates ~220 images/s in batches of
-    32 and ~110 in batches of 1024, and at 224 px no architecture gains past 32.
+    busy between kernel launches). On a CPU, larger batches only overflow the caches, and
+    evaluation slows down past about 32 images a batch.
     """
     pixels = image_size * image_size
     if device.type == "cuda":
         return int(max(32, min(2048, 512 * 224 * 224 // pixels)))
     return int(max(8, min(32, 32 * 224 * 224 // pixels)))
+
+
+# --- Training one configuration -----------------------------------------------------------------
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds and a resumed trial restores."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    epoch: int = 0  # last finished epoch
+
+
+def build_state(cfg: TrialConfig, dataset: DatasetArrays, device: torch.device) -> TrainingState:
+    """Model, optimiser and LR schedule for ``cfg``, initialised from ``cfg.seed``.
+
+    ``cfg.compile`` compiles the model in place on a GPU and is ignored on a CPU (the result's
+    ``compiled`` field says which); checkpoints are the same either way.
+    """
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=dataset.num_classes, pretrained=cfg.pretrained)
+    model = place_model(model, loop_settings(device, cfg.precision), compile=cfg.compile)
+    optimizer = create_optimizer(
+        cfg.optimizer,
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        if cfg.lr_schedule == "cosine"
+        else None
+    )
+    return TrainingState(model=model, optimizer=optimizer, scheduler=scheduler)
+
+
+def train_epochs(
+    state: TrainingState,
+    cfg: TrialConfig,
+    dataset: DatasetArrays,
+    train: DeviceSplit,
+    val: DeviceSplit | None,
+    settings: LoopSettings,
+) -> Iterator[dict[str, Any]]:
+    """Train ``state`` from the epoch after ``state.epoch`` to ``cfg.epochs``, yielding each
+    epoch's result (validation metrics when ``val`` is given).
+
+    ``state.epoch`` advances before a result is yielded, so a checkpoint written while handling
+    it resumes after that epoch. A diverged epoch's result is the last one.
+    """
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        result = run_epoch(state, cfg, dataset, train, val, settings, epoch)
+        if result[STATUS] != STATUS_OK:
+            yield result
+            return
+        state.epoch = epoch
+        yield result
+
+
+def run_epoch(
+    state: TrainingState,
+    cfg: TrialConfig,
+    dataset: DatasetArrays,
+    train: DeviceSplit,
+    val: DeviceSplit | None,
+    settings: LoopSettings,
+    epoch: int,
+) -> dict[str, Any]:
+    """Train one epoch and evaluate on the validation split (if given); the epoch's result."""
+    started = time.perf_counter()
+    stats = fit_epoch(state, cfg, dataset, train, settings, epoch)
+    if stats.diverged:
+        return diverged_result(cfg, dataset, epoch, stats.loss)
+    if state.scheduler is not None:
+        state.scheduler.step()
+    train_seconds = time.perf_counter() - started
+    result: dict[str, Any] = {EPOCH: epoch, STATUS: STATUS_OK, TRAIN_LOSS: stats.loss}
+    if val is not None:
+        scores = evaluate(
+            state.model,
+            val,
+            task=dataset.task,
+            num_classes=dataset.num_classes,
+            settings=settings,
+            batch_size=eval_batch_size(settings.device, cfg.image_size),
+        )
+        result[VAL_LOSS] = scores.loss
+        result.update({f"val_{name}": value for name, value in scores.metrics.items()})
+    return {
+        **result,
+        LEARNING_RATE: state.optimizer.param_groups[0]["lr"],
+        "train_images_per_s": stats.images / train_seconds if train_seconds > 0 else 0.0,
+        "epoch_time_s": time.perf_counter() - started,
+    }
+
+
+def fit_epoch(
+    state: TrainingState,
+    cfg: TrialConfig,
+    dataset: DatasetArrays,
+    train: DeviceSplit,
+    settings: LoopSettings,
+    epoch: int,
+) -> EpochStats:
+    """Train ``state`` for one epoch of ``cfg``."""
+    # Shuffling and augmentation draws depend only on (seed, epoch): a resumed trial replays
+    # exactly the batches it would have seen, and a retrained seed repeats its trial.
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    device_generator = torch.Generator(device=settings.device).manual_seed(cfg.seed * 7919 + epoch)
+    return train_one_epoch(
+        state.model,
+        state.optimizer,
+        train,
+        task=dataset.task,
+        batch_size=cfg.batch_size,
+        settings=settings,
+        augment=cfg.augment,
+        generator=generator,
+        device_generator=device_generator,
+    )
+
+
+def nan_metrics(dataset: DatasetArrays) -> dict[str, float]:
+    """The validation metrics of an epoch that produced none (a diverged or failed epoch)."""
+    names = [VAL_LOSS, "val_accuracy", "val_macro_precision", "val_macro_recall", "val_macro_f1"]
+    if dataset.task == "multilabel":
+        names += list(MULTILABEL_EXTRA)
+    return dict.fromkeys(names, math.nan)
+
+
+def diverged_result(
+    cfg: TrialConfig, dataset: DatasetArrays, epoch: int, loss: float
+) -> dict[str, Any]:
+    """The last result of a trial whose training loss became NaN/inf."""
+    return {
+        EPOCH: epoch,
+        STATUS: STATUS_DIVERGED,
+        TRAIN_LOSS: loss,
+        **nan_metrics(dataset),
+        FAILURE_REASON: f"training loss became {loss} in epoch {epoch} (lr={cfg.lr:g})",
+    }

@@ -8,7 +8,8 @@ settings" is a paired comparison on the same test images. The first seed reuses 
 trial's own final checkpoint when the trial trained all its epochs (same seed, same result);
 other seeds retrain from scratch.
 
-Run on demand: ``python -m cxr_tune.evaluate EXPERIMENT_DIR [--seeds N]``.
+Run on demand: ``python -m cxr_tune.evaluate EXPERIMENT_DIR [--seeds N]`` (``cxr_tune.cli``).
+The statistics live in ``cxr_tune.stats``; this module runs the models and assembles them.
 """
 
 from __future__ import annotations
@@ -24,13 +25,22 @@ from typing import Any
 
 import numpy as np
 
+from cxr_tune.config import DataSource
+from cxr_tune.constants import CHECKPOINT_FILE, COMPLETED, EVALUATION_FILE, STATUS, STATUS_OK
 from cxr_tune.data.types import DatasetArrays
-from cxr_tune.metrics import confusion_matrix, multiclass_metrics, multilabel_metrics
-from cxr_tune.report.experiment import EVALUATION_FILE, Experiment, TrialRecord, load_experiment
+from cxr_tune.experiment import Experiment, TrialRecord
+from cxr_tune.metrics import confusion_matrix
+from cxr_tune.stats import (
+    MULTILABEL_SUMMARY,
+    SUMMARY_METRICS,
+    bootstrap_indices,
+    bootstrap_scores,
+    compare,
+    factor_effects,
+    summarise,
+)
 
 Echo = Callable[[str], None]
-SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
-MULTILABEL_SUMMARY: tuple[str, ...] = ("macro_auroc", "micro_f1", "subset_accuracy")
 
 
 @dataclass(frozen=True)
@@ -74,17 +84,17 @@ def _best_of(exp: Experiment, cell: str, keep: Callable[[TrialRecord], bool]) ->
     """Best completed trial passing ``keep``; failing that, the best with any finite result."""
     sign = 1.0 if exp.mode == "max" else -1.0
     trials = [t for t in exp.trials_of(cell) if keep(t) and math.isfinite(t.value(exp.metric))]
-    completed = [t for t in trials if t.state == "completed"]
+    completed = [t for t in trials if t.state == COMPLETED]
     pool = completed or trials
     return max(pool, key=lambda t: sign * t.value(exp.metric)) if pool else None
 
 
 def final_checkpoint(trial: TrialRecord) -> Path | None:
     """The trial's checkpoint after its last planned epoch, if it trained that far."""
-    if trial.state != "completed":
+    if trial.state != COMPLETED:
         return None
     for folder in reversed(trial.checkpoints()):
-        if (folder / "state.pt").is_file():
+        if (folder / CHECKPOINT_FILE).is_file():
             return folder
     return None
 
@@ -97,13 +107,14 @@ def evaluate_run(
 
     from cxr_tune.config import TrialConfig
     from cxr_tune.engine import (
+        build_state,
         eval_batch_size,
         loop_settings,
         predict_logits,
         select_device,
         to_device,
+        train_epochs,
     )
-    from cxr_tune.trainable import build_state, fit_epoch
 
     cfg = TrialConfig.from_dict({**config, "seed": seed})
     device = select_device()
@@ -116,12 +127,15 @@ def evaluate_run(
         source = "search checkpoint"
     else:
         train = to_device(dataset.split("train"), device, dataset.task)
-        for epoch in range(1, cfg.epochs + 1):
-            stats = fit_epoch(state, cfg, dataset, train, settings, epoch)
-            if state.scheduler is not None:
-                state.scheduler.step()
-            if stats.diverged:
-                return {"seed": seed, "source": "retrained", "diverged": True, "epoch": epoch}
+        # The trials' own loop, without a validation split: the same seed trains the same model.
+        for result in train_epochs(state, cfg, dataset, train, None, settings):
+            if result[STATUS] != STATUS_OK:
+                return {
+                    "seed": seed,
+                    "source": "retrained",
+                    "diverged": True,
+                    "epoch": result["epoch"],
+                }
         source = "retrained"
     test = to_device(dataset.split("test"), device, dataset.task)
     logits = predict_logits(
@@ -154,11 +168,13 @@ def read_checkpoint_state(checkpoint: str, device: Any) -> dict[str, Any]:
     import torch
 
     if "://" not in checkpoint:
-        return torch.load(Path(checkpoint) / "state.pt", map_location=device, weights_only=True)
+        return torch.load(
+            Path(checkpoint) / CHECKPOINT_FILE, map_location=device, weights_only=True
+        )
     import pyarrow.fs
 
     fs, path = pyarrow.fs.FileSystem.from_uri(checkpoint)
-    with fs.open_input_file(f"{path}/state.pt") as handle:  # one request, not one per MiB
+    with fs.open_input_file(f"{path}/{CHECKPOINT_FILE}") as handle:  # one request, not one per MiB
         payload = io.BytesIO(handle.read())
     return torch.load(payload, map_location=device, weights_only=True)
 
@@ -173,169 +189,8 @@ def _checkpoint_location(
     return f"{checkpoint_root.rstrip('/')}/{checkpoint.relative_to(folder).as_posix()}"
 
 
-def score(
-    task: str, run: Mapping[str, Any], targets: np.ndarray, num_classes: int
-) -> dict[str, float]:
-    """Test metrics of one run's stored predictions."""
-    if task == "multilabel":
-        return multilabel_metrics(np.asarray(run["probabilities"]), targets)
-    confusion = confusion_matrix(targets, np.asarray(run["predictions"]), num_classes)
-    return multiclass_metrics(confusion)
-
-
-def bootstrap_indices(n: int, rounds: int, seed: int) -> np.ndarray:
-    """(rounds, n) resampled test indices, shared by every contender of a dataset (pairing)."""
-    return np.random.default_rng(seed).integers(0, n, size=(rounds, n))
-
-
-def bootstrap_scores(
-    task: str,
-    runs: Sequence[Mapping[str, Any]],
-    targets: np.ndarray,
-    num_classes: int,
-    indices: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """Per bootstrap round, each metric averaged over the seeds' runs."""
-    per_round: dict[str, list[float]] = {}
-    for sample in indices:
-        values: dict[str, list[float]] = {}
-        for run in runs:
-            if task == "multilabel":
-                probabilities = np.asarray(run["probabilities"])[sample]
-                metrics = multilabel_metrics(probabilities, targets[sample])
-            else:
-                predictions = np.asarray(run["predictions"])[sample]
-                metrics = multiclass_metrics(
-                    confusion_matrix(targets[sample], predictions, num_classes)
-                )
-            for name, value in metrics.items():
-                values.setdefault(name, []).append(value)
-        for name, seeds in values.items():
-            per_round.setdefault(name, []).append(_mean_of_finite(seeds))
-    return {name: np.asarray(v) for name, v in per_round.items()}
-
-
-def _mean_of_finite(values: Sequence[float]) -> float:
-    """Mean over the finite values; NaN when there is none (e.g. AUROC of a label with no
-    positives in a resample)."""
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-def summarise(
-    task: str,
-    runs: Sequence[Mapping[str, Any]],
-    targets: np.ndarray,
-    num_classes: int,
-    boot: Mapping[str, np.ndarray],
-) -> dict[str, dict[str, Any]]:
-    """Mean and std over seeds, and the bootstrap 95% interval, per metric."""
-    per_seed = [score(task, run, targets, num_classes) for run in runs]
-    summary: dict[str, dict[str, Any]] = {}
-    for name in per_seed[0]:
-        values = np.array([m[name] for m in per_seed], dtype=float)
-        samples = boot.get(name, np.array([]))
-        finite = samples[np.isfinite(samples)]
-        summary[name] = {
-            "mean": _mean_of_finite(values.tolist()),
-            "std": float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0,
-            "per_seed": values.tolist(),
-            "ci95": [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
-            if finite.size
-            else [math.nan, math.nan],
-        }
-    return summary
-
-
-def compare(
-    a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], metrics: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Paired bootstrap difference a - b per metric (same resampled test images)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in metrics:
-        if name not in a or name not in b:
-            continue
-        diff = a[name] - b[name]
-        diff = diff[np.isfinite(diff)]
-        if not diff.size:
-            continue
-        out[name] = {
-            "difference": float(diff.mean()),
-            "ci95": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))],
-            "p_a_better": float((diff > 0).mean()),
-        }
-    return out
-
-
-def factor_effects(exp: Experiment) -> dict[str, Any]:
-    """Metric vs learning rate (per decade) and vs batch size, from the search's trials.
-
-    Every trial is compared at the first epoch all trials reached (the first ASHA rung), so
-    early-stopped trials count as much as completed ones; completed trials also give their
-    final value. Intervals are bootstrap 95% intervals over the trials of a bin.
-    """
-    rng = np.random.default_rng(0)
-    effects: dict[str, Any] = {}
-    for factor in ("lr", "batch_size", "optimizer", "weight_decay"):
-        rows = []
-        for cell in exp.cells():
-            trials = [t for t in exp.trials_of(cell) if factor in t.config]
-            if len({_bin(factor, t.config[factor]) for t in trials}) < 2:
-                continue
-            first_epoch = min((t.epochs_done for t in trials if t.epochs_done), default=0)
-            for value in sorted({_bin(factor, t.config[factor]) for t in trials}, key=_sort_key):
-                group = [t for t in trials if _bin(factor, t.config[factor]) == value]
-                early = [_value_at(t, exp.metric, first_epoch) for t in group]
-                final = [t.value(exp.metric) for t in group if t.state == "completed"]
-                rows.append(
-                    {
-                        "cell": cell,
-                        "value": value,
-                        "trials": len(group),
-                        "at_epoch": first_epoch,
-                        "early": _mean_ci(early, rng),
-                        "final": _mean_ci(final, rng),
-                        "diverged_or_failed": sum(t.state in ("diverged", "failed") for t in group),
-                    }
-                )
-        if rows:
-            effects[factor] = rows
-    return effects
-
-
-def _bin(factor: str, value: Any) -> Any:
-    if factor == "lr":
-        return f"1e{math.floor(math.log10(float(value)) + 1e-9)}"
-    return value
-
-
-def _sort_key(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith("1e"):
-        return (0, float(value))
-    return (1, value) if isinstance(value, (int, float)) else (2, str(value))
-
-
-def _value_at(trial: TrialRecord, metric: str, epoch: int) -> float:
-    for result in trial.results:
-        if int(result.get("epoch", -1)) == epoch and result.get("status", "ok") == "ok":
-            return float(result.get(metric, math.nan))
-    return math.nan  # diverged before that epoch
-
-
-def _mean_ci(values: Sequence[float], rng: np.random.Generator) -> dict[str, Any]:
-    finite = np.array([v for v in values if math.isfinite(v)], dtype=float)
-    if not finite.size:
-        return {"mean": math.nan, "ci95": [math.nan, math.nan], "n": 0}
-    boots = rng.choice(finite, size=(1000, finite.size)).mean(axis=1)
-    return {
-        "mean": float(finite.mean()),
-        "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
-        "n": int(finite.size),
-    }
-
-
 def evaluate_experiment(
-    folder: Path,
+    exp: Experiment,
     datasets: Mapping[str, DatasetArrays] | None = None,
     *,
     seeds: int | None = None,
@@ -344,16 +199,19 @@ def evaluate_experiment(
 ) -> dict[str, Any]:
     """Evaluate an experiment's contenders on the test split and write ``evaluation.json``.
 
+    The result is also set as ``exp.evaluation``, so a report written next from ``exp`` shows it
+    without reading the folder again.
+
     Args:
-        folder: the experiment folder.
+        exp: the loaded experiment (its folder is where ``evaluation.json`` goes).
         datasets: the decoded datasets with their test splits; reloaded from the record if None.
         seeds: seeds per contender (default: the experiment's ``eval_seeds``).
-        checkpoint_root: where the evaluation tasks read trial checkpoints when ``folder`` is a
-            local copy of a remote experiment (its storage URI); default ``folder``.
+        checkpoint_root: where the evaluation tasks read trial checkpoints when the experiment
+            folder is a local copy of a remote experiment (its storage URI); default the folder.
     """
     import ray
 
-    exp = load_experiment(folder)
+    folder = exp.folder
     datasets = datasets or reload_datasets(exp)
     n_seeds = seeds or int(exp.record.get("eval_seeds", 1))
     base_seed = int(exp.record.get("seed", 0))
@@ -378,14 +236,15 @@ def evaluate_experiment(
             config,
             int(config.get("seed", base_seed)) + k,
             refs[str(config["dataset"])],
-            _checkpoint_location(checkpoint, Path(folder), checkpoint_root),
+            _checkpoint_location(checkpoint, folder, checkpoint_root),
         )
     runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
     result = assemble(exp, datasets, contenders, runs, rounds)
-    tmp = Path(folder) / f".{EVALUATION_FILE}.tmp"
+    tmp = folder / f".{EVALUATION_FILE}.tmp"
     tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    os.replace(tmp, Path(folder) / EVALUATION_FILE)
-    echo(f"evaluate: wrote {Path(folder) / EVALUATION_FILE}")
+    os.replace(tmp, folder / EVALUATION_FILE)
+    exp.evaluation = result
+    echo(f"evaluate: wrote {folder / EVALUATION_FILE}")
     return result
 
 
@@ -510,29 +369,21 @@ def _resources(exp: Experiment, model: str) -> dict[str, float]:
     return {"CPU": 1.0, "GPU": 0.0}
 
 
-def reload_datasets(exp: Experiment) -> dict[str, DatasetArrays]:
-    """Decode (from the cache) the experiment's datasets again, with the recorded options,
-    and check that the split is the one the search used."""
-    from cxr_tune.config import DataSource
+def reload_datasets(exp: Experiment, *, cache_dir: Path | None = None) -> dict[str, DatasetArrays]:
+    """Decode (from the cache) the experiment's datasets again, from the sources and data
+    options its record holds, and check that each split is the one the search used."""
     from cxr_tune.data import DataOptions, load_dataset
     from cxr_tune.errors import DataError
 
-    options = exp.record.get("data_options", {})
+    recorded = dict(exp.record.get("data_options", {}))
+    # Records written before every option was kept hold only these three.
+    recorded.setdefault("seed", exp.record.get("seed", 0))
+    recorded.setdefault("phantom_images", 640)
     datasets: dict[str, DatasetArrays] = {}
     for info in exp.record.get("datasets", []):
-        source = (
-            DataSource("phantom", None)
-            if info.get("source") == "built-in"
-            else DataSource(str(info.get("key") or info["name"]), Path(info["source"]))
-        )
-        arrays = load_dataset(
-            source,
-            DataOptions(
-                image_size=int(options.get("image_size", info.get("image_size", 224))),
-                seed=int(options.get("seed", exp.record.get("seed", 0))),
-                phantom_images=int(options.get("phantom_images", 640)),
-            ),
-        )
+        recorded.setdefault("image_size", info.get("image_size", 224))
+        options = DataOptions.from_record(recorded, cache_dir=cache_dir)
+        arrays = load_dataset(_recorded_source(info), options)
         if arrays.split_hash != info.get("split_hash"):
             raise DataError(
                 f"The split of {info['name']} is not the one the search used "
@@ -542,51 +393,16 @@ def reload_datasets(exp: Experiment) -> dict[str, DatasetArrays]:
     return datasets
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cxr_tune.evaluate EXPERIMENT_DIR``: (re)run the final evaluation."""
-    import argparse
-    import sys
-
-    from cxr_tune.errors import CxrTuneError
-
-    parser = argparse.ArgumentParser(
-        prog="python -m cxr_tune.evaluate",
-        description="Retrain each cell's best configurations with several seeds and score them "
-        "once on the test split; writes evaluation.json and refreshes the report.",
+def _recorded_source(info: Mapping[str, Any]) -> DataSource:
+    """The data source of a recorded dataset, resolved as the search resolved it."""
+    if info.get("source") == "built-in":
+        return DataSource.phantom()
+    return DataSource(
+        str(info.get("key") or info["name"]), Path(info["source"]), detected=info.get("detected")
     )
-    parser.add_argument("experiment", help="an experiment folder written by cxr_tune.search")
-    parser.add_argument(
-        "--seeds", type=int, help="seeds per configuration (default: the experiment's)"
-    )
-    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    args = parser.parse_args(argv)
-    try:
-        if args.seeds is not None and args.seeds < 1:
-            from cxr_tune.errors import ConfigError
-
-            raise ConfigError(f"--seeds: the value is {args.seeds}, but must be >= 1.")
-        folder = Path(args.experiment).expanduser()
-        load_experiment(folder)  # fail fast, before Ray, on a folder that is no experiment
-        import ray
-
-        started = not ray.is_initialized()
-        if started:
-            ray.init(
-                address=args.address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False
-            )
-        try:
-            evaluate_experiment(folder, seeds=args.seeds)
-        finally:
-            if started:
-                ray.shutdown()
-        from cxr_tune.report import write_report
-
-        print(f"report: {write_report(folder)}")
-    except CxrTuneError as exc:
-        print(f"python -m cxr_tune.evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from cxr_tune.cli import run_command
+
+    raise SystemExit(run_command("evaluate"))

@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from cxr_tune.constants import TRAIN_LOSS_NO_SKILL, VAL_LOSS_NO_SKILL
+
 if TYPE_CHECKING:
     from cxr_tune.data.types import DatasetArrays
 
 # The result keys of ``no_skill_loss`` on the validation and the training split (every epoch's
 # result of a trial carries both).
-NO_SKILL_KEY = "val_loss_no_skill"
-TRAIN_NO_SKILL_KEY = "train_loss_no_skill"
+NO_SKILL_KEY = VAL_LOSS_NO_SKILL
+TRAIN_NO_SKILL_KEY = TRAIN_LOSS_NO_SKILL
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -30,13 +30,8 @@ from typing import Any
 
 import yaml
 
-from cxr_tune.config import (
-    METRIC_MODES,
-    SEARCH_MANAGED_FIELDS,
-    Mode,
-    TrialConfig,
-    trial_field_types,
-)
+from cxr_tune.config import SEARCH_MANAGED_FIELDS, Mode, TrialConfig, trial_field_types
+from cxr_tune.constants import METRIC_MODES
 from cxr_tune.errors import ConfigError, did_you_mean, unknown_name_message
 
 DOMAIN_KINDS: tuple[str, ...] = ("loguniform", "uniform", "int", "logint", "choice")

@@ -16,52 +16,39 @@ import os
 import platform
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 from ray import tune
-from torch import nn
 
 from cxr_tune import __version__
-from cxr_tune.config import MULTILABEL_EXTRA, TrialConfig
+from cxr_tune.config import TrialConfig
+from cxr_tune.constants import (
+    CHECKPOINT_FILE,
+    EPOCH,
+    FAILURE_REASON,
+    STATUS,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    TRAIN_LOSS,
+    TRIAL_FILE,
+)
 from cxr_tune.data.types import DatasetArrays
 from cxr_tune.engine import (
-    DeviceSplit,
-    EpochStats,
-    LoopSettings,
+    TrainingState,
+    build_state,
     compile_supported,
-    eval_batch_size,
-    evaluate,
     loop_settings,
-    place_model,
+    nan_metrics,
     select_device,
     to_device,
-    train_one_epoch,
+    train_epochs,
 )
 from cxr_tune.metrics import no_skill_losses
-from cxr_tune.models import create_model
-from cxr_tune.optim import create_optimizer
 from cxr_tune.processes import process_alive
-
-CHECKPOINT_FILE = "state.pt"
-TRIAL_FILE = "trial.json"  # beside the state: config, result and what the state holds
-# Status values a trial's last result carries (the report and the searcher read them).
-STATUS_OK, STATUS_DIVERGED, STATUS_FAILED = "ok", "diverged", "failed"
-
-
-@dataclass
-class TrainingState:
-    """What a checkpoint holds and a resumed trial restores."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    epoch: int = 0  # last finished epoch
 
 
 def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> None:
@@ -77,44 +64,17 @@ def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> No
     train = to_device(dataset.split("train"), device, dataset.task)
     val = to_device(dataset.split("val"), device, dataset.task)
     meta = trial_metadata(cfg, dataset, device)
-    for epoch in range(state.epoch + 1, cfg.epochs + 1):
-        try:
-            metrics = run_epoch(state, cfg, dataset, train, val, settings, epoch)
-        except torch.OutOfMemoryError as exc:
-            tune.report(failure_result(cfg, dataset, epoch, meta, f"out of memory: {exc}"))
-            return
-        if metrics["status"] == STATUS_DIVERGED:
-            tune.report({**metrics, **meta})
-            return
-        state.epoch = epoch
-        if cfg.checkpoints_after(epoch):
-            report_with_checkpoint({**metrics, **meta}, state, cfg)
-        else:
-            tune.report({**metrics, **meta})
-
-
-def build_state(cfg: TrialConfig, dataset: DatasetArrays, device: torch.device) -> TrainingState:
-    """Model, optimiser and LR schedule for ``cfg``, initialised from ``cfg.seed``.
-
-    ``cfg.compile`` compiles the model in place on a GPU and is ignored on a CPU (the result's
-    ``compiled`` field says which); checkpoints are the same either way.
-    """
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=dataset.num_classes, pretrained=cfg.pretrained)
-    model = place_model(model, loop_settings(device, cfg.precision), compile=cfg.compile)
-    optimizer = create_optimizer(
-        cfg.optimizer,
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-    )
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        if cfg.lr_schedule == "cosine"
-        else None
-    )
-    return TrainingState(model=model, optimizer=optimizer, scheduler=scheduler)
+    try:
+        for metrics in train_epochs(state, cfg, dataset, train, val, settings):
+            if metrics[STATUS] == STATUS_DIVERGED:
+                tune.report({**metrics, **meta})
+                return
+            if cfg.checkpoints_after(state.epoch):
+                report_with_checkpoint({**metrics, **meta}, state, cfg)
+            else:
+                tune.report({**metrics, **meta})
+    except torch.OutOfMemoryError as exc:
+        tune.report(failure_result(cfg, dataset, state.epoch + 1, meta, f"out of memory: {exc}"))
 
 
 def restore_state(
@@ -133,100 +93,16 @@ def restore_state(
     state.epoch = int(saved["epoch"])
 
 
-def run_epoch(
-    state: TrainingState,
-    cfg: TrialConfig,
-    dataset: DatasetArrays,
-    train: DeviceSplit,
-    val: DeviceSplit,
-    settings: LoopSettings,
-    epoch: int,
-) -> dict[str, Any]:
-    """Train one epoch and evaluate on the validation split; returns the epoch's result."""
-    started = time.perf_counter()
-    stats = fit_epoch(state, cfg, dataset, train, settings, epoch)
-    if stats.diverged:
-        return diverged_result(cfg, dataset, epoch, stats.loss)
-    if state.scheduler is not None:
-        state.scheduler.step()
-    train_seconds = time.perf_counter() - started
-    result = evaluate(
-        state.model,
-        val,
-        task=dataset.task,
-        num_classes=dataset.num_classes,
-        settings=settings,
-        batch_size=eval_batch_size(settings.device, cfg.image_size),
-    )
-    metrics = {f"val_{name}": value for name, value in result.metrics.items()}
-    return {
-        "epoch": epoch,
-        "status": STATUS_OK,
-        "train_loss": stats.loss,
-        "val_loss": result.loss,
-        **metrics,
-        "lr": state.optimizer.param_groups[0]["lr"],
-        "train_images_per_s": stats.images / train_seconds if train_seconds > 0 else 0.0,
-        "epoch_time_s": time.perf_counter() - started,
-    }
-
-
-def fit_epoch(
-    state: TrainingState,
-    cfg: TrialConfig,
-    dataset: DatasetArrays,
-    train: DeviceSplit,
-    settings: LoopSettings,
-    epoch: int,
-) -> EpochStats:
-    """Train ``state`` for one epoch of ``cfg`` (shared by trials and the final evaluation)."""
-    # Shuffling and augmentation draws depend only on (seed, epoch): a resumed trial replays
-    # exactly the batches it would have seen, and a retrained seed repeats its trial.
-    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    device_generator = torch.Generator(device=settings.device).manual_seed(cfg.seed * 7919 + epoch)
-    return train_one_epoch(
-        state.model,
-        state.optimizer,
-        train,
-        task=dataset.task,
-        batch_size=cfg.batch_size,
-        settings=settings,
-        augment=cfg.augment,
-        generator=generator,
-        device_generator=device_generator,
-    )
-
-
-def _nan_metrics(dataset: DatasetArrays) -> dict[str, float]:
-    names = ["val_loss", "val_accuracy", "val_macro_precision", "val_macro_recall", "val_macro_f1"]
-    if dataset.task == "multilabel":
-        names += list(MULTILABEL_EXTRA)
-    return dict.fromkeys(names, math.nan)
-
-
-def diverged_result(
-    cfg: TrialConfig, dataset: DatasetArrays, epoch: int, loss: float
-) -> dict[str, Any]:
-    """The last result of a trial whose training loss became NaN/inf."""
-    return {
-        "epoch": epoch,
-        "status": STATUS_DIVERGED,
-        "train_loss": loss,
-        **_nan_metrics(dataset),
-        "failure_reason": f"training loss became {loss} in epoch {epoch} (lr={cfg.lr:g})",
-    }
-
-
 def failure_result(
     cfg: TrialConfig, dataset: DatasetArrays, epoch: int, meta: Mapping[str, Any], reason: str
 ) -> dict[str, Any]:
     """The last result of a trial that could not go on (e.g. its batch does not fit)."""
     return {
-        "epoch": epoch,
-        "status": STATUS_FAILED,
-        "train_loss": math.nan,
-        **_nan_metrics(dataset),
-        "failure_reason": f"{reason.splitlines()[0][:300]} (batch_size={cfg.batch_size})",
+        EPOCH: epoch,
+        STATUS: STATUS_FAILED,
+        TRAIN_LOSS: math.nan,
+        **nan_metrics(dataset),
+        FAILURE_REASON: f"{reason.splitlines()[0][:300]} (batch_size={cfg.batch_size})",
         **meta,
     }
 

@@ -6,7 +6,9 @@ The one entry point the rest of the package needs is :func:`load_dataset`: a ``D
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cxr_tune.config import DataSource
+from cxr_tune.constants import DEFAULT_CACHE_DIR, ENV_CACHE
 from cxr_tune.data.datasets import DATASETS, DatasetSpec, Detection
 from cxr_tune.data.splits import DEFAULT_FRACTIONS, grouped_stratified_split, split_hash
 from cxr_tune.data.types import (
@@ -40,12 +43,34 @@ __all__ = [
     "SplitArrays",
     "default_cache_dir",
     "load_dataset",
+    "resolve_source",
 ]
+
+
+# Every layout module registers itself in DATASETS when imported; importing them here, where
+# the package starts, means any use of the registry sees all of them.
+from cxr_tune.data import layouts as _layouts  # noqa: E402,F401  (imported to register)
 
 
 def default_cache_dir() -> Path:
     """Where decoded datasets are cached: ``$CXR_TUNE_CACHE`` or ``~/.cache/cxr_tune``."""
-    return Path(os.environ.get("CXR_TUNE_CACHE", "~/.cache/cxr_tune")).expanduser()
+    return Path(os.environ.get(ENV_CACHE, DEFAULT_CACHE_DIR)).expanduser()
+
+
+def resolve_source(source: DataSource) -> DataSource:
+    """``source`` with its layout and root folder found: detected from the folder, or checked
+    against the forced KEY. The phantom and already resolved sources come back as they are.
+
+    Raises:
+        ConfigError: an unknown dataset key (with did-you-mean).
+        DataError: the folder is missing, holds no known layout, or holds several datasets.
+    """
+    if source.resolved:
+        return source
+    from cxr_tune.data.detect import resolve
+
+    detection = resolve(source)
+    return DataSource(key=detection.dataset, path=detection.root, detected=detection.reason)
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,26 @@ class DataOptions:
     min_label_positives: int = 2
     near_duplicate_similarity: float = 0.985
 
+    def to_record(self) -> dict[str, Any]:
+        """Every option as JSON, for the experiment record (``from_record`` reads it back)."""
+        record = dataclasses.asdict(self)
+        record["fractions"] = list(self.fractions)
+        record["cache_dir"] = str(self.cache_dir)
+        return record
+
+    @classmethod
+    def from_record(
+        cls, record: Mapping[str, Any], *, cache_dir: Path | None = None
+    ) -> DataOptions:
+        """The options an experiment recorded. Where the cache lives and how many processes
+        decode are this machine's (``cache_dir``, default ``default_cache_dir()``): neither
+        changes the arrays. Options a record lacks (older experiments) keep their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"cache_dir", "workers"}
+        values: dict[str, Any] = {k: v for k, v in record.items() if k in names}
+        if "fractions" in values:
+            values["fractions"] = tuple(values["fractions"])
+        return cls(**values, cache_dir=cache_dir or default_cache_dir())
+
 
 def load_dataset(source: DataSource, options: DataOptions) -> DatasetArrays:
     """Load one dataset, decoded and split, with all three splits.
@@ -92,7 +137,7 @@ def load_dataset(source: DataSource, options: DataOptions) -> DatasetArrays:
         DataError: the folder is missing, unreadable or not a known layout.
         ConfigError: an unknown dataset key.
     """
-    if source.key == "phantom" or (source.key is None and source.path is None):
+    if source.is_phantom:
         return load_phantom(options)
     from cxr_tune.data.cache import load_or_prepare
 

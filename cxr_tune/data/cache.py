@@ -128,7 +128,7 @@ def prepare(
         raise ConfigError(
             f"The value of `image_size` is {options.image_size!r}, but must be an integer >= 8."
         )
-    detection = resolve(source)
+    detection = _detection(source)
     spec = DATASETS.get(detection.dataset)
     parser_options = check_options(spec.name, options.parser_options, spec.options)
     key = cache_key(detection, parser_options, options)
@@ -141,6 +141,13 @@ def prepare(
         meta = _build(final, manifest, detection, options, key, progress)
     seconds = time.perf_counter() - started
     return CacheEntry(final, meta, detection, built=built, seconds=seconds)
+
+
+def _detection(source: DataSource) -> Detection:
+    """The layout and root of ``source``: as resolved already, or detected now."""
+    if source.detected is not None and source.key is not None and source.path is not None:
+        return Detection(source.key, source.path, source.detected)
+    return resolve(source)
 
 
 def cache_key(detection: Detection, parser_options: Mapping[str, Any], options: DataOptions) -> str:

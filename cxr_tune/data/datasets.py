@@ -61,6 +61,3 @@ DATASETS.add(
         task="multiclass",
     ),
 )
-
-# The layout modules register themselves; imported last because they import this module.
-from cxr_tune.data import layouts as _layouts  # noqa: E402,F401

@@ -83,11 +83,6 @@ def file_skip_reason(name: str) -> str | None:
     return None
 
 
-def is_image_name(name: str) -> bool:
-    """True when the file name looks like an image (extension matched case-insensitively)."""
-    return file_skip_reason(name) is None
-
-
 def decode_file(path: str | Path, size: int) -> Decoded:
     """Decode one file into a ``size`` x ``size`` uint8 grayscale image, or say why not.
 
@@ -198,14 +193,3 @@ def make_thumb(image: Image.Image) -> np.ndarray:
     """A THUMB_SIZE square thumbnail of the whole (uncropped) image, for perceptual hashing."""
     thumb = image.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(thumb, dtype=np.uint8)
-
-
-def probe_file(path: str | Path) -> tuple[str, int, int, str] | None:
-    """Read only a file's header: (mode, width, height, format), or None if it is not an image."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                return image.mode, image.size[0], image.size[1], image.format or ""
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
-        return None

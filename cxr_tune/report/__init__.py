@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cxr_tune.report.experiment import Experiment, load_experiment
+from cxr_tune.constants import REPORT_HTML, REPORT_MD, TRIALS_CSV
+from cxr_tune.experiment import Experiment, load_experiment
 
 __all__ = [
     "Experiment",
@@ -52,10 +53,10 @@ def write_experiment_report(experiment: Experiment, out: str | Path | None = Non
     target.mkdir(parents=True, exist_ok=True)
     _remove_old_plots(target / "plots")
     doc, _ = build_document(experiment, target)
-    _write_atomic(target / "report.md", markdown.render(doc))
-    _write_atomic(target / "report.html", html.render(doc, target))
-    _write_atomic(target / "trials.csv", trials_frame(experiment).to_csv(index=False))
-    return target / "report.md"
+    _write_atomic(target / REPORT_MD, markdown.render(doc))
+    _write_atomic(target / REPORT_HTML, html.render(doc, target))
+    _write_atomic(target / TRIALS_CSV, trials_frame(experiment).to_csv(index=False))
+    return target / REPORT_MD
 
 
 def _remove_old_plots(plots: Path) -> None:

@@ -7,9 +7,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cxr_tune.constants import EPOCH, STOPPED_EARLY, UNFINISHED
+from cxr_tune.experiment import Experiment
 from cxr_tune.metrics import learned_nothing
 from cxr_tune.report import plots
-from cxr_tune.report.build import Context
 from cxr_tune.report.conclusions import (
     FACTOR_LABELS,
     factor_conclusion,
@@ -17,8 +18,8 @@ from cxr_tune.report.conclusions import (
     metric_label,
     optimizer_conclusion,
 )
+from cxr_tune.report.context import Context
 from cxr_tune.report.document import Block, Bullets, Paragraph, Section, fmt, make_table
-from cxr_tune.report.experiment import Experiment
 from cxr_tune.report.importance import cell_importances
 from cxr_tune.report.tables import (
     config_text,
@@ -28,6 +29,7 @@ from cxr_tune.report.tables import (
     failures_frame,
     trials_frame,
 )
+from cxr_tune.stats import factor_effects
 
 # All trials are in trials.csv; the page lists this many.
 MAX_TRIAL_ROWS = 300
@@ -57,8 +59,6 @@ def ablation_sections(exp: Experiment, ctx: Context) -> list[Section]:
 def _factors(exp: Experiment) -> tuple[dict[str, Any], str]:
     if exp.evaluation and "factors" in exp.evaluation:
         return dict(exp.evaluation["factors"]), "Numbers from `evaluation.json`."
-    from cxr_tune.evaluate import factor_effects  # no Ray at import; numpy only here
-
     return factor_effects(exp), "Computed from the trials (there is no `evaluation.json` yet)."
 
 
@@ -207,7 +207,7 @@ def no_skill_stops(exp: Experiment) -> tuple[int, int]:
     stopped = 0
     for trial in exp.trials:
         last = trial.results[-1] if trial.results else {}
-        if trial.state == "stopped_early" and last.get("epoch") == epoch and learned_nothing(last):
+        if trial.state == STOPPED_EARLY and last.get(EPOCH) == epoch and learned_nothing(last):
             stopped += 1
     return epoch, stopped
 
@@ -225,7 +225,7 @@ def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
     section = Section("Search efficiency")
     savings = early_stopping_savings(exp)
     frame = efficiency_frame(exp)
-    unfinished = sum(t.state == "unfinished" for t in exp.trials)
+    unfinished = sum(t.state == UNFINISHED for t in exp.trials)
     lines = []
     if savings.planned:
         share = savings.saved_by_asha / savings.planned
@@ -263,7 +263,7 @@ def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
     section.blocks.append(Bullets(tuple(lines)))
     if len(frame) and frame["best_so_far"].notna().any():
         planned = {
-            cell: sum(t.planned_epochs for t in exp.trials_of(cell) if t.state != "unfinished")
+            cell: sum(t.planned_epochs for t in exp.trials_of(cell) if t.state != UNFINISHED)
             for cell in exp.cells()
         }
         section.blocks.append(

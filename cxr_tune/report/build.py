@@ -7,45 +7,18 @@ short note saying what could not be shown, and the rest of the report is still w
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxr_tune.report.document import Block, Document, Figure, Paragraph, Section
-from cxr_tune.report.experiment import Experiment
-
-PLOTS_DIR = "plots"
-
-
-@dataclass
-class Context:
-    """Where the report goes, and what went wrong while building it."""
-
-    out: Path
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def plots(self) -> Path:
-        return self.out / PLOTS_DIR
-
-    def figure(self, name: str, caption: str, draw: Callable[[Path], Path]) -> Block:
-        """Draw ``plots/<name>.png`` and return its Figure, or a note when drawing failed."""
-        path = self.plots / f"{name}.png"
-        try:
-            draw(path)
-        except Exception as exc:  # a plot is never worth losing the report for
-            note = f"The plot {path.name} could not be drawn ({type(exc).__name__}: {exc})."
-            self.notes.append(note)
-            return Paragraph(note)
-        return Figure(f"{PLOTS_DIR}/{path.name}", caption)
-
+from cxr_tune.experiment import Experiment
+from cxr_tune.report import analysis, results
+from cxr_tune.report.context import Context
+from cxr_tune.report.document import Document, Paragraph, Section
 
 SectionBuilder = Callable[[Experiment, Context], list[Section]]
 
 
 def build_document(exp: Experiment, out: Path) -> tuple[Document, Context]:
     """The whole report for ``exp``, with its plots written under ``out/plots``."""
-    from cxr_tune.report import analysis, results
-
     builders: list[tuple[str, SectionBuilder]] = [
         ("Summary", results.summary_sections),
         ("Results beside the paper", results.paper_sections),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxr_tune.report.experiment import STUDY_FILE
+from cxr_tune.constants import STUDY_FILE
 
 MIN_COMPLETED = 2
 

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from cxr_tune.experiment import TrialRecord
 from cxr_tune.report.conclusions import (
     FACTOR_LABELS,
     OPTIMIZER_NAMES,
@@ -24,7 +25,6 @@ from cxr_tune.report.conclusions import (
     orient,
     value_label,
 )
-from cxr_tune.report.experiment import TrialRecord
 from cxr_tune.report.importance import Importance
 
 DPI = 110

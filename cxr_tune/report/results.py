@@ -6,9 +6,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from cxr_tune.constants import STUDY_FILE
+from cxr_tune.experiment import Experiment
 from cxr_tune.report import plots
-from cxr_tune.report.build import Context
 from cxr_tune.report.conclusions import metric_label
+from cxr_tune.report.context import Context
 from cxr_tune.report.document import (
     Block,
     Bullets,
@@ -18,7 +20,6 @@ from cxr_tune.report.document import (
     fmt_ci,
     make_table,
 )
-from cxr_tune.report.experiment import STUDY_FILE, Experiment
 from cxr_tune.report.paper import MULTILABEL_DATASET, PAPER_DATASETS, PAPER_TABLES
 from cxr_tune.report.tables import (
     best_entries,

@@ -14,7 +14,17 @@ from typing import Any
 
 import pandas as pd
 
-from cxr_tune.report.experiment import Experiment, TrialRecord
+from cxr_tune.constants import (
+    DIVERGED,
+    EPOCH,
+    FAILED,
+    FAILURE_REASON,
+    STOPPED_EARLY,
+    TRAIN_LOSS,
+    UNFINISHED,
+    VAL_LOSS,
+)
+from cxr_tune.experiment import Experiment, TrialRecord, is_ok
 from cxr_tune.report.paper import dataset_label, model_label, paper_value
 
 # Config keys shown first in tables (the ones searches vary); the rest follow sorted.
@@ -66,7 +76,7 @@ def dataset_key(exp: Experiment, name: str) -> str:
 
 def epochs_trained(trial: TrialRecord) -> int:
     """Epochs the trial ran, counting the one in which it diverged or failed."""
-    return max((int(r.get("epoch", 0) or 0) for r in trial.results), default=0)
+    return max((int(r.get(EPOCH, 0) or 0) for r in trial.results), default=0)
 
 
 def trials_frame(exp: Experiment) -> pd.DataFrame:
@@ -85,14 +95,14 @@ def trials_frame(exp: Experiment) -> pd.DataFrame:
             "epochs_planned": trial.planned_epochs or exp.record.get("epochs", 0),
         }
         row.update({key: trial.config.get(key) for key in config_keys})
-        row.update({f"final_{m}": trial.value(m) for m in ("train_loss", "val_loss")})
+        row.update({f"final_{m}": trial.value(m) for m in (TRAIN_LOSS, VAL_LOSS)})
         row.update({f"final_{m}": trial.value(m) for m in _reported_metrics(exp)})
         row[f"best_{exp.metric}"] = best
         row["best_epoch"] = best_epoch or None
         row["time_total_s"] = trial.time_total_s()
         row["node"] = trial.node()
         row["node_ip"] = trial.last.get("node_ip", "")
-        row["failure_reason"] = trial.failure_reason or ""
+        row[FAILURE_REASON] = trial.failure_reason or ""
         row["folder"] = trial.folder.name
         row["problems"] = "; ".join(trial.problems)
         rows.append(row)
@@ -213,7 +223,7 @@ def efficiency_frame(exp: Experiment) -> pd.DataFrame:
     sign = 1.0 if exp.mode == "max" else -1.0
     for cell in exp.cells():
         events = [
-            (float(r.get("timestamp", 0)), t.trial_id, int(r.get("epoch", 0)), r)
+            (float(r.get("timestamp", 0)), t.trial_id, int(r.get(EPOCH, 0)), r)
             for t in exp.trials_of(cell)
             for r in t.results
         ]
@@ -222,7 +232,7 @@ def efficiency_frame(exp: Experiment) -> pd.DataFrame:
         for epochs, (_, trial_id, epoch, result) in enumerate(ordered, 1):
             seconds += _finite_or(result.get("time_this_iter_s"), 0.0)
             value = _finite_or(result.get(exp.metric), math.nan)
-            if result.get("status", "ok") == "ok" and math.isfinite(value):
+            if is_ok(result) and math.isfinite(value):
                 best = value if not math.isfinite(best) else sign * max(sign * best, sign * value)
             rows.append(
                 {
@@ -244,18 +254,18 @@ def early_stopping_savings(exp: Experiment) -> Savings:
     planned = trained = stopped = saved = ended = 0
     saved_seconds = 0.0
     for trial in exp.trials:
-        if trial.state == "unfinished":
+        if trial.state == UNFINISHED:
             continue  # its remaining epochs are unknown, not saved
         plan = trial.planned_epochs or default
         ran = epochs_trained(trial)
         planned += plan
         trained += ran
-        if trial.state == "stopped_early":
+        if trial.state == STOPPED_EARLY:
             stopped += 1
             saved += max(0, plan - ran)
             per_epoch = trial.time_total_s() / ran if ran else math.nan
             saved_seconds += max(0, plan - ran) * per_epoch if math.isfinite(per_epoch) else 0.0
-        elif trial.state in ("diverged", "failed"):
+        elif trial.state in (DIVERGED, FAILED):
             ended += max(0, plan - ran)
     return Savings(planned, trained, stopped, saved, saved_seconds, ended)
 
@@ -264,7 +274,7 @@ def failures_frame(exp: Experiment) -> pd.DataFrame:
     """Diverged, failed and unfinished trials with the epoch they reached and why they ended."""
     rows = []
     for trial in sorted(exp.trials, key=lambda t: (t.cell, t.trial_id)):
-        if trial.state not in ("diverged", "failed", "unfinished"):
+        if trial.state not in (DIVERGED, FAILED, UNFINISHED):
             continue
         reason = trial.failure_reason or _default_reason(trial)
         rows.append(
@@ -281,7 +291,7 @@ def failures_frame(exp: Experiment) -> pd.DataFrame:
 
 
 def _default_reason(trial: TrialRecord) -> str:
-    if trial.state == "unfinished":
+    if trial.state == UNFINISHED:
         if not trial.results:
             return "no result yet (had not finished an epoch when the search stopped)"
         return "still running when the search stopped"

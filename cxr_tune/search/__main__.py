@@ -1,5 +1,16 @@
+"""``python -m cxr_tune.search``: the ``search`` command of ``cxr-tune``."""
+
+from __future__ import annotations
+
 import sys
+from collections.abc import Sequence
 
-from cxr_tune.search.cli import main
+from cxr_tune.cli import run_command
 
-sys.exit(main())
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command("search", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

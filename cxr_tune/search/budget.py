@@ -21,8 +21,10 @@ from typing import Any
 
 from ray.tune.experiment import Trial
 
+from cxr_tune.constants import EPOCH, STATUS, STATUS_OK
+
 CELL_KEY = "cell"  # the trial config's cell id
-EPOCH_KEY = "epoch"  # the result's epoch count (ASHA's time attribute too)
+EPOCH_KEY = EPOCH  # the result's epoch count (ASHA's time attribute too)
 
 
 def has_room(budget: int | None, spent: int, under_way: int) -> bool:
@@ -66,7 +68,7 @@ class BudgetKeeper:
     def lets_go_on(self, trial: Trial, result: dict[str, Any], tune_controller: Any) -> bool:
         """False when ``trial`` must stop for the budget. A trial that ends anyway (its last
         epoch, or a diverged or failed result) is never stopped, nor counted, here."""
-        ends_anyway = result.get("status", "ok") != "ok" or int(
+        ends_anyway = result.get(STATUS, STATUS_OK) != STATUS_OK or int(
             result.get(EPOCH_KEY, 0) or 0
         ) >= int(trial.config.get("epochs", 0))
         if self.budget is None or ends_anyway:

@@ -1,7 +1,8 @@
-"""``python -m cxr_tune.search``: the command line of a search.
+"""``cxr-tune search`` (also ``python -m cxr_tune.search``): the command line of a search.
 
 Heavy modules (torch, Ray) are imported after the arguments are parsed and checked, so
-``--help`` and most user errors answer at once.
+``--help`` and most user errors answer at once. ``cxr_tune.cli`` parses and runs the command and
+turns errors into exit codes.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from collections.abc import Sequence
 
 from cxr_tune.config import PROFILE_CHOICES, DataSource
-from cxr_tune.errors import ConfigError, CxrTuneError
+from cxr_tune.constants import DIVERGED, FAILED
+from cxr_tune.errors import ConfigError
 
-PROG = "python -m cxr_tune.search"
+DESCRIPTION = (
+    "Search learning rate, batch size and optimizer (and more) for chest X-ray classifiers, "
+    "with Optuna TPE and per-cell ASHA on Ray Tune."
+)
+INTERRUPTED = "finished trials and checkpoints are kept. Continue with --resume."
 EXAMPLES = """
 examples:
   python -m cxr_tune.search --space ablation
@@ -25,14 +29,8 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Search learning rate, batch size and optimizer (and more) for chest X-ray "
-        "classifiers, with Optuna TPE and per-cell ASHA on Ray Tune.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``search`` command's options."""
     parser.add_argument(
         "--space",
         default="ablation",
@@ -94,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the resolved plan, one JSON object per cell, and start nothing",
     )
-    return parser
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -102,27 +99,17 @@ def _positive(name: str, value: int | None) -> None:
         raise ConfigError(f"{name}: the value is {value}, but must be >= 1.")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args, list(argv) if argv is not None else sys.argv[1:])
-    except CxrTuneError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            f"{PROG}: interrupted; finished trials and checkpoints are kept. Continue with --resume.",
-            file=sys.stderr,
-        )
-        return 130
+def run(args: argparse.Namespace) -> int:
+    """Run (or plan, with ``--dry-run``) a search; returns the exit code.
 
-
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    ``args.command_line`` is the command as the user typed it (recorded in the experiment).
+    """
     from pathlib import Path
 
+    from cxr_tune.data import resolve_source
     from cxr_tune.search.plan import Overrides, build_plan, resolve_profile
-    from cxr_tune.search.storage import Storage
     from cxr_tune.spaces import load_space
+    from cxr_tune.storage import Storage
 
     for flag, value in (
         ("--num-samples", args.num_samples),
@@ -134,8 +121,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed: the value is {args.seed}, but must be >= 0.")
     space = load_space(args.space)
-    sources = tuple(DataSource.parse(text) for text in args.data) or (DataSource("phantom", None),)
-    dataset_keys = _dataset_keys(sources)
+    given = tuple(DataSource.parse(text) for text in args.data) or (DataSource.phantom(),)
+    # Each layout is detected here, once: the runner loads the folders found.
+    sources = tuple(_announced(resolve_source(source)) for source in given)
+    dataset_keys = tuple(str(source.key) for source in sources)
     dataset_names = _unique_names(dataset_keys)
     storage = Storage.parse(args.storage)
     profile, reason = resolve_profile(args.profile, gpus_available=_gpus_available(args))
@@ -171,32 +160,23 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         keep_checkpoints=args.keep_checkpoints,
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
         ray_address=args.address,
-        argv=(PROG, *argv),
+        argv=tuple(args.command_line),
         profile_reason=reason,
     )
     outcome = run_search(request)
     if outcome.interrupted:
         return 130
-    failed = outcome.states.get("failed", 0) + outcome.states.get("diverged", 0)
+    failed = outcome.states.get(FAILED, 0) + outcome.states.get(DIVERGED, 0)
     if failed:
         print(f"note: {failed} of {outcome.trials} trials failed or diverged; see the report.")
     return 0
 
 
-def _dataset_keys(sources: tuple[DataSource, ...]) -> tuple[str, ...]:
-    """Registry key of each source, detected from its layout when not given."""
-    from cxr_tune.data.datasets import DATASETS
-
-    keys: list[str] = []
-    for source in sources:
-        if source.key == "phantom" or source.path is None:
-            keys.append("phantom")
-        elif source.key is not None:
-            DATASETS.get(source.key)  # unknown key: error with did-you-mean
-            keys.append(source.key)
-        else:
-            keys.append(_detect(source))
-    return tuple(keys)
+def _announced(source: DataSource) -> DataSource:
+    """Print where a dataset folder was found and why (detected or forced by KEY=)."""
+    if source.detected:
+        print(f"data: {source.path}: {source.key} ({source.detected})")
+    return source
 
 
 def _unique_names(keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -208,18 +188,6 @@ def _unique_names(keys: tuple[str, ...]) -> tuple[str, ...]:
             name, n = f"{key}_{n}", n + 1
         names.append(name)
     return tuple(names)
-
-
-def _detect(source: DataSource) -> str:
-    try:
-        from cxr_tune.data.detect import resolve
-    except ImportError:
-        raise ConfigError(
-            f"--data: cannot detect the layout of '{source.path}'; give KEY=PATH."
-        ) from None
-    detection = resolve(source)
-    print(f"data: {source.path}: {detection.dataset} ({detection.reason})")
-    return detection.dataset
 
 
 def _gpus_available(args: argparse.Namespace) -> float:

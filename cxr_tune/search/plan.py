@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cxr_tune.config import PROFILES, Profile, TrialConfig
+from cxr_tune.constants import EPOCH
 from cxr_tune.errors import ConfigError
 from cxr_tune.spaces import Param, SchedulerSpec, SearchSpace
 
@@ -146,7 +147,7 @@ class Plan:
                     "metric": self.scheduler.rung_metric(self.space.metric, self.space.mode)[0],
                     "no_skill_epoch": self.scheduler.no_skill_epoch,
                     "max_t": self.epochs,
-                    "time_attr": "epoch",
+                    "time_attr": EPOCH,
                 },
                 "metric": {"name": self.space.metric, "mode": self.space.mode},
                 "resources": self.resources(str(self.base_config(cell).get("model"))),

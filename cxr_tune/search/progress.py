@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from cxr_tune.constants import EPOCH, STATUS, STATUS_OK
 from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, learned_nothing
 from cxr_tune.search.budget import may_go_on
 
@@ -41,10 +42,10 @@ class ProgressLines(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        epoch = int(result.get("epoch", 0))
+        epoch = int(result.get(EPOCH, 0))
         self._last_epoch[trial.trial_id] = epoch
-        status = result.get("status", "ok")
-        if status != "ok":
+        status = result.get(STATUS, STATUS_OK)
+        if status != STATUS_OK:
             self._say(f"{self._label(trial)}: {status}: {result.get('failure_reason', '')}")
             return
         value = result.get(self._metric, math.nan)
@@ -58,8 +59,8 @@ class ProgressLines(Callback):
         epoch = self._last_epoch.get(trial.trial_id, 0)
         planned = int(trial.config.get("epochs", 0))
         last = trial.last_result or {}
-        status = last.get("status", "ok")
-        if status == "ok" and epoch < planned:
+        status = last.get(STATUS, STATUS_OK)
+        if status == STATUS_OK and epoch < planned:
             if epoch == self._no_skill_epoch and learned_nothing(last):
                 self._say(
                     f"{self._label(trial)}: stopped after epoch {epoch}: it has learned "

@@ -24,7 +24,7 @@ import pyarrow.fs
 import torch
 from ray.tune import Callback
 
-from cxr_tune.trainable import CHECKPOINT_FILE, TRIAL_FILE
+from cxr_tune.constants import CHECKPOINT_FILE, EPOCH, STATUS, STATUS_OK, TRIAL_FILE
 
 
 class CheckpointRetention(Callback):
@@ -33,7 +33,9 @@ class CheckpointRetention(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         planned = int(trial.config.get("epochs", 0))
         last = trial.last_result or {}
-        completed = last.get("status", "ok") == "ok" and int(last.get("epoch", 0)) >= planned > 0
+        completed = (
+            last.get(STATUS, STATUS_OK) == STATUS_OK and int(last.get(EPOCH, 0)) >= planned > 0
+        )
         self._apply(trial, keep_final=completed)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -19,19 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from cxr_tune.config import DataSource
+from cxr_tune.constants import ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
 from cxr_tune.errors import ConfigError
+from cxr_tune.experiment import Experiment, load_experiment
 from cxr_tune.search.plan import Plan, uses_pretrained
-from cxr_tune.search.storage import Storage
+from cxr_tune.storage import Storage, scratch_dir
 
-RECORD_FILE = "cxr_tune.json"
-STUDY_FILE = "optuna.db"
 Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One search, as the command line asked for it."""
+    """One search, as the command line asked for it.
+
+    ``sources`` are resolved (``cxr_tune.data.resolve_source``): the runner loads the folders
+    the command line found, without detecting their layouts again.
+    """
 
     plan: Plan
     sources: tuple[DataSource, ...]
@@ -76,9 +80,17 @@ def check_before_start(request: SearchRequest) -> None:
         )
 
 
-def load_search_data(request: SearchRequest, echo: Echo) -> dict[str, DatasetArrays]:
-    """Decode (or reuse from the cache) and split every dataset, keeping train and val only."""
+def load_search_data(
+    request: SearchRequest, echo: Echo, previous: Mapping[str, Any] | None = None
+) -> dict[str, DatasetArrays]:
+    """Decode (or reuse from the cache) and split every dataset, with all three splits (the
+    trials get ``for_search()``, the final evaluation the test split). A resumed search uses
+    the data options its record holds (``previous``), so it rebuilds the data it started on."""
     options = data_options(request.plan, request.cache_dir)
+    if previous and "data_options" in previous:
+        options = DataOptions.from_record(
+            previous["data_options"], cache_dir=request.cache_dir or default_cache_dir()
+        )
     data: dict[str, DatasetArrays] = {}
     for name, source in zip(request.dataset_names, request.sources):
         started = time.perf_counter()
@@ -122,16 +134,13 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
         "eval_seeds": plan.eval_seeds,
         "bootstrap": plan.space.bootstrap,
         "plan": plan.lines(),
-        "data_options": {
-            "image_size": int(plan.fixed["image_size"]),
-            "seed": plan.seed,
-            "phantom_images": plan.profile.phantom_images,
-        },
+        "data_options": data_options(plan, request.cache_dir).to_record(),
         "datasets": [
             {
                 "name": name,
                 "key": key,
                 "source": str(source.path) if source.path else "built-in",
+                "detected": source.detected,
                 "task": arrays.task,
                 "classes": list(arrays.classes),
                 "image_size": arrays.image_size,
@@ -157,10 +166,12 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
 
     _quiet_ray_output()
     check_before_start(request)
-    datasets = load_search_data(request, echo)
+    previous = _previous_record(request)
+    datasets = load_search_data(request, echo, previous)
     search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
     started_ray = _init_ray(request.ray_address)
     remote: SearchOutcome | None = None
+    experiment: Experiment | None = None
     # Pointed at this run's study for the searcher and scheduler, and put back afterwards: a
     # second search (or a bare CellSearcher) in this process must not open this study.
     previous_study_db = os.environ.get(STUDY_DB_ENV)
@@ -168,7 +179,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         from cxr_tune.search.resources import check_gpu_shares
 
         check_gpu_shares(request.plan, datasets, echo)
-        record = _record_for_run(request, datasets)
+        record = _record_for_run(request, datasets, previous)
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
         study_db = _study_location(request)
         os.environ[STUDY_DB_ENV] = str(study_db)
@@ -194,11 +205,14 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
                     else f" --storage {request.storage.root}"
                 )
             )
-        elif request.evaluate and request.storage.is_local:
-            from cxr_tune.evaluate import evaluate_experiment
+        if request.storage.is_local:
+            # Loaded once: the evaluation and the report below work on this object.
+            experiment = load_experiment(request.storage.experiment(request.name))
+            if request.evaluate and not interrupted:
+                from cxr_tune.evaluate import evaluate_experiment
 
-            evaluate_experiment(Path(request.storage.experiment(request.name)), datasets, echo=echo)
-        if not request.storage.is_local:
+                evaluate_experiment(experiment, datasets, echo=echo)
+        else:
             # Evaluation and report work on a local copy, while Ray is still up.
             remote = _finish_remote(request, datasets, echo, interrupted=interrupted)
     finally:
@@ -208,7 +222,10 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
             os.environ[STUDY_DB_ENV] = previous_study_db
         if started_ray:
             ray.shutdown()
-    return remote or _finish(request, echo, interrupted=interrupted)
+    if remote is not None:
+        return remote
+    assert experiment is not None  # local storage: loaded above
+    return _finish(experiment, echo, interrupted=interrupted)
 
 
 def was_interrupted(results: Any, plan: Plan, study_db: str) -> bool:
@@ -225,14 +242,22 @@ def was_interrupted(results: Any, plan: Plan, study_db: str) -> bool:
     return not {cell.id for cell in plan.cells} <= set(ended_cells(study_db))
 
 
+def _previous_record(request: SearchRequest) -> dict[str, Any] | None:
+    """The record of the experiment being resumed (None for a new search)."""
+    if not request.resume:
+        return None
+    return dict(json.loads(request.storage.read_text(request.name, RECORD_FILE)))
+
+
 def _record_for_run(
-    request: SearchRequest, datasets: Mapping[str, DatasetArrays]
+    request: SearchRequest,
+    datasets: Mapping[str, DatasetArrays],
+    previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """A fresh record, or the existing one (with this resume noted) when resuming."""
     record = experiment_record(request, datasets)
-    if not request.resume:
+    if previous is None:
         return record
-    previous = json.loads(request.storage.read_text(request.name, RECORD_FILE))
     changed = [
         d["name"]
         for d, old in zip(record["datasets"], previous.get("datasets", []))
@@ -251,8 +276,7 @@ def _record_for_run(
 def _study_location(request: SearchRequest) -> Path:
     if request.storage.is_local:
         return Path(request.storage.experiment(request.name)) / STUDY_FILE
-    scratch = Path(os.environ.get("CXR_TUNE_SCRATCH", "~/.cache/cxr_tune/studies")).expanduser()
-    return scratch / request.name / STUDY_FILE
+    return scratch_dir() / request.name / STUDY_FILE
 
 
 def _quiet_ray_output() -> None:
@@ -275,7 +299,7 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     # Trials resolve no relative paths, but keep them in the driver's folder anyway.
-    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    env = {ENV_RAY_CHDIR: "0"}
     os.environ.update(env)
     ray.init(
         address=address or os.environ.get("RAY_ADDRESS") or None,
@@ -353,39 +377,30 @@ def _finish_remote(
     from cxr_tune.search.remote import evaluate_and_report
 
     evaluate = request.evaluate and not interrupted
-    copy, states, trials = evaluate_and_report(
-        request.storage, request.name, datasets if evaluate else None, echo
-    )
+    copy = evaluate_and_report(request.storage, request.name, datasets if evaluate else None, echo)
     where = request.storage.experiment(request.name)
-    summary = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in states.items() if n)
-    echo(f"trials: {trials} ({summary})")
-    echo(f"report: {where}/report.md (a copy: {copy / 'report.md'})")
+    echo(f"trials: {len(copy.trials)} ({copy.state_summary()})")
+    echo(f"report: {where}/{REPORT_MD} (a copy: {copy.folder / REPORT_MD})")
     echo(f"tensorboard: tensorboard --logdir {where}")
     echo(f"optuna: optuna-dashboard sqlite:///{_study_location(request)}")
-    return SearchOutcome(where, trials, states, f"{where}/report.md", interrupted)
+    return SearchOutcome(
+        where, len(copy.trials), copy.state_counts(), f"{where}/{REPORT_MD}", interrupted
+    )
 
 
-def _finish(request: SearchRequest, echo: Echo, *, interrupted: bool = False) -> SearchOutcome:
-    """Write the report and summarise; works for local storage (remote: report from a copy)."""
-    if not request.storage.is_local:
-        echo(
-            "report: the experiment is on remote storage; copy it down and run "
-            f"`python -m cxr_tune.report <folder>` (source: {request.storage.experiment(request.name)})"
-        )
-        return SearchOutcome(request.storage.experiment(request.name), 0, {}, None, interrupted)
-    from cxr_tune.report import write_report
-    from cxr_tune.report.experiment import load_experiment
+def _finish(experiment: Experiment, echo: Echo, *, interrupted: bool = False) -> SearchOutcome:
+    """Write the report of a local experiment and summarise."""
+    from cxr_tune.report import write_experiment_report
 
-    folder = Path(request.storage.experiment(request.name))
-    experiment = load_experiment(folder)
-    states = experiment.state_counts()
-    report = write_report(folder)
-    summary = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in states.items() if n)
-    echo(f"trials: {len(experiment.trials)} ({summary})")
+    report = write_experiment_report(experiment)
+    folder = experiment.folder
+    echo(f"trials: {len(experiment.trials)} ({experiment.state_summary()})")
     echo(f"report: {report}")
     echo(f"tensorboard: tensorboard --logdir {folder}")
     echo(f"optuna: optuna-dashboard sqlite:///{folder / STUDY_FILE}")
-    return SearchOutcome(str(folder), len(experiment.trials), states, str(report), interrupted)
+    return SearchOutcome(
+        str(folder), len(experiment.trials), experiment.state_counts(), str(report), interrupted
+    )
 
 
 def default_name(space: str, profile: str) -> str:

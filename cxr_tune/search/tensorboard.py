@@ -25,10 +25,12 @@ from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
+from cxr_tune.constants import EPOCH, STATUS, STATUS_OK, TRAIN_LOSS, VAL_LOSS
+
 # Result keys written as scalars, besides every ``val_*`` metric.
 SCALAR_TAGS: dict[str, str] = {
-    "train_loss": "loss/train",
-    "val_loss": "loss/val",
+    TRAIN_LOSS: "loss/train",
+    VAL_LOSS: "loss/val",
     "lr": "train/lr",
     "train_images_per_s": "train/images_per_s",
     "epoch_time_s": "time/epoch_s",
@@ -44,7 +46,7 @@ def scalar_tags(result: Mapping[str, Any]) -> dict[str, float]:
             continue
         if key in SCALAR_TAGS:
             tag = SCALAR_TAGS[key]
-        elif key.startswith("val_") and key != "val_loss":
+        elif key.startswith("val_") and key != VAL_LOSS:
             tag = f"val/{key.removeprefix('val_')}"
         else:
             continue
@@ -75,7 +77,7 @@ class TrialTensorBoard(TBXLoggerCallback):
         if trial not in self._trial_writer:
             self.log_trial_start(trial)
         # The epoch, not Ray's iteration counter: the two differ once a trial is restored.
-        step = int(result.get("epoch") or result.get("training_iteration") or iteration)
+        step = int(result.get(EPOCH) or result.get("training_iteration") or iteration)
         writer = self._trial_writer[trial]
         for tag, value in scalar_tags(result).items():
             writer.add_scalar(tag, value, global_step=step)
@@ -86,7 +88,7 @@ class TrialTensorBoard(TBXLoggerCallback):
         if trial not in self._trial_writer:
             return
         last = self._trial_result.get(trial) or {}
-        ok = not failed and last.get("status", "ok") == "ok"
+        ok = not failed and last.get(STATUS, STATUS_OK) == STATUS_OK
         self._write_summary(trial, _session_end(ok))
         self._trial_writer.pop(trial).close()
         self._trial_result.pop(trial, None)

@@ -195,9 +195,10 @@ def checkpoint_cost(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     import torch
 
     from cxr_tune.config import TrialConfig
+    from cxr_tune.engine import TrainingState
     from cxr_tune.models import create_model
     from cxr_tune.optim import create_optimizer
-    from cxr_tune.trainable import TrainingState, checkpoint_payload
+    from cxr_tune.trainable import checkpoint_payload
 
     model = create_model(args.model, num_classes=4)
     optimizer = create_optimizer("adam", model.parameters(), lr=1e-4)

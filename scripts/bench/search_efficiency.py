@@ -208,8 +208,8 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from cxr_tune.config import PROFILES, DataSource
     from cxr_tune.search.plan import build_plan
     from cxr_tune.search.runner import SearchRequest, run_search
-    from cxr_tune.search.storage import Storage
     from cxr_tune.spaces import load_space
+    from cxr_tune.storage import Storage
 
     folder = work / "grid"
     folder.mkdir()
@@ -233,7 +233,7 @@ def run_grid(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.time()
     run_search(request, echo=lambda line: print(line, flush=True))
     wall = time.time() - started
-    from cxr_tune.report.experiment import load_experiment
+    from cxr_tune.experiment import load_experiment
 
     experiment = load_experiment(folder / "grid")
     curves, signals, seconds = {}, {}, []
@@ -525,7 +525,7 @@ def early_signal(table: dict[str, Any]) -> dict[str, Any]:
     the configurations, and the rank (1 = first) of the grid's best configuration."""
     from scipy.stats import spearmanr
 
-    from cxr_tune.config import METRIC_MODES
+    from cxr_tune.constants import METRIC_MODES
 
     signals = signals_of(table)
     keys = [k for k, c in table["curves"].items() if len(c) == table["epochs"]]

@@ -16,13 +16,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cxr_tune.constants import (
+    CHECKPOINT_PREFIX,
+    COMPLETED,
+    CONFIG,
+    DEFAULT_METRIC,
+    DIVERGED,
+    EPOCH,
+    ERROR_FILE,
+    EVALUATION_FILE,
+    EXPERIMENT_STATE_GLOB,
+    FAILED,
+    FAILURE_REASON,
+    PARAMS_FILE,
+    RECORD_FILE,
+    RESULT_FILE,
+    STATUS,
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_OK,
+    STOPPED_EARLY,
+    TIME_TOTAL_S,
+    TRIAL_ID,
+    TRIAL_STATES,
+    UNFINISHED,
+)
 from cxr_tune.errors import DataError
 
-RECORD_FILE = "cxr_tune.json"
-EVALUATION_FILE = "evaluation.json"
-STUDY_FILE = "optuna.db"
-# Trial outcomes, in the order reports list them.
-STATES: tuple[str, ...] = ("completed", "stopped_early", "diverged", "failed", "unfinished")
 # The cell of a trial whose params.json is missing and whose results are unreadable.
 UNKNOWN_CELL = "(unknown cell)"
 # Ray trial statuses that mean the trial had not ended when the experiment state was saved.
@@ -39,7 +59,7 @@ class TrialRecord:
     results: list[dict[str, Any]]
     error: str | None = None
     problems: list[str] = field(default_factory=list)
-    state: str = "unfinished"
+    state: str = UNFINISHED
     ray_status: str | None = None
 
     @property
@@ -49,7 +69,7 @@ class TrialRecord:
     @property
     def ok_results(self) -> list[dict[str, Any]]:
         """The epochs that trained normally (no diverged or failed last result)."""
-        return [r for r in self.results if r.get("status", "ok") == "ok"]
+        return [r for r in self.results if is_ok(r)]
 
     @property
     def planned_epochs(self) -> int:
@@ -62,14 +82,14 @@ class TrialRecord:
     @property
     def epochs_done(self) -> int:
         return max(
-            (int(r.get("epoch", 0)) for r in self.results if r.get("status", "ok") == "ok"),
+            (int(r.get(EPOCH, 0)) for r in self.results if is_ok(r)),
             default=0,
         )
 
     @property
     def failure_reason(self) -> str | None:
-        if self.last.get("failure_reason"):
-            return str(self.last["failure_reason"])
+        if self.last.get(FAILURE_REASON):
+            return str(self.last[FAILURE_REASON])
         if self.error:
             lines = [ln for ln in self.error.strip().splitlines() if ln.strip()]
             return lines[-1][:300] if lines else "error"
@@ -78,29 +98,29 @@ class TrialRecord:
     def value(self, metric: str) -> float:
         """The trial's final value of ``metric`` (NaN when it has none)."""
         for result in reversed(self.results):
-            if result.get("status", "ok") == "ok" and metric in result:
+            if is_ok(result) and metric in result:
                 return _float(result[metric])
         return math.nan
 
     def best(self, metric: str, mode: str) -> tuple[float, int]:
         """Best value of ``metric`` over epochs and the epoch it was reached."""
         pairs = [
-            (_float(r[metric]), int(r.get("epoch", 0)))
+            (_float(r[metric]), int(r.get(EPOCH, 0)))
             for r in self.results
-            if r.get("status", "ok") == "ok" and metric in r and math.isfinite(_float(r[metric]))
+            if is_ok(r) and metric in r and math.isfinite(_float(r[metric]))
         ]
         if not pairs:
             return math.nan, 0
         return (max if mode == "max" else min)(pairs, key=lambda p: p[0])
 
     def time_total_s(self) -> float:
-        return _float(self.last.get("time_total_s", math.nan))
+        return _float(self.last.get(TIME_TOTAL_S, math.nan))
 
     def node(self) -> str:
         return str(self.last.get("hostname") or self.last.get("node_ip") or "")
 
     def checkpoints(self) -> list[Path]:
-        return sorted(self.folder.glob("checkpoint_*"))
+        return sorted(self.folder.glob(f"{CHECKPOINT_PREFIX}*"))
 
 
 @dataclass
@@ -113,7 +133,7 @@ class Experiment:
 
     @property
     def metric(self) -> str:
-        return str(self.record.get("metric", {}).get("name", "val_macro_f1"))
+        return str(self.record.get("metric", {}).get("name", DEFAULT_METRIC))
 
     @property
     def mode(self) -> str:
@@ -126,11 +146,16 @@ class Experiment:
     @property
     def interrupted(self) -> bool:
         """True when the search did not finish or left trials that had not ended."""
-        return not self.finished or any(t.state == "unfinished" for t in self.trials)
+        return not self.finished or any(t.state == UNFINISHED for t in self.trials)
 
     def state_counts(self) -> dict[str, int]:
         counts = Counter(t.state for t in self.trials)
-        return {s: counts.get(s, 0) for s in STATES}
+        return {s: counts.get(s, 0) for s in TRIAL_STATES}
+
+    def state_summary(self) -> str:
+        """ "3 completed, 2 stopped early": the non-zero trial counts by outcome."""
+        counts = self.state_counts()
+        return ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n)
 
     def cells(self) -> list[str]:
         planned = [line["cell"] for line in self.record.get("plan", [])]
@@ -142,7 +167,7 @@ class Experiment:
 
     def best_trial(self, cell: str, *, completed_only: bool = True) -> TrialRecord | None:
         """The cell's best trial by final metric (completed trials unless none completed)."""
-        pool = [t for t in self.trials_of(cell) if t.state == "completed"]
+        pool = [t for t in self.trials_of(cell) if t.state == COMPLETED]
         if not pool and not completed_only:
             pool = [t for t in self.trials_of(cell) if math.isfinite(t.value(self.metric))]
         pool = [t for t in pool if math.isfinite(t.value(self.metric))]
@@ -195,7 +220,7 @@ def load_experiment(folder: str | Path) -> Experiment:
 
 def _trial_folders(folder: Path) -> Iterator[Path]:
     for path in sorted(folder.iterdir()):
-        if path.is_dir() and ((path / "params.json").exists() or (path / "result.json").exists()):
+        if path.is_dir() and ((path / PARAMS_FILE).exists() or (path / RESULT_FILE).exists()):
             yield path
 
 
@@ -203,14 +228,14 @@ def read_trial(folder: Path) -> TrialRecord:
     """Read one trial folder, tolerating a half-written result file."""
     problems: list[str] = []
     config: dict[str, Any] = {}
-    params = folder / "params.json"
+    params = folder / PARAMS_FILE
     if params.is_file():
         try:
             config = json.loads(params.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
-            problems.append("params.json is not valid JSON")
+            problems.append(f"{PARAMS_FILE} is not valid JSON")
     results: list[dict[str, Any]] = []
-    result_file = folder / "result.json"
+    result_file = folder / RESULT_FILE
     if result_file.is_file():
         for number, line in enumerate(result_file.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -218,17 +243,17 @@ def read_trial(folder: Path) -> TrialRecord:
             try:
                 results.append(json.loads(line))
             except json.JSONDecodeError:
-                problems.append(f"result.json line {number} is cut short (a half-written trial)")
+                problems.append(f"{RESULT_FILE} line {number} is cut short (a half-written trial)")
     results = latest_per_epoch(results)
     if not config and results:
-        config = dict(results[-1].get("config", {}))
+        config = dict(results[-1].get(CONFIG, {}))
     if not params.is_file():
-        problems.append("params.json is missing" + ("" if config else "; configuration unknown"))
-    error_file = folder / "error.txt"
+        problems.append(f"{PARAMS_FILE} is missing" + ("" if config else "; configuration unknown"))
+    error_file = folder / ERROR_FILE
     error = (
         error_file.read_text(encoding="utf-8", errors="replace") if error_file.is_file() else None
     )
-    trial_id = str(results[-1].get("trial_id")) if results else folder.name.rsplit("-", 1)[-1]
+    trial_id = str(results[-1].get(TRIAL_ID)) if results else folder.name.rsplit("-", 1)[-1]
     return TrialRecord(trial_id, folder, config, results, error, problems)
 
 
@@ -238,27 +263,27 @@ def latest_per_epoch(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     checkpoints follow from."""
     latest: dict[int, dict[str, Any]] = {}
     for result in results:
-        latest[int(result.get("epoch", 0) or 0)] = result
+        latest[int(result.get(EPOCH, 0) or 0)] = result
     return [latest[epoch] for epoch in sorted(latest)]
 
 
 def classify(trial: TrialRecord, *, finished: bool, default_epochs: int | None = None) -> str:
     """completed / stopped_early / diverged / failed / unfinished, from the trial's own results."""
-    status = trial.last.get("status", "ok") if trial.results else None
-    if status == "diverged":
-        return "diverged"
-    if status == "failed":
-        return "failed"
+    status = trial.last.get(STATUS, STATUS_OK) if trial.results else None
+    if status == STATUS_DIVERGED:
+        return DIVERGED
+    if status == STATUS_FAILED:
+        return FAILED
     planned = trial.planned_epochs or default_epochs or 0
     if trial.results and planned and trial.epochs_done >= planned:
-        return "completed"
+        return COMPLETED
     if trial.ray_status in RAY_OPEN_STATUSES:
-        return "unfinished"  # still running (or queued) when the search stopped
+        return UNFINISHED  # still running (or queued) when the search stopped
     if trial.error and (finished or not trial.results):
-        return "failed"
+        return FAILED
     if finished and trial.results:
-        return "stopped_early"
-    return "unfinished"
+        return STOPPED_EARLY
+    return UNFINISHED
 
 
 def read_ray_statuses(folder: Path) -> dict[str, str]:
@@ -267,7 +292,7 @@ def read_ray_statuses(folder: Path) -> dict[str, str]:
     The file is Ray's internal format; only ``trial_data[i][0]`` (a JSON string with
     ``trial_id`` and ``status``) is read, and anything unexpected yields no statuses.
     """
-    states = sorted(folder.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    states = sorted(folder.glob(EXPERIMENT_STATE_GLOB), key=lambda p: p.stat().st_mtime)
     if not states:
         return {}
     try:
@@ -279,6 +304,11 @@ def read_ray_statuses(folder: Path) -> dict[str, str]:
         return statuses
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return {}
+
+
+def is_ok(result: dict[str, Any]) -> bool:
+    """Whether a result reports an epoch that trained normally (not diverged or failed)."""
+    return result.get(STATUS, STATUS_OK) == STATUS_OK
 
 
 def _float(value: Any) -> float:

@@ -1,5 +1,8 @@
 """Where an experiment lives: a local folder, an NFS path, or a cloud URI (s3://, gs://, ...).
 
+Part of the results layer (with ``experiment.py`` and ``stats.py``): the search writes through
+it, and the evaluation and the report read through it.
+
 A thin layer over ``pyarrow.fs`` (which Ray uses for the same storage), so the search can check
 for an existing experiment, write its own small files next to Ray's, and work on a local copy
 of a remote experiment (the report and the final evaluation read local files) whose new files
@@ -18,11 +21,15 @@ from pathlib import Path
 
 import pyarrow.fs
 
+from cxr_tune.constants import (
+    CHECKPOINT_PREFIX,
+    DEFAULT_SCRATCH_DIR,
+    DEFAULT_STORAGE,
+    ENV_SCRATCH,
+    ENV_STORAGE,
+)
 from cxr_tune.errors import ConfigError
 
-DEFAULT_STORAGE = "~/cxr_tune_results"
-# Trial checkpoint folders (Ray's names); a local copy leaves them out unless asked for.
-CHECKPOINT_PREFIX = "checkpoint_"
 Snapshot = dict[str, tuple[int, int]]
 # Each read from S3 is one ranged GET: large chunks keep a model checkpoint to a few requests.
 COPY_CHUNK = 64 << 20
@@ -30,6 +37,17 @@ COPY_CHUNK = 64 << 20
 
 def is_uri(text: str) -> bool:
     return "://" in text and not text.startswith("file://")
+
+
+def scratch_dir() -> Path:
+    """The driver's own files for experiments on remote storage: ``$CXR_TUNE_SCRATCH`` or
+    ``~/.cache/cxr_tune/studies``."""
+    return Path(os.environ.get(ENV_SCRATCH, DEFAULT_SCRATCH_DIR)).expanduser()
+
+
+def local_copy_folder(name: str) -> Path:
+    """Where a driver keeps its copy of the remote experiment ``name`` (kept: open the report)."""
+    return scratch_dir() / name / "copy"
 
 
 @dataclass(frozen=True)
@@ -45,7 +63,7 @@ class Storage:
     @classmethod
     def parse(cls, text: str | None) -> Storage:
         """``--storage`` value -> Storage (local paths made absolute, ``~`` expanded)."""
-        text = (text or os.environ.get("CXR_TUNE_STORAGE") or DEFAULT_STORAGE).strip()
+        text = (text or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE).strip()
         if not text:
             raise ConfigError("--storage: the value is empty.")
         if text.startswith("file://"):
