@@ -1,12 +1,58 @@
-"""Session-wide test settings: private caches, a shared local Ray runtime for integration tests."""
+"""Session-wide test settings: private caches, a shared local Ray runtime for integration tests,
+and the quick loop's guard: an unmarked test must take under 5 s.
+
+``python -m pytest -m "not integration and not slow"`` is the loop a developer runs between
+edits; it stays quick only if every test that starts Ray, trains or otherwise takes seconds
+carries a marker. A test without ``integration`` or ``slow`` whose call takes longer than
+``UNMARKED_LIMIT_S`` fails, naming the marker to add. ``CXR_TUNE_UNMARKED_LIMIT_S`` raises the
+limit on a machine that is busy with other work (CI runs with the default).
+"""
 
 from __future__ import annotations
 
 import os
+import resource
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+UNMARKED_LIMIT_S = float(os.environ.get("CXR_TUNE_UNMARKED_LIMIT_S", "5"))
+LONG_MARKERS = ("integration", "slow")
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and the subprocesses it has waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    yield
+    item.user_properties.append(("wall_s", time.perf_counter() - started))
+    item.user_properties.append(("cpu_s", _cpu_seconds() - cpu))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call" or not report.passed:
+        return
+    if any(item.get_closest_marker(name) for name in LONG_MARKERS):
+        return
+    wall = dict(item.user_properties).get("wall_s", 0.0)
+    if wall > UNMARKED_LIMIT_S:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} took {wall:.1f} s without an `integration` or `slow` marker (the "
+            f"quick loop allows {UNMARKED_LIMIT_S:g} s): mark it `slow`, or `integration` if it "
+            "starts Ray or trains."
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

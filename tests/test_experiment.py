@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cxr_tune.errors import DataError
-from cxr_tune.report.experiment import latest_per_epoch, load_experiment, read_ray_statuses
+from cxr_tune.experiment import latest_per_epoch, load_experiment, read_ray_statuses
 from tests.report.builders import TrialSpec, ablation_trials, write_experiment
 
 

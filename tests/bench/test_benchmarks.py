@@ -40,6 +40,8 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_train_throughput_quick_writes_json_without_ray_or_optuna(tmp_path):
     output = tmp_path / "train_throughput.json"
     script = str(BENCH / "train_throughput.py")
@@ -351,6 +353,7 @@ def test_search_efficiency_summary_says_when_there_is_nothing_to_read(tmp_path):
         assert "--results" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_data_plane_smoke_test_runs():
     done = _run([sys.executable, str(BENCH / "data_plane.py"), "--smoke-test", "--workers", "1"])
     assert "speedup:" in done.stdout

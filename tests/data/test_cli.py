@@ -32,7 +32,7 @@ def test_help_is_fast_and_imports_nothing_heavy(tmp_path: Path) -> None:
     assert result.returncode == 0 and "inspect" in result.stdout
     assert time.perf_counter() - started < 5
     probe = (
-        "import sys, cxr_tune.data.__main__ as m; m.build_parser();"
+        "import sys, cxr_tune.cli as m; m.build_parser();"
         "print(sorted(k for k in ('torch', 'ray', 'openpyxl', 'tqdm') if k in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)

@@ -8,8 +8,7 @@ import torch
 
 from cxr_tune.config import DataSource, TrialConfig
 from cxr_tune.data import DataOptions, load_dataset
-from cxr_tune.engine import evaluate, loop_settings, to_device
-from cxr_tune.trainable import build_state, fit_epoch
+from cxr_tune.engine import build_state, evaluate, fit_epoch, loop_settings, to_device
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -26,7 +26,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, m
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], lines
+    prefix = "python -m cxr_tune.report: error: "
+    assert len(lines) == 1 and lines[0].startswith(prefix) and match in lines[0], lines
 
 
 def test_cli_help_is_fast_and_imports_nothing_heavy() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.report.experiment import Experiment, load_experiment
+from cxr_tune.experiment import Experiment, load_experiment
 from cxr_tune.report.tables import (
     best_trials,
     compute_used,

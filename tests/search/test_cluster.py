@@ -17,8 +17,8 @@ import pytest
 from cxr_tune.config import DataSource, Profile
 from cxr_tune.search.plan import build_plan
 from cxr_tune.search.runner import SearchRequest, run_search
-from cxr_tune.search.storage import Storage
 from cxr_tune.spaces import parse_space
+from cxr_tune.storage import Storage
 from tests.search.conftest import read_results, trial_folders
 
 pytestmark = pytest.mark.integration

@@ -81,6 +81,7 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # the model registry imports torch in a fresh interpreter
 def test_dry_run_prints_one_json_object_per_cell():
     out = _cli("--space", "ablation", "--profile", "cpu", "--dry-run")
     assert out.returncode == 0, out.stderr
@@ -100,9 +101,10 @@ def test_dry_run_prints_one_json_object_per_cell():
     ("make_args", "message"),
     [
         (lambda tmp: ["--space", "ablaton"], "Unknown space 'ablaton'. Did you mean 'ablation'?"),
-        (
+        pytest.param(
             lambda tmp: ["--space", str(_write(tmp, "cells: {model: [resnet5]}"))],
             "cells.model: Unknown model 'resnet5'",
+            marks=pytest.mark.slow,  # the model registry imports torch
         ),
         (
             lambda tmp: ["--space", str(_write(tmp, "fixed: {lr: 0}"))],

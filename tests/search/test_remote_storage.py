@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.search.storage import Storage
+from cxr_tune.storage import Storage
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, no_skill_loss
 from cxr_tune.search import runner as runner_module
 from cxr_tune.search.plan import Overrides, build_plan
 from cxr_tune.search.runner import SearchRequest, run_search
-from cxr_tune.search.storage import Storage
 from cxr_tune.spaces import load_space
+from cxr_tune.storage import Storage
 
 pytestmark = pytest.mark.integration
 
@@ -155,9 +155,12 @@ def test_tensorboard_events_per_trial_and_checkpoints_slimmed_when_trials_end(di
 
 def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(diverging_run):
     from cxr_tune.evaluate import evaluate_experiment
+    from cxr_tune.experiment import load_experiment
 
     _, _, folder, _ = diverging_run
-    result = evaluate_experiment(folder, seeds=2, echo=lambda _: None)
+    experiment = load_experiment(folder)
+    result = evaluate_experiment(experiment, seeds=2, echo=lambda _: None)
+    assert experiment.evaluation is result  # a report written next sees it
     (entry,) = result["entries"]  # the diverged trial is no contender
     assert entry["config"]["lr"] == pytest.approx(1e-3)
     assert [run["source"] for run in entry["runs"]] == ["search checkpoint", "retrained"]
@@ -173,7 +176,7 @@ def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(div
 def test_a_seed_reproduces_its_search_trial(diverging_run):
     """Retraining the best configuration with its seed gives the trial's own final model."""
     from cxr_tune.evaluate import evaluate_run, final_checkpoint, reload_datasets
-    from cxr_tune.report.experiment import load_experiment
+    from cxr_tune.experiment import load_experiment
 
     _, _, folder, _ = diverging_run
     experiment = load_experiment(folder)

@@ -1,0 +1,192 @@
+"""The package's shape: every module imports on its own, imports point down the layers, and the
+lower layers never import Ray.
+
+Imports are read from the source (every ``import`` statement, including the ones inside
+functions that keep start-up fast), not from ``sys.modules``, so an import that only runs on
+some path still counts. Imports under ``if TYPE_CHECKING:`` (annotations only) and under
+``if __name__ == "__main__":`` (a module run as a command is the top layer) do not.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cxr_tune"
+
+# Layer of each module (a prefix stands for a package); a module may import only from its own
+# layer or below. The results layer (experiment, stats, storage) sits under everything that
+# reads experiments; search orchestrates a run from data to report, so it sits above both the
+# evaluation and the report, and the one command line above all.
+LAYERS: dict[str, int] = {
+    "cxr_tune": 0,
+    "cxr_tune.errors": 0,
+    "cxr_tune.registry": 0,
+    "cxr_tune.constants": 0,
+    "cxr_tune.processes": 0,
+    "cxr_tune.config": 1,
+    "cxr_tune.spaces": 1,
+    "cxr_tune.metrics": 1,
+    "cxr_tune.experiment": 1,
+    "cxr_tune.stats": 1,
+    "cxr_tune.storage": 1,
+    "cxr_tune.data": 2,
+    "cxr_tune.models": 2,
+    "cxr_tune.optim": 2,
+    "cxr_tune.engine": 3,
+    "cxr_tune.trainable": 4,
+    "cxr_tune.evaluate": 5,
+    "cxr_tune.report": 5,
+    "cxr_tune.search": 6,
+    "cxr_tune.cli": 7,
+}
+ENTRY_POINT_LAYER = 7  # ``<package>/__main__.py``: ``python -m cxr_tune.<package>``
+# These never import Ray, so their tests (and the report on any laptop) need no cluster.
+RAY_FREE_BELOW = 4
+RAY_FREE = ("cxr_tune.report",)
+# Components that must not form a cycle, and the results layer they all read through.
+COMPONENTS = {
+    "results": ("cxr_tune.experiment", "cxr_tune.stats", "cxr_tune.storage", "cxr_tune.constants"),
+    "evaluate": ("cxr_tune.evaluate",),
+    "report": ("cxr_tune.report",),
+    "search": ("cxr_tune.search",),
+}
+
+
+def module_names() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(parts))
+    return names
+
+
+def source_of(module: str) -> Path:
+    path = PACKAGE.parent / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _skipped_block(node: ast.If) -> bool:
+    test = ast.unparse(node.test)
+    return test in ("TYPE_CHECKING", "typing.TYPE_CHECKING") or "__name__ ==" in test
+
+
+def imports_of(module: str) -> set[str]:
+    """Every module ``module`` imports, as absolute names."""
+    tree = ast.parse(source_of(module).read_text(encoding="utf-8"))
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _skipped_block(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            # ``from cxr_tune.data import cli`` imports the submodule cxr_tune.data.cli
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    known = set(module_names())
+    return {name for name in found if not name.startswith("cxr_tune") or name in known} - {module}
+
+
+def layer_of(module: str) -> int:
+    if module.endswith(".__main__"):
+        return ENTRY_POINT_LAYER
+    matches = [prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"{module} has no layer in tests/test_layers.py: give it one"
+    return LAYERS[max(matches, key=len)]
+
+
+def component_of(module: str) -> str | None:
+    for name, prefixes in COMPONENTS.items():
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return name
+    return None
+
+
+@pytest.mark.parametrize("module", module_names())
+def test_module_imports_only_from_its_layer_or_below(module: str) -> None:
+    own = layer_of(module)
+    upward = sorted(
+        f"{name} (layer {layer_of(name)})"
+        for name in imports_of(module)
+        if name.startswith("cxr_tune") and layer_of(name) > own
+    )
+    assert not upward, f"{module} (layer {own}) imports from above: {', '.join(upward)}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        m
+        for m in module_names()
+        if not m.endswith("__main__") and (layer_of(m) < RAY_FREE_BELOW or m.startswith(RAY_FREE))
+    ],
+)
+def test_lower_layers_never_import_ray(module: str) -> None:
+    ray = sorted(name for name in imports_of(module) if name.split(".")[0] == "ray")
+    assert not ray, f"{module} imports {', '.join(ray)}"
+
+
+def test_no_cycle_between_the_results_layer_evaluate_report_and_search() -> None:
+    edges: set[tuple[str, str]] = set()
+    for module in module_names():
+        source = component_of(module)
+        if source is None or module.endswith("__main__"):
+            continue
+        for name in imports_of(module):
+            target = component_of(name)
+            if target is not None and target != source:
+                edges.add((source, target))
+    backward = sorted(f"{a} -> {b}" for a, b in edges if (b, a) in edges)
+    assert not backward, f"import cycles: {backward}"
+    assert {b for a, b in edges if a == "results"} == set(), edges
+    assert ("evaluate", "report") not in edges and ("report", "evaluate") not in edges
+
+
+def test_import_graph_is_read_from_the_source() -> None:
+    """The graph this file checks is real: known imports are found, lazy ones included."""
+    assert "cxr_tune.experiment" in imports_of("cxr_tune.evaluate")
+    assert "ray" in imports_of("cxr_tune.evaluate")  # imported inside evaluate_experiment
+    assert "cxr_tune.report" in imports_of("cxr_tune.search.runner")
+    assert "cxr_tune.cli" not in imports_of("cxr_tune.evaluate")  # only under __main__
+
+
+@pytest.mark.slow
+def test_every_module_imports_on_its_own() -> None:
+    """Each module imports in a fresh interpreter state of the package (no other cxr_tune
+    module imported first), so none relies on another having been imported before it."""
+    script = (
+        "import importlib, sys\n"
+        f"names = {[m for m in module_names() if not m.endswith('__main__')]!r}\n"
+        "failed = []\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m.split('.')[0] == 'cxr_tune']:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {type(exc).__name__}: {exc}')\n"
+        "print('\\n'.join(failed))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=PACKAGE.parent,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", result.stdout
