@@ -12,12 +12,7 @@ from pathlib import Path
 from cxr_tune.constants import REPORT_HTML, REPORT_MD, TRIALS_CSV
 from cxr_tune.experiment import Experiment, load_experiment
 
-__all__ = [
-    "Experiment",
-    "load_experiment",
-    "write_experiment_report",
-    "write_report",
-]
+__all__ = ["write_experiment_report", "write_report"]
 
 # Plot names the report writes; older ones with these prefixes are removed on a rewrite.
 PLOT_PREFIXES: tuple[str, ...] = (

@@ -64,3 +64,23 @@ def test_unknown_key_suggests(layouts: dict[str, Expected]) -> None:
 def test_phantom_key_takes_no_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="built in"):
         resolve(DataSource("phantom", tmp_path))
+
+
+def test_a_resolved_source_is_loaded_without_detecting_again(
+    layouts: dict[str, Expected], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxr_tune.data import DataOptions, load_dataset, resolve_source
+    from cxr_tune.data import detect as detect_module
+
+    expected = layouts["covid19_radiography"]
+    source = resolve_source(DataSource(None, expected.root))
+    assert source.key == "covid19_radiography" and source.path == expected.dataset_root
+    assert source.detected and "in subfolder" in source.detected
+
+    def detect_again(_: DataSource) -> None:
+        raise AssertionError("the layout was detected a second time")
+
+    monkeypatch.setattr(detect_module, "resolve", detect_again)
+    monkeypatch.setattr("cxr_tune.data.cache.resolve", detect_again)
+    arrays = load_dataset(source, DataOptions(image_size=32, cache_dir=tmp_path))
+    assert arrays.name == "covid19_radiography" and len(arrays.split("train")) > 0
