@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +52,52 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
 )
 
 
+class SpaceLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads floats as YAML 1.2 does.
+
+    PyYAML follows YAML 1.1, where a float needs a dot: ``1e-5`` (how most people write a
+    learning rate) would be the string '1e-5'. YAML 1.2 reads it as 1.0e-05. Everything else is
+    the safe loader's: no Python objects, no code.
+    """
+
+
+# YAML 1.2 core schema floats (and PyYAML's .inf/.nan spellings); ints stay PyYAML's, and its
+# int resolver runs first, so "10" is still an int.
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+SpaceLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpaceLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML safely, with YAML 1.2 floats (see ``SpaceLoader``).
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    return yaml.load(text, Loader=SpaceLoader)
+
+
 def spaces_dir() -> Path:
-    """The folder of named spaces: ``$CXR_TUNE_SPACES`` or the repository's ``search_spaces/``."""
+    """The folder of named spaces.
+
+    ``$CXR_TUNE_SPACES`` when set; else the spaces shipped in an installed package
+    (``cxr_tune/search_spaces/``, where a wheel puts the repository's ``search_spaces/``); else
+    the ``search_spaces/`` of the checkout this package runs from (editable installs, tests).
+    """
     env = os.environ.get("CXR_TUNE_SPACES")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "search_spaces"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    installed = package / "search_spaces"
+    return installed if installed.is_dir() else package.parent / "search_spaces"
 
 
 @dataclass(frozen=True)
@@ -180,11 +223,19 @@ def load_space(name_or_path: str) -> SearchSpace:
     """Load and validate a search space by name (``search_spaces/NAME.yaml``) or path."""
     path = resolve_space_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({_one_line(exc)}).") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror}).") from None
+    if raw is None:
+        # An empty file would otherwise search the defaults: almost surely not what was meant.
+        raise ConfigError(
+            f"{path}: the file is empty (or only comments), but a search space needs at least "
+            "`params` or `cells` (see search_spaces/smoke.yaml for a small example)."
+        )
     return parse_space(raw, source=str(path), default_name=path.stem)
 
 

@@ -146,3 +146,26 @@ def test_asha_compares_the_space_metric_unless_the_scheduler_names_another():
     assert _space("").scheduler.rung_metric("val_macro_f1", "max") == ("val_macro_f1", "max")
     scheduler = _space("scheduler: {metric: val_loss}").scheduler
     assert scheduler.rung_metric("val_macro_f1", "max") == ("val_loss", "min")
+
+
+def test_space_reads_floats_without_a_dot_as_yaml_1_2_does(tmp_path):
+    path = tmp_path / "lr.yaml"
+    path.write_text("params: {lr: {loguniform: [1e-5, 1e-1]}}\nfixed: {weight_decay: 5E-4}\n")
+    space = load_space(str(path))
+    assert (space.params["lr"].low, space.params["lr"].high) == (1e-5, 1e-1)
+    assert space.fixed["weight_decay"] == 5e-4
+
+
+def test_space_yaml_stays_safe(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(ConfigError, match=r"evil.yaml: not valid YAML"):
+        load_space(str(path))
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_empty_space_file_is_an_error_naming_the_file(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty.yaml: the file is empty .* `params` or `cells`"):
+        load_space(str(path))
