@@ -84,3 +84,49 @@ def test_a_resolved_source_is_loaded_without_detecting_again(
     monkeypatch.setattr("cxr_tune.data.cache.resolve", detect_again)
     arrays = load_dataset(source, DataOptions(image_size=32, cache_dir=tmp_path))
     assert arrays.name == "covid19_radiography" and len(arrays.split("train")) > 0
+
+
+def test_detect_finds_a_dataset_three_levels_down_and_names_the_folder(tmp_path: Path) -> None:
+    # As unzip tools leave Kaggle's archive.zip inside a download folder of its own.
+    expected = builders.build_covid19_radiography(tmp_path / "downloads", per_class=1)
+    found = resolve(DataSource(None, tmp_path))
+    assert found.dataset == "covid19_radiography"
+    assert found.root == expected.dataset_root
+    assert found.reason.endswith("in subfolder 'downloads/archive/COVID-19_Radiography_Dataset'")
+
+
+def test_detect_two_datasets_three_levels_down_is_ambiguous(tmp_path: Path) -> None:
+    builders.build_covid19_radiography(tmp_path / "one", per_class=1)
+    builders.build_covid19_radiography(tmp_path / "two", per_class=1)
+    with pytest.raises(DataError, match="several datasets") as err:
+        resolve(DataSource(None, tmp_path))
+    assert "one/archive" in str(err.value) and "two/archive" in str(err.value)
+
+
+def test_detect_names_the_subfolder_it_chose(tmp_path: Path) -> None:
+    expected = builders.build_covid19_radiography(tmp_path / "dl", per_class=1)
+    found = resolve(DataSource(None, tmp_path))
+    assert found.root == expected.dataset_root
+    assert found.reason.endswith("in subfolder 'dl/archive/COVID-19_Radiography_Dataset'")
+
+
+def test_detect_stops_three_levels_down(tmp_path: Path) -> None:
+    builders.build_covid19_radiography(tmp_path / "a" / "b", per_class=1)  # 4 levels down
+    with pytest.raises(DataError, match="up to 3 levels down"):
+        resolve(DataSource(None, tmp_path))
+
+
+def test_forced_key_finds_the_layout_two_levels_down_and_names_it(tmp_path: Path) -> None:
+    expected = builders.build_covid19_radiography(tmp_path / "dl", per_class=1)
+    found = resolve(DataSource("covid19_radiography", tmp_path / "dl"))
+    assert found.root == expected.dataset_root
+    assert found.reason.startswith("forced by covid19_radiography=PATH; ")
+    assert found.reason.endswith("in subfolder 'archive/COVID-19_Radiography_Dataset'")
+
+
+def test_detect_prefers_a_specific_layout_below_class_folders(tmp_path: Path) -> None:
+    # The given folder's subfolders look like classes, but one of them is a known dataset.
+    expected = builders.build_covid19_pneumonia_normal(tmp_path, per_class=1, copies=0)
+    builders.save_image(tmp_path / "other" / "x.png", 1)
+    found = resolve(DataSource(None, tmp_path))
+    assert (found.dataset, found.root) == ("covid19_pneumonia_normal", expected.dataset_root)
