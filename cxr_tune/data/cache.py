@@ -48,8 +48,13 @@ from cxr_tune.data import images as image_io
 from cxr_tune.data.datasets import DATASETS, Detection
 from cxr_tune.data.dedup import DEFAULT_MAX_CLUSTER, UnionFind, cluster_with
 from cxr_tune.data.detect import resolve
-from cxr_tune.data.layouts.common import check_options
-from cxr_tune.data.splits import grouped_stratified_split, leakage_audit, split_hash
+from cxr_tune.data.layouts.common import check_class_names, check_options
+from cxr_tune.data.splits import (
+    check_splits_filled,
+    grouped_stratified_split,
+    leakage_audit,
+    split_hash,
+)
 from cxr_tune.data.types import SPLITS, DatasetArrays, Manifest, Record, SkipReport, SplitArrays
 from cxr_tune.errors import ConfigError, DataError
 from cxr_tune.processes import process_alive
@@ -138,6 +143,8 @@ def prepare(
     if meta is None:
         assert spec.parse is not None  # resolve() only returns parseable layouts
         manifest = spec.parse(detection.root, parser_options)
+        if manifest.task == "multiclass":  # class folders; multi-label findings come from a CSV
+            check_class_names(manifest.root, manifest.classes)
         meta = _build(final, manifest, detection, options, key, progress)
     seconds = time.perf_counter() - started
     return CacheEntry(final, meta, detection, built=built, seconds=seconds)
@@ -231,6 +238,8 @@ def _valid_meta(final: Path, key: str) -> dict[str, Any] | None:
         return None
     complete = all((final / name).is_file() for name in ("images.npy", "labels.npy", "split.json"))
     if meta.get("format") != FORMAT_VERSION or meta.get("key") != key or not complete:
+        return None
+    if 0 in meta.get("sizes", {}).values():  # from before empty splits were refused: rebuild
         return None
     return meta
 
@@ -327,6 +336,7 @@ def _write_cache(
         records, ids, decoded.thumbs, options.near_duplicate_similarity, progress
     )
     split = _split(manifest, records, groups, options)
+    check_splits_filled(split, groups, where=str(manifest.root), fractions=options.fractions)
     classes, labels, label_report = _labels(manifest, records, split, options.min_label_positives)
     order = np.concatenate([split[s] for s in SPLITS])
     offsets = _offsets(split)

@@ -127,3 +127,37 @@ def leakage_audit(groups: Sequence[str], split: Mapping[str, np.ndarray]) -> dic
             seen[groups[int(i)]].add(name)
     crossing = sorted(g for g, names in seen.items() if len(names) > 1)
     return {"groups": len(seen), "crossing": len(crossing), "examples": crossing[:5]}
+
+
+def check_splits_filled(
+    split: Mapping[str, np.ndarray],
+    groups: Sequence[str],
+    *,
+    where: str,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> None:
+    """Refuse a split that leaves train, val or test without an image.
+
+    Grouping (patients, near-duplicate clusters) keeps groups whole, so a small or repetitive
+    folder can have too few groups to deal one to each split; a search then has nothing to
+    validate on, and the evaluation nothing to test.
+
+    Raises:
+        DataError: naming the empty splits, how many images and groups there are, and what to
+            change.
+    """
+    from cxr_tune.errors import DataError
+
+    empty = [name for name in SPLITS if len(split.get(name, ())) == 0]
+    if not empty:
+        return
+    sizes = Counter(groups)
+    largest = max(sizes.values(), default=0)
+    shares = "/".join(f"{f:g}" for f in fractions)
+    raise DataError(
+        f"The split of '{where}' leaves {' and '.join(empty)} empty: its {len(groups)} images "
+        f"form {len(sizes)} group(s) (patients or near-duplicate clusters, kept whole; the "
+        f"largest holds {largest} images), too few to deal into train/val/test {shares}. "
+        "Add more images that are not copies of each other (a few dozen distinct ones at "
+        "least), or give the dataset its own train/, val/ and test/ folders."
+    )

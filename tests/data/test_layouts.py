@@ -151,3 +151,23 @@ def test_covid19_radiography_unreadable_sheet_is_a_note(tmp_path: Path) -> None:
     manifest = DATASETS.get("covid19_radiography").parse(root, {})
     assert any("Could not read 'COVID.metadata.xlsx'" in note for note in manifest.notes)
     assert all(r.source is None for r in manifest.records if r.labels == ("COVID",))
+
+
+def test_imagefolder_classes_differing_only_in_case_are_refused(tmp_path: Path) -> None:
+    for name in ("Effusion", "effusion", "Pleural Thickening", "pleural_thickening", "normal"):
+        builders.save_image(tmp_path / "xr" / name / "a.png", len(name))
+    options = DataOptions(image_size=32, cache_dir=tmp_path / "cache", workers=1)
+    with pytest.raises(DataError) as err:
+        prepare(DataSource(None, tmp_path / "xr"), options)
+    message = str(err.value)
+    assert "'Effusion' and 'effusion'" in message
+    assert "'Pleural Thickening' and 'pleural_thickening'" in message
+    assert "differ only in case or spacing" in message and "rename" in message
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_named_class_folder_twice_in_different_case_is_refused(tmp_path: Path) -> None:
+    builders.build_covid19_pneumonia_normal(tmp_path, per_class=1, copies=0)
+    builders.save_image(tmp_path / "Data" / "COVID" / "x.png", 99)
+    with pytest.raises(DataError, match=r"'COVID' and 'covid', which differ only in case"):
+        DATASETS.get("covid19_pneumonia_normal").parse(tmp_path / "Data", {})

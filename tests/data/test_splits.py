@@ -115,3 +115,26 @@ def test_leaky_split_folders_are_reported_not_moved(
     assert rows["train/a/a0.png"]["split"] == "train"
     assert entry.split_info()["audit"]["crossing"] == 1
     assert any("the dataset's split leaks" in note for note in entry.meta["notes"])
+
+
+def test_check_splits_filled_names_the_empty_split_and_what_to_change() -> None:
+    from cxr_tune.data.splits import check_splits_filled
+    from cxr_tune.errors import DataError
+
+    groups = ["g1"] * 10 + ["g2"] * 10
+    split = grouped_stratified_split(["a"] * 10 + ["b"] * 10, groups, seed=0)
+    assert sum(len(v) == 0 for v in split.values()) >= 1
+    with pytest.raises(DataError) as err:
+        check_splits_filled(split, groups, where="/data/x")
+    message = str(err.value)
+    assert "'/data/x'" in message and "empty" in message
+    assert "20 images form 2 group(s)" in message and "largest holds 10 images" in message
+    assert "Add more images" in message and "val/" in message
+
+
+def test_check_splits_filled_accepts_three_filled_splits() -> None:
+    from cxr_tune.data.splits import check_splits_filled
+
+    groups = [f"g{i}" for i in range(40)]
+    split = grouped_stratified_split(["a", "b"] * 20, groups, seed=0)
+    check_splits_filled(split, groups, where="/data/x")

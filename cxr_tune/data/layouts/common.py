@@ -22,13 +22,49 @@ def subdirs(folder: Path) -> list[Path]:
 
 
 def find_subdir(folder: Path, name: str) -> Path | None:
-    """The subfolder called ``name`` (exact case first, else case-insensitive), or None."""
+    """The subfolder called ``name`` (case-insensitive), or None.
+
+    Raises:
+        DataError: several subfolders match (``COVID/`` and ``covid/``): which one is meant
+            cannot be guessed, and reading one would silently drop the other's images.
+    """
     exact = folder / name
-    if exact.is_dir():
-        return exact
     lower = name.lower()
     matches = [d for d in subdirs(folder) if d.name.lower() == lower]
+    if len(matches) > 1:
+        raise DataError(same_name_message(folder, [d.name for d in matches]))
+    if exact.is_dir():
+        return exact
     return matches[0] if matches else None
+
+
+def name_key(name: str) -> str:
+    """A class name as people mean it: case, spaces, underscores and hyphens ignored."""
+    return "".join(name.casefold().split()).replace("_", "").replace("-", "")
+
+
+def same_name_message(folder: Path, names: Iterable[str]) -> str:
+    """The error for class names that differ only in case or spacing."""
+    shown = " and ".join(f"'{n}'" for n in sorted(names))
+    return (
+        f"The folder '{folder}' has classes {shown}, which differ only in case or spacing: "
+        "rename them to one name to merge them into one class, or to clearly different names "
+        "to keep them apart."
+    )
+
+
+def check_class_names(root: Path, classes: Iterable[str]) -> None:
+    """Refuse class names that differ only in case or spacing (``COVID`` and ``covid``).
+
+    Raises:
+        DataError: naming every such pair, and how to merge or separate them.
+    """
+    by_key: dict[str, list[str]] = {}
+    for name in classes:
+        by_key.setdefault(name_key(name), []).append(name)
+    clashes = [sorted(names) for names in by_key.values() if len(names) > 1]
+    if clashes:
+        raise DataError("; ".join(same_name_message(root, names) for names in clashes))
 
 
 def walk_files(folder: Path, skip_dirs: Iterable[str] = ()) -> list[Path]:
