@@ -214,6 +214,15 @@ PROFILES: dict[str, Profile] = {
         cpus_per_trial=2.0,
         gpus_per_trial={"alexnet": 0.25, "vgg11": 0.5, "resnet50": 0.5},
     ),
+    # The space as written where the cluster has no GPU (``resolve_profile`` gives the GPU
+    # settings under this name where it has some): nothing capped, trials on CPUs.
+    "full": Profile(
+        name="full",
+        description="full study settings from the search space, trials on CPUs (no GPU found)",
+        phantom_images=6000,
+        eval_seeds=3,
+        cpus_per_trial=1.0,
+    ),
     "cpu": Profile(
         name="cpu",
         description="shrunk to finish in minutes on a CPU-only machine",

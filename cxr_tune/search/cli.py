@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-samples", type=int, help="trials per cell (overrides the space and the profile)"
     )
+    parser.add_argument(
+        "--epochs", type=int, help="epochs per trial (overrides the space and the profile)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="image side in px (overrides the space and the profile)"
+    )
     parser.add_argument("--max-concurrent", type=int, help="trials running at once")
     parser.add_argument(
         "--budget-epochs",
@@ -69,7 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile",
         default="auto",
         choices=PROFILE_CHOICES,
-        help="how to size the run: gpu (full study), cpu, smoke, or auto (gpu if the cluster has GPUs)",
+        help="how to size the run: gpu (full study on GPUs), full (the space as written, on GPUs "
+        "if the cluster has them, else CPUs), cpu, smoke, or auto (gpu if the cluster has GPUs, "
+        "else cpu)",
     )
     parser.add_argument("--eval-seeds", type=int, help="seeds of the final evaluation per cell")
     parser.add_argument(
@@ -116,8 +124,11 @@ def run(args: argparse.Namespace) -> int:
         ("--max-concurrent", args.max_concurrent),
         ("--eval-seeds", args.eval_seeds),
         ("--budget-epochs", args.budget_epochs),
+        ("--epochs", args.epochs),
     ):
         _positive(flag, value)
+    if args.image_size is not None and args.image_size < 32:
+        raise ConfigError(f"--image-size: the value is {args.image_size}, but must be >= 32.")
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed: the value is {args.seed}, but must be >= 0.")
     space = load_space(args.space)
@@ -138,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
             max_concurrent=args.max_concurrent,
             eval_seeds=args.eval_seeds,
             budget_epochs=args.budget_epochs,
+            epochs=args.epochs,
+            image_size=args.image_size,
         ),
     )
     if args.dry_run:
@@ -192,7 +205,7 @@ def _unique_names(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 def _gpus_available(args: argparse.Namespace) -> float:
     """GPUs the run can use: the cluster's when one is given, else this machine's."""
-    if args.profile != "auto":
+    if args.profile not in ("auto", "full"):
         return 0.0
     if args.address or os.environ.get("RAY_ADDRESS"):
         if args.dry_run:
@@ -234,11 +247,12 @@ def _announce(plan, reason: str, name: str, args: argparse.Namespace) -> None:
         + (f", at most {plan.budget_epochs} epochs per cell" if plan.budget_epochs else "")
         + "."
     )
-    if profile.name != "gpu":
+    if profile.name not in ("gpu", "full"):
         print(
             f"        The full study ({plan.space.epochs} epochs, {plan.space.num_samples} trials per cell, "
             f"{plan.space.fixed.get('image_size', 224)} px) runs with --profile gpu on a GPU machine or "
-            "cluster; see README.md, 'The full study'."
+            "cluster, or with --profile full on any; --epochs, --image-size and --num-samples "
+            "set one value each; see README.md, 'The full study'."
         )
     for note in plan.notes:
         print(f"note: {note}")

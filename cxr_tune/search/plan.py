@@ -5,6 +5,7 @@ Ray-free: ``--dry-run`` prints ``Plan.lines()`` and starts nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -42,6 +43,8 @@ class Overrides:
     max_concurrent: int | None = None
     eval_seeds: int | None = None
     budget_epochs: int | None = None
+    epochs: int | None = None
+    image_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ def build_plan(
     """
     if not datasets:
         raise ConfigError("No dataset to search over.")
-    fixed = _effective_fixed(space, profile)
+    fixed = _effective_fixed(space, profile, overrides)
     names = list(space.cells)
     cells = tuple(
         Cell(
@@ -258,7 +261,11 @@ def _cap(value: int, cap: int | None) -> int:
     return value if cap is None else min(value, cap)
 
 
-def _effective_fixed(space: SearchSpace, profile: Profile) -> dict[str, Any]:
+def _effective_fixed(
+    space: SearchSpace, profile: Profile, overrides: Overrides = Overrides()
+) -> dict[str, Any]:
+    """Defaults, then the space's fixed values, then the profile's caps; explicit command-line
+    values win over all of them."""
     fixed = {
         k: v for k, v in TrialConfig().to_dict().items() if k not in ("dataset", "cell", "seed")
     }
@@ -268,6 +275,10 @@ def _effective_fixed(space: SearchSpace, profile: Profile) -> dict[str, Any]:
     if profile.image_size is not None:
         fixed["image_size"] = profile.image_size
     fixed["epochs"] = _cap(int(fixed["epochs"]), profile.max_epochs)
+    if overrides.image_size is not None:
+        fixed["image_size"] = overrides.image_size
+    if overrides.epochs is not None:
+        fixed["epochs"] = overrides.epochs
     return fixed
 
 
@@ -334,7 +345,17 @@ def uses_pretrained(plan: Plan) -> set[str]:
 
 
 def resolve_profile(name: str, *, gpus_available: float) -> tuple[Profile, str]:
-    """``auto`` -> ``gpu`` when the cluster has GPUs, else ``cpu``; returns (profile, why)."""
+    """``auto`` -> ``gpu`` when the cluster has GPUs, else ``cpu``; ``full`` -> the space as
+    written, on the GPUs where the cluster has them, else on CPUs; returns (profile, why)."""
+    if name == "full":
+        if gpus_available > 0:
+            on_gpus = dataclasses.replace(
+                PROFILES["gpu"],
+                name="full",
+                description="full study settings from the search space, trials on GPUs",
+            )
+            return on_gpus, f"full: {gpus_available:g} GPU(s) found"
+        return PROFILES["full"], "full: no GPU found, trials on CPUs"
     if name != "auto":
         return PROFILES[name], "chosen with --profile"
     if gpus_available > 0:

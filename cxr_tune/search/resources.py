@@ -11,8 +11,11 @@ exceed share x the GPU's memory. CPU-only runs skip the check.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,11 @@ DEFAULT_WAIT_S = 900.0
 # Optimisers by the state they keep per parameter (the most state is the largest need).
 OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1}
 GIB = 1024**3
+# How often a wait for a GPU node says that it is still waiting.
+PROGRESS_EVERY_S = 60.0
+# The node type Ray's read-only autoscaler gives each node of a cluster it cannot grow (a local
+# `ray.init()`, `ray start` without an autoscaling config): `node_<node id>`.
+_READONLY_NODE_TYPE = re.compile(r"^node_[0-9a-f]{56}$")
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,121 @@ def summary(checked: Sequence[tuple[Probe, Measurement]]) -> str:
     )
 
 
+def check_gpus_reachable(plan: Plan, echo: Echo = print) -> None:
+    """Before data is decoded or trials start: can the GPU trials of ``plan`` ever run?
+
+    A cluster with GPUs: yes. Without: where an autoscaler can add nodes, wait for a GPU node
+    (asking the autoscaler for one), saying so every ``PROGRESS_EVERY_S``; where none can, fail
+    at once instead of leaving trials to wait for ever.
+
+    Raises:
+        ConfigError: no GPU and no autoscaler, or no GPU node came within the wait.
+    """
+    import ray
+
+    if not plan.profile.uses_gpu or ray.cluster_resources().get("GPU"):
+        return
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    if not autoscaler_can_add_nodes():
+        raise ConfigError(
+            f"--profile {plan.profile.name}: the cluster has no GPU ({cpus:g} CPUs) and no "
+            "autoscaler that could add one, so its GPU trials would wait for ever. Use "
+            "--profile full to run the space as written on these CPUs, --profile cpu for a run "
+            "sized to finish in minutes, or --address of a cluster with GPUs."
+        )
+    wait = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+    echo(
+        f"resources: no GPU yet; asking the cluster's autoscaler for a GPU node (up to {wait:.0f} s)"
+    )
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1}])
+    try:
+        found = wait_for(
+            lambda: bool(ray.cluster_resources().get("GPU")),
+            timeout_s=wait,
+            echo=echo,
+            waiting_for="a GPU node from the autoscaler",
+        )
+    finally:
+        request_resources(bundles=[])  # trials ask for what they need themselves
+    if not found:
+        raise ConfigError(
+            f"--profile {plan.profile.name}: no GPU node joined the cluster within {wait:.0f} s "
+            f"({WAIT_ENV}); check the autoscaler (`ray status`, `ray monitor cluster.yaml`) and "
+            "the GPU node types and limits of the cluster configuration."
+        )
+    echo(f"resources: {ray.cluster_resources().get('GPU', 0):g} GPU(s) in the cluster")
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    *,
+    timeout_s: float,
+    echo: Echo,
+    waiting_for: str,
+    every_s: float | None = None,
+    poll_s: float = 1.0,
+) -> bool:
+    """Poll ``condition`` until it holds or ``timeout_s`` passes; True if it held.
+
+    Prints ``resources: still waiting for <waiting_for> (N s of M s)`` every ``every_s``
+    (default ``PROGRESS_EVERY_S``), so that a long wait is never silent.
+    """
+    every = PROGRESS_EVERY_S if every_s is None else every_s
+    started = time.monotonic()
+    said = started
+    while True:
+        if condition():
+            return True
+        now = time.monotonic()
+        if now - started >= timeout_s:
+            return False
+        if now - said >= every:
+            echo(
+                f"resources: still waiting for {waiting_for} "
+                f"({now - started:.0f} s of {timeout_s:.0f} s)"
+            )
+            said = now
+        time.sleep(min(poll_s, max(0.0, timeout_s - (now - started))))
+
+
+def autoscaler_can_add_nodes(status_wait_s: float = 15.0) -> bool:
+    """Whether the connected cluster runs an autoscaler that can start nodes.
+
+    Ray has no public API for this; it is read from the autoscaler's own state. Autoscaler v2
+    (what `ray up` starts since Ray 2.50): yes. Autoscaler v1 reports its status in the GCS
+    every few seconds; a cluster it cannot grow has only read-only node types (see
+    ``readonly_status``). No status within ``status_wait_s``: no autoscaler.
+    """
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    try:
+        if is_autoscaler_v2(fetch_from_server=True):
+            return True
+    except Exception:  # an older GCS without the key: read the v1 status below
+        pass
+    deadline = time.monotonic() + status_wait_s
+    while True:
+        raw = _internal_kv_get("__autoscaling_status")  # ray_constants.DEBUG_AUTOSCALING_STATUS
+        if raw:
+            return not readonly_status(json.loads(raw))
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def readonly_status(status: Mapping[str, Any]) -> bool:
+    """True when a v1 autoscaling status comes from Ray's read-only autoscaler (or none): every
+    node type it knows is the `node_<node id>` type that it gives nodes it cannot add to."""
+    report = status.get("autoscaler_report") or {}
+    types = set(report.get("active_nodes") or {}) | set(report.get("idle_nodes") or {})
+    types |= set(report.get("pending_launches") or {})
+    types |= {str(node[1]) for node in report.get("pending_nodes") or [] if len(node) > 1}
+    return all(_READONLY_NODE_TYPE.match(t) for t in types)
+
+
 def check_gpu_shares(
     plan: Plan, datasets: Mapping[str, DatasetArrays], echo: Echo = print
 ) -> list[Measurement]:
@@ -240,8 +363,17 @@ def _measure_on_cluster(todo: Sequence[Probe], echo: Echo) -> list[Measurement] 
     if not ray.cluster_resources().get("GPU"):
         echo(f"resources: waiting up to {wait:.0f} s for a GPU node to measure GPU shares on")
     task = ray.remote(num_gpus=1, num_cpus=1)(measure_all).remote(list(todo))
+    done = wait_for(
+        lambda: bool(ray.wait([task], timeout=1.0)[0]),
+        timeout_s=wait,
+        echo=echo,
+        waiting_for="a free GPU to measure GPU shares on",
+        poll_s=0.0,
+    )
     try:
-        measured: list[Measurement] = ray.get(task, timeout=wait)
+        if not done:
+            raise GetTimeoutError
+        measured: list[Measurement] = ray.get(task)
         return measured
     except GetTimeoutError:
         ray.cancel(task, force=True)

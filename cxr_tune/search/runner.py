@@ -1,9 +1,9 @@
 """``run_search``: from a plan to a finished experiment folder with a report.
 
 Order of work: validate everything that can be checked without Ray (space, names, pretrained
-weights, storage, name clash), load and split the data on the driver (decoding once into the
-cache), start or join Ray, run one Tuner over all cells, then evaluate the best configurations
-on the test split and write the report.
+weights, storage, name clash), start or join Ray (and check that a GPU run can get GPUs), load
+and split the data on the driver (decoding once into the cache), run one Tuner over all cells,
+then evaluate the best configurations on the test split and write the report.
 """
 
 from __future__ import annotations
@@ -167,8 +167,6 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     _quiet_ray_output()
     check_before_start(request)
     previous = _previous_record(request)
-    datasets = load_search_data(request, echo, previous)
-    search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
     started_ray = _init_ray(request.ray_address)
     remote: SearchOutcome | None = None
     experiment: Experiment | None = None
@@ -176,8 +174,12 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     # second search (or a bare CellSearcher) in this process must not open this study.
     previous_study_db = os.environ.get(STUDY_DB_ENV)
     try:
-        from cxr_tune.search.resources import check_gpu_shares
+        from cxr_tune.search.resources import check_gpu_shares, check_gpus_reachable
 
+        # Before decoding: a GPU run on a cluster that can never have a GPU fails at once.
+        check_gpus_reachable(request.plan, echo)
+        datasets = load_search_data(request, echo, previous)
+        search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
         check_gpu_shares(request.plan, datasets, echo)
         record = _record_for_run(request, datasets, previous)
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))

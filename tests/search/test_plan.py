@@ -47,6 +47,34 @@ def test_overrides_win():
     assert all(plan.base_config(c)["seed"] == 7 for c in plan.cells)
 
 
+def test_explicit_epochs_image_size_and_samples_win_over_every_profile_cap():
+    space = load_space("ablation")
+    for name in ("cpu", "smoke", "gpu"):
+        plan = build_plan(
+            space,
+            PROFILES[name],
+            ("phantom",),
+            Overrides(num_samples=11, epochs=7, image_size=96),
+            cpu_count=2,
+        )
+        assert (plan.num_samples, plan.epochs, plan.fixed["image_size"]) == (11, 7, 96), name
+        assert all(line["fixed"]["epochs"] == 7 for line in plan.lines())
+
+
+def test_full_profile_runs_the_space_as_written_on_whatever_devices_exist():
+    space = load_space("ablation")
+    on_cpus, why = resolve_profile("full", gpus_available=0)
+    assert (on_cpus.name, on_cpus.uses_gpu) == ("full", False) and "no GPU" in why
+    plan = build_plan(space, on_cpus, ("phantom",), cpu_count=2)
+    assert (plan.epochs, plan.fixed["image_size"], plan.num_samples) == (50, 224, 32)
+    assert plan.resources("alexnet") == {"CPU": 1.0, "GPU": 0.0} and plan.max_concurrent == 2
+    on_gpus, why = resolve_profile("full", gpus_available=2)
+    assert (on_gpus.name, on_gpus.uses_gpu) == ("full", True) and "2 GPU(s)" in why
+    gpu_plan = build_plan(space, on_gpus, ("phantom",))
+    assert (gpu_plan.epochs, gpu_plan.num_samples) == (50, 32)
+    assert gpu_plan.resources("alexnet")["GPU"] == 0.25
+
+
 def test_auto_profile_follows_the_gpus():
     assert resolve_profile("auto", gpus_available=0)[0].name == "cpu"
     assert resolve_profile("auto", gpus_available=4)[0].name == "gpu"

@@ -91,3 +91,48 @@ def test_measure_on_a_real_gpu() -> None:
     large = Probe("alexnet", 0.25, 64, 64, 224, 4, "multiclass", "adam", "auto")
     got_small, got_large = resources.measure(small), resources.measure(large)
     assert 0 < got_small.needed_bytes < got_large.needed_bytes < got_large.total_bytes
+
+
+def test_readonly_status_is_a_cluster_no_autoscaler_can_grow() -> None:
+    node = "node_" + "ab" * 28
+    local = {"autoscaler_report": {"active_nodes": {node: 1}, "pending_launches": {}}}
+    assert resources.readonly_status(local)
+    assert resources.readonly_status({"load_metrics_report": {}})  # no autoscaler at all
+    cloud = {
+        "autoscaler_report": {
+            "active_nodes": {"ray.head.default": 1},
+            "pending_nodes": [["10.0.0.7", "gpu_worker", "setting-up"]],
+        }
+    }
+    assert not resources.readonly_status(cloud)
+
+
+def test_wait_for_says_it_is_still_waiting_and_gives_up_at_the_timeout() -> None:
+    said: list[str] = []
+    assert not resources.wait_for(
+        lambda: False,
+        timeout_s=0.35,
+        echo=said.append,
+        waiting_for="a GPU",
+        every_s=0.1,
+        poll_s=0.05,
+    )
+    assert said and all("still waiting for a GPU (" in line for line in said)
+    calls = iter([False, False, True])
+    assert resources.wait_for(
+        lambda: next(calls), timeout_s=5, echo=said.append, waiting_for="x", poll_s=0.01
+    )
+
+
+@pytest.mark.integration
+def test_gpu_profile_fails_at_once_on_a_cluster_without_gpus_or_autoscaler(ray_local) -> None:
+    import time
+
+    plan = plan_for("gpu")
+    started = time.monotonic()
+    with pytest.raises(
+        ConfigError, match=r"--profile gpu: the cluster has no GPU .* no autoscaler"
+    ):
+        resources.check_gpus_reachable(plan, echo=lambda line: None)
+    assert time.monotonic() - started < 30
+    resources.check_gpus_reachable(plan_for("cpu"), echo=lambda line: None)  # no GPU asked for
