@@ -9,7 +9,8 @@ Geometry follows the paper's preset (torchvision ``Resize(size)`` + ``CenterCrop
 shorter side is resized to ``size`` (bilinear, antialiased) and the centre square is kept.
 
 Decompression bombs: a file whose header declares more than :data:`MAX_PIXELS` pixels is skipped
-with the reason :data:`SKIP_TOO_LARGE` before any pixel is decoded. A skip, not an error, because
+with the reason :data:`SKIP_TOO_LARGE` before any pixel is decoded; so are files too small
+(:data:`MIN_SIDE`) or too elongated (:data:`MAX_ASPECT`) to be a radiograph. A skip, not an error, because
 one hostile or broken file must not stop a 20,000-image dataset; the skip report lists it.
 """
 
@@ -36,6 +37,11 @@ SYSTEM_FILES: frozenset[str] = frozenset({".ds_store", "thumbs.db", "desktop.ini
 MAX_PIXELS = 100_000_000
 # Side of the grayscale thumbnail kept for near-duplicate hashing.
 THUMB_SIZE = 32
+# Radiographs are hundreds of pixels a side and at most ~2:1; a 1x1 pixel or a 10000x10 strip
+# is a placeholder or a broken export, and resized to a square it becomes a flat or smeared
+# "image" that trains the model on nothing. Such files are skipped and listed.
+MIN_SIDE = 16
+MAX_ASPECT = 8.0
 
 SKIP_SYSTEM = "system or hidden file"
 SKIP_NOT_IMAGE = "not an image file (extension)"
@@ -44,6 +50,8 @@ SKIP_UNREADABLE = "unreadable file"
 SKIP_UNDECODABLE = "not a decodable image"
 SKIP_TRUNCATED = "truncated or corrupt image data"
 SKIP_TOO_LARGE = f"too many pixels (over {MAX_PIXELS:,}; decompression bomb limit)"
+SKIP_TOO_SMALL = f"too small to be a radiograph (a side under {MIN_SIDE} px)"
+SKIP_ASPECT = f"not radiograph-shaped (one side over {MAX_ASPECT:g} times the other)"
 
 # Modes holding more than 8 bits per pixel; scaled by their real range, not clipped.
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -111,12 +119,15 @@ def decode_bytes(data: bytes, size: int) -> Decoded:
         warnings.simplefilter("ignore")
         try:
             image = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
+        except Image.DecompressionBombError:  # Pillow's own limit (2x its warning size)
+            return Decoded(None, None, digest=digest, skip=SKIP_TOO_LARGE)
+        except (UnidentifiedImageError, OSError, SyntaxError):
             return Decoded(None, None, digest=digest, skip=SKIP_UNDECODABLE)
         width, height = image.size
         found = Decoded(None, None, image.mode, width, height, image.format or "", digest)
-        if width * height > MAX_PIXELS:
-            return replace(found, skip=SKIP_TOO_LARGE)
+        shape_problem = _shape_skip_reason(width, height)
+        if shape_problem is not None:
+            return replace(found, skip=shape_problem)
         try:
             gray = to_gray(_load_first_frame(image, size))
         except Image.DecompressionBombError:
@@ -126,6 +137,17 @@ def decode_bytes(data: bytes, size: int) -> Decoded:
     resized = resize_shorter(gray, size)
     pixels = np.asarray(center_crop(resized, size), dtype=np.uint8)
     return replace(found, pixels=pixels, thumb=make_thumb(resized))
+
+
+def _shape_skip_reason(width: int, height: int) -> str | None:
+    """Why an image of this size is not decoded (too many pixels, too small, a strip)."""
+    if width * height > MAX_PIXELS:
+        return SKIP_TOO_LARGE
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return SKIP_ASPECT
+    if min(width, height) < MIN_SIDE:
+        return SKIP_TOO_SMALL
+    return None
 
 
 def _load_first_frame(image: Image.Image, size: int) -> Image.Image:

@@ -45,7 +45,7 @@ def test_decode_wide_modes_scale_by_real_range(mode: str) -> None:
 
 def test_decode_constant_wide_image_is_black() -> None:
     buffer = io.BytesIO()
-    Image.fromarray(np.full((8, 8), 1234, dtype=np.uint16)).save(buffer, format="PNG")
+    Image.fromarray(np.full((16, 16), 1234, dtype=np.uint16)).save(buffer, format="PNG")
     result = decode_bytes(buffer.getvalue(), 8)
     assert result.pixels is not None and result.pixels.max() == 0
 
@@ -120,3 +120,30 @@ def test_decode_large_jpeg_uses_reduced_decoding(tmp_path: Path) -> None:
     result = decode_file(path, 32)
     assert result.pixels is not None and result.pixels.shape == (32, 32)
     assert (result.width, result.height) == (640, 480)
+
+
+def test_decode_a_pillow_bomb_is_skipped_as_too_large(tmp_path: Path) -> None:
+    from tests.adversarial.files import bomb_png
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png())  # 40000 x 40000 declared: Pillow itself refuses to open it
+    assert decode_file(path, 32).skip == images.SKIP_TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    ("size", "reason"),
+    [
+        ((1, 1), images.SKIP_TOO_SMALL),
+        ((10_000, 10), images.SKIP_ASPECT),
+        ((20, 200), images.SKIP_ASPECT),
+        ((20, 100), None),
+    ],
+)
+def test_decode_skips_images_that_cannot_be_radiographs(
+    tmp_path: Path, size: tuple[int, int], reason: str | None
+) -> None:
+    path = tmp_path / "odd.png"
+    Image.new("L", size, 90).save(path)
+    result = decode_file(path, 32)
+    assert result.skip == reason
+    assert (result.width, result.height) == size
