@@ -184,15 +184,14 @@ def load_experiment(folder: str | Path) -> Experiment:
         DataError: the folder does not exist or holds no cxr_tune experiment.
     """
     folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"'{folder}' is a file, but an experiment is a folder a search wrote.")
     if not folder.is_dir():
         raise DataError(f"The folder '{folder}' does not exist.")
     record_path = folder / RECORD_FILE
     problems: list[str] = []
     if record_path.is_file():
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            record, problems = {}, [f"{RECORD_FILE} is not valid JSON; the summary is partial"]
+        record = _read_object(record_path, problems, "the summary is partial") or {}
     else:
         trial_dirs = list(_trial_folders(folder))
         if not trial_dirs:
@@ -211,11 +210,22 @@ def load_experiment(folder: str | Path) -> Experiment:
         trial.state = classify(trial, finished=finished, default_epochs=epochs_known)
     evaluation = None
     if (folder / EVALUATION_FILE).is_file():
-        try:
-            evaluation = json.loads((folder / EVALUATION_FILE).read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            problems.append(f"{EVALUATION_FILE} is not valid JSON; final evaluation left out")
+        evaluation = _read_object(folder / EVALUATION_FILE, problems, "final evaluation left out")
     return Experiment(folder, record, trials, evaluation, problems)
+
+
+def _read_object(path: Path, problems: list[str], consequence: str) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None with a line in ``problems`` (a file cut short,
+    overwritten with other bytes, or holding something other than an object)."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        problems.append(f"{path.name} is not valid JSON; {consequence}")
+        return None
+    if not isinstance(value, dict):
+        problems.append(f"{path.name} is not a JSON object; {consequence}")
+        return None
+    return value
 
 
 def _trial_folders(folder: Path) -> Iterator[Path]:
@@ -230,20 +240,24 @@ def read_trial(folder: Path) -> TrialRecord:
     config: dict[str, Any] = {}
     params = folder / PARAMS_FILE
     if params.is_file():
-        try:
-            config = json.loads(params.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            problems.append(f"{PARAMS_FILE} is not valid JSON")
+        config = _read_object(params, problems, "configuration unknown") or {}
     results: list[dict[str, Any]] = []
     result_file = folder / RESULT_FILE
     if result_file.is_file():
-        for number, line in enumerate(result_file.read_text(encoding="utf-8").splitlines(), 1):
+        # Bytes that are not UTF-8 (a disk error, another program) spoil their line only.
+        text = result_file.read_bytes().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                results.append(json.loads(line))
-            except json.JSONDecodeError:
+                result = json.loads(line)
+            except ValueError:
                 problems.append(f"{RESULT_FILE} line {number} is cut short (a half-written trial)")
+                continue
+            if isinstance(result, dict):
+                results.append(result)
+            else:
+                problems.append(f"{RESULT_FILE} line {number} is not a result")
     results = latest_per_epoch(results)
     if not config and results:
         config = dict(results[-1].get(CONFIG, {}))
@@ -263,7 +277,9 @@ def latest_per_epoch(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     checkpoints follow from."""
     latest: dict[int, dict[str, Any]] = {}
     for result in results:
-        latest[int(result.get(EPOCH, 0) or 0)] = result
+        epoch = _float(result.get(EPOCH, 0) or 0)
+        if math.isfinite(epoch):  # a result without a numeric epoch is not one of ours
+            latest[int(epoch)] = result
     return [latest[epoch] for epoch in sorted(latest)]
 
 
