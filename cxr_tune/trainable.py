@@ -73,8 +73,20 @@ def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> No
                 report_with_checkpoint({**metrics, **meta}, state, cfg)
             else:
                 tune.report({**metrics, **meta})
-    except torch.OutOfMemoryError as exc:
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
         tune.report(failure_result(cfg, dataset, state.epoch + 1, meta, f"out of memory: {exc}"))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a failed allocation: CUDA's ``OutOfMemoryError``, or the plain RuntimeError
+    that torch's CPU allocator raises (retrying such a trial would only fail the same way)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(
+        exc
+    )
 
 
 def restore_state(
