@@ -321,6 +321,41 @@ def check_plan_names(plan: Plan) -> None:
                 raise ConfigError(f"{plan.space.source}: {exc}") from None
 
 
+def check_batch_sizes(plan: Plan, train_sizes: Mapping[str, int]) -> None:
+    """Refuse a batch size larger than a dataset's training split.
+
+    Such a batch silently means "the whole split at once", one step per epoch, so a searched
+    batch size would not be what the space says.
+
+    Raises:
+        ConfigError: naming the space file and key, the value, the dataset and the most allowed.
+    """
+    if not train_sizes:
+        return
+    dataset, smallest = min(train_sizes.items(), key=lambda item: item[1])
+    for key, values in _batch_size_values(plan):
+        too_big = sorted({int(v) for v in values if int(v) > smallest})
+        if too_big:
+            raise ConfigError(
+                f"{plan.space.source}: {key}: the batch size {too_big[-1]} is larger than the "
+                f"{smallest} training images of {dataset}, but must be at most {smallest} "
+                "(lower it, or give the search more data)."
+            )
+
+
+def _batch_size_values(plan: Plan) -> list[tuple[str, tuple[Any, ...]]]:
+    """Where the batch size is set (YAML key) and the largest values it can take."""
+    found = []
+    for key, values in _values_of(plan, "batch_size"):
+        if key == "fixed.batch_size" and "batch_size" not in plan.space.fixed:
+            key = "batch_size (the default, not set in the space)"
+        found.append((key, values))
+    param = plan.params.get("batch_size")
+    if param is not None and param.kind != "choice" and param.high is not None:
+        found.append((f"params.batch_size.{param.kind}", (param.high,)))
+    return found
+
+
 def _values_of(plan: Plan, name: str) -> list[tuple[str, tuple[Any, ...]]]:
     """Where ``name`` is set in the plan (YAML key) and which values it can take."""
     found: list[tuple[str, tuple[Any, ...]]] = []

@@ -23,7 +23,7 @@ from cxr_tune.constants import ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
 from cxr_tune.errors import ConfigError
 from cxr_tune.experiment import Experiment, load_experiment
-from cxr_tune.search.plan import Plan, uses_pretrained
+from cxr_tune.search.plan import Plan, check_batch_sizes, uses_pretrained
 from cxr_tune.storage import Storage, scratch_dir
 
 Echo = Callable[[str], None]
@@ -179,6 +179,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         # Before decoding: a GPU run on a cluster that can never have a GPU fails at once.
         check_gpus_reachable(request.plan, echo)
         datasets = load_search_data(request, echo, previous)
+        check_batch_sizes(request.plan, {n: a.sizes()["train"] for n, a in datasets.items()})
         search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
         check_gpu_shares(request.plan, datasets, echo)
         record = _record_for_run(request, datasets, previous)

@@ -161,3 +161,20 @@ def _write(folder, text):
     path = folder / "space.yaml"
     path.write_text(text)
     return path
+
+
+def test_batch_sizes_larger_than_the_training_split_are_refused():
+    from cxr_tune.search.plan import check_batch_sizes
+
+    space = parse_space({"params": {"batch_size": {"choice": [8, 64, 128]}}}, source="mine.yaml")
+    plan = build_plan(space, PROFILES["cpu"], ("phantom", "tiny"), cpu_count=2)
+    check_batch_sizes(plan, {"phantom": 448, "tiny": 200})
+    with pytest.raises(
+        ConfigError,
+        match=r"mine.yaml: params.batch_size.choice: the batch size 128 is larger than the 90 "
+        r"training images of tiny, but must be at most 90",
+    ):
+        check_batch_sizes(plan, {"phantom": 448, "tiny": 90})
+    default = build_plan(parse_space({}, source="d.yaml"), PROFILES["cpu"], ("x",), cpu_count=2)
+    with pytest.raises(ConfigError, match=r"batch_size \(the default, not set in the space\)"):
+        check_batch_sizes(default, {"x": 20})
