@@ -195,6 +195,10 @@ def run_command(name: str, argv: Sequence[str] | None = None) -> int:
 def _execute(command: Command, args: argparse.Namespace, prog: str, line: list[str]) -> int:
     """Run a parsed command under the one error policy (see the module docstring)."""
     args.command_line = line
+    # A file name that is not UTF-8 (kept by Python as surrogates) prints escaped, not as a
+    # crash, whatever the terminal's encoding.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return command.run(args)
     except CxrTuneError as exc:

@@ -188,7 +188,10 @@ def source_fingerprint(root: Path) -> str:
             except OSError:
                 continue
             rel = os.path.relpath(path, root).replace(os.sep, "/")
-            digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            # surrogateescape: a file name that is not UTF-8 (an old archive's Latin-1) hashes
+            # as its bytes instead of failing.
+            line = f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -623,7 +626,8 @@ def _write_manifest(
     for name, (start, stop) in offsets.items():
         split_of[start:stop] = name
     columns = ["index", "split", "path", "labels", "group", "source", "mode", "width", "height"]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    # File names that are not UTF-8 are written back as their own bytes (and read so).
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow([*columns, "format", "digest"])
         for row, i in enumerate(order):
@@ -647,7 +651,9 @@ def _write_manifest(
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
     """The rows of a cache folder's manifest.csv, in cache order."""
-    with open(path / "manifest.csv", newline="", encoding="utf-8") as handle:
+    with open(
+        path / "manifest.csv", newline="", encoding="utf-8", errors="surrogateescape"
+    ) as handle:
         return list(csv.DictReader(handle))
 
 
