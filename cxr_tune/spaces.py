@@ -383,7 +383,8 @@ class _Where:
         else:
             ok = isinstance(value, kind) and not isinstance(value, bool)
         if not ok:
-            self.fail(key, f"the value is {value!r}, but `{name}` takes a {kind.__name__}")
+            article = "an" if kind.__name__[0] in "aeiou" else "a"
+            self.fail(key, f"the value is {value!r}, but `{name}` takes {article} {kind.__name__}")
         try:
             TrialConfig.from_dict({name: value})
         except ConfigError as exc:

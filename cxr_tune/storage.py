@@ -74,7 +74,10 @@ class Storage:
             except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
                 raise ConfigError(f"--storage: cannot use '{text}': {exc}") from None
             return cls(text.rstrip("/"))
-        return cls(str(Path(text).expanduser().resolve()))
+        local = Path(text).expanduser().resolve()
+        if local.exists() and not local.is_dir():
+            raise ConfigError(f"--storage: '{text}' is a file, but must be a folder.")
+        return cls(str(local))
 
     @property
     def is_local(self) -> bool:

@@ -71,7 +71,7 @@ def _space(text: str):
         ),
         (
             "params: {batch_size: {choice: [16, '32']}}",
-            r"params.batch_size.choice\[1\]: the value is '32', but `batch_size` takes a int",
+            r"params.batch_size.choice\[1\]: the value is '32', but `batch_size` takes an int",
         ),
         (
             "params: {lr: {uniform: [1, 2], loguniform: [1, 2]}}",
