@@ -1,0 +1,183 @@
+"""Bad command lines of ``search``, ``report`` and ``evaluate``: exit 2 and one line, before any
+work starts and without touching what is already there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cxr_tune.evaluate import main as evaluate_main
+from cxr_tune.report.__main__ import main as report_main
+from cxr_tune.search.cli import main as search_main
+from tests.adversarial.conftest import assert_no_files, assert_user_error, call_main, run_module
+from tests.data.builders import save_image
+from tests.report.builders import ablation_trials, write_experiment
+
+
+def search(capsys, tmp_path: Path, *args: str | Path) -> object:
+    """A smoke search into ``tmp_path/results`` (stops at the error, before Ray starts)."""
+    storage = tmp_path / "results"
+    return call_main(
+        search_main, capsys, "--space", "smoke", "--profile", "smoke", "--storage", storage, *args
+    )
+
+
+# --- search -------------------------------------------------------------------------------------
+
+
+def test_data_folder_that_does_not_exist(capsys, tmp_path: Path) -> None:
+    outcome = search(capsys, tmp_path, "--data", tmp_path / "nowhere")
+    assert_user_error(outcome, f"--data: the folder '{tmp_path / 'nowhere'}' does not exist.")
+    assert_no_files(tmp_path / "results")
+
+
+def test_data_that_is_a_file(capsys, tmp_path: Path) -> None:
+    (tmp_path / "archive.zip").write_bytes(b"PK\x03\x04")
+    outcome = search(capsys, tmp_path, "--data", tmp_path / "archive.zip")
+    assert_user_error(outcome, "is not a folder; give a dataset's root folder")
+    assert_no_files(tmp_path / "results")
+
+
+def test_data_with_an_unknown_key(capsys, tmp_path: Path) -> None:
+    outcome = search(capsys, tmp_path, "--data", f"covid_chestxrays={tmp_path}")
+    assert_user_error(
+        outcome, "Unknown dataset 'covid_chestxrays'", "Did you mean 'covid_chestxray'?"
+    )
+
+
+def test_data_folder_that_holds_no_dataset(capsys, tmp_path: Path) -> None:
+    save_image(tmp_path / "photos" / "holiday.png", 1)
+    outcome = search(capsys, tmp_path, "--data", tmp_path / "photos", "--dry-run")
+    assert_user_error(outcome, "is not a dataset layout", "KEY=PATH")
+
+
+def test_resume_of_an_unknown_experiment(capsys, tmp_path: Path) -> None:
+    outcome = search(capsys, tmp_path, "--resume", "--name", "never-ran")
+    assert_user_error(outcome, "--resume: there is no experiment to resume at", "never-ran")
+    assert_no_files(tmp_path / "results")
+
+
+def test_resume_without_any_experiment_of_the_space(capsys, tmp_path: Path) -> None:
+    outcome = search(capsys, tmp_path, "--resume")
+    assert_user_error(outcome, "--resume: no experiment of space 'smoke' under", "give --name")
+
+
+def test_name_clashing_with_an_existing_experiment(capsys, tmp_path: Path) -> None:
+    existing = write_experiment(tmp_path / "results" / "mine", ablation_trials())
+    before = {p: p.stat().st_mtime_ns for p in existing.rglob("*")}
+    outcome = search(capsys, tmp_path, "--name", "mine")
+    assert_user_error(outcome, f"--name: the experiment '{existing}' already exists", "--resume")
+    assert {p: p.stat().st_mtime_ns for p in existing.rglob("*")} == before
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden"])
+def test_name_that_is_not_a_plain_folder_name(capsys, tmp_path: Path, name: str) -> None:
+    outcome = search(capsys, tmp_path, "--name", name)
+    assert_user_error(outcome, f"--name: '{name}' must be a plain folder name.")
+
+
+def test_storage_that_is_a_file(capsys, tmp_path: Path) -> None:
+    (tmp_path / "results.txt").write_text("not a folder")
+    outcome = call_main(
+        search_main, capsys, "--space", "smoke", "--profile", "smoke",
+        "--storage", tmp_path / "results.txt", "--name", "x",
+    )  # fmt: skip
+    assert_user_error(outcome, "--storage:", "is a file")
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and Ray: ~10 s
+def test_search_error_exits_2_in_a_real_process(tmp_path: Path) -> None:
+    outcome = run_module(
+        "cxr_tune.search", "--space", "smoke", "--profile", "smoke",
+        "--storage", tmp_path, "--resume", "--name", "never-ran",
+    )  # fmt: skip
+    assert_user_error(outcome, "--resume: there is no experiment to resume at")
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def test_report_on_a_folder_that_is_not_an_experiment(capsys, tmp_path: Path) -> None:
+    save_image(tmp_path / "photos" / "holiday.png", 1)
+    outcome = call_main(report_main, capsys, tmp_path / "photos")
+    assert_user_error(outcome, "is not a cxr_tune experiment")
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["holiday.png"]
+
+
+def test_report_on_a_file_or_nothing(capsys, tmp_path: Path) -> None:
+    (tmp_path / "report.md").write_text("# old")
+    assert_user_error(call_main(report_main, capsys, tmp_path / "report.md"), "is a file")
+    assert_user_error(call_main(report_main, capsys, tmp_path / "gone"), "does not exist")
+
+
+def test_report_out_that_is_a_file(capsys, tmp_path: Path) -> None:
+    experiment = write_experiment(tmp_path / "exp", ablation_trials())
+    (tmp_path / "taken").write_text("x")
+    outcome = call_main(report_main, capsys, experiment, "--out", tmp_path / "taken")
+    assert_user_error(outcome, f"cannot write the report to '{tmp_path / 'taken'}'")
+
+
+def test_report_exits_2_in_a_real_process(tmp_path: Path) -> None:
+    assert_user_error(run_module("cxr_tune.report", tmp_path), "is not a cxr_tune experiment")
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda e: (e / "cxr_tune.json").write_text('{"name": '), "cxr_tune.json is not valid"),
+        (lambda e: (e / "cxr_tune.json").write_text("[1, 2]"), "cxr_tune.json is not a JSON"),
+        (lambda e: (e / "cxr_tune.json").write_bytes(b"\xff\xfe\x00"), "cxr_tune.json is not"),
+        (lambda e: (e / "evaluation.json").write_text("[]"), "evaluation.json is not a JSON"),
+        (lambda e: (e / "optuna.db").write_text("not sqlite"), None),
+        (lambda e: _first_trial(e, "result.json", b'\xff\xfe\n{"epoch": "x"}\n[3]\n'), "line 3"),
+        (lambda e: _first_trial(e, "params.json", b"nope"), "params.json is not valid JSON"),
+    ],
+    ids=[
+        "record cut short",
+        "record not an object",
+        "record binary",
+        "evaluation not an object",
+        "study not sqlite",
+        "results garbled",
+        "params garbled",
+    ],
+)
+def test_report_of_a_damaged_experiment_lists_the_damage(
+    capsys, tmp_path: Path, damage, problem: str | None
+) -> None:
+    experiment = write_experiment(tmp_path / "exp", ablation_trials())
+    damage(experiment)
+    outcome = call_main(report_main, capsys, experiment)
+    assert outcome.code == 0, outcome.err
+    assert "Traceback" not in outcome.err
+    report = (experiment / "report.md").read_text()
+    if problem is not None:
+        assert problem in report
+
+
+def _first_trial(experiment: Path, name: str, content: bytes) -> None:
+    folder = sorted(p for p in experiment.iterdir() if (p / "params.json").is_file())[0]
+    (folder / name).write_bytes(content)
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+def test_evaluate_on_a_folder_that_is_not_an_experiment(capsys, tmp_path: Path) -> None:
+    outcome = call_main(evaluate_main, capsys, tmp_path)
+    assert_user_error(outcome, "is not a cxr_tune experiment")
+    assert_user_error(call_main(evaluate_main, capsys, tmp_path / "gone"), "does not exist")
+
+
+def test_evaluate_with_no_seeds(capsys, tmp_path: Path) -> None:
+    experiment = write_experiment(tmp_path / "exp", ablation_trials())
+    outcome = call_main(evaluate_main, capsys, experiment, "--seeds", "0")
+    assert_user_error(outcome, "--seeds: the value is 0, but must be >= 1.")
+    assert not (experiment / "evaluation.json").exists()
+
+
+def test_evaluate_exits_2_in_a_real_process(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text(json.dumps({}))
+    assert_user_error(run_module("cxr_tune.evaluate", tmp_path / "x.json"), "is a file")
