@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from cxr_tune.config import DataSource
 from cxr_tune.constants import CHECKPOINT_FILE, COMPLETED, EVALUATION_FILE, STATUS, STATUS_OK
 from cxr_tune.data.types import DatasetArrays
 from cxr_tune.experiment import Experiment, TrialRecord
+from cxr_tune.files import write_atomic
 from cxr_tune.metrics import confusion_matrix
 from cxr_tune.stats import (
     MULTILABEL_SUMMARY,
@@ -240,9 +240,7 @@ def evaluate_experiment(
         )
     runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
     result = assemble(exp, datasets, contenders, runs, rounds)
-    tmp = folder / f".{EVALUATION_FILE}.tmp"
-    tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    os.replace(tmp, folder / EVALUATION_FILE)
+    write_atomic(folder / EVALUATION_FILE, json.dumps(result, indent=1))
     exp.evaluation = result
     echo(f"evaluate: wrote {folder / EVALUATION_FILE}")
     return result

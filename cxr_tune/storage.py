@@ -29,6 +29,7 @@ from cxr_tune.constants import (
     ENV_STORAGE,
 )
 from cxr_tune.errors import ConfigError
+from cxr_tune.files import write_atomic
 
 Snapshot = dict[str, tuple[int, int]]
 # Each read from S3 is one ranged GET: large chunks keep a model checkpoint to a few requests.
@@ -110,9 +111,7 @@ class Storage:
         if self.is_local:
             target = Path(self.root) / name / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)
+            write_atomic(target, text)
             return
         fs, base = self._fs()
         with fs.open_output_stream(f"{base}/{name}/{relative}") as f:

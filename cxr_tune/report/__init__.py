@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cxr_tune.constants import REPORT_HTML, REPORT_MD, TRIALS_CSV
 from cxr_tune.experiment import Experiment, load_experiment
+from cxr_tune.files import write_atomic
 
 __all__ = ["write_experiment_report", "write_report"]
 
@@ -46,25 +46,22 @@ def write_experiment_report(experiment: Experiment, out: str | Path | None = Non
 
     target = Path(out).expanduser() if out else experiment.folder
     target.mkdir(parents=True, exist_ok=True)
-    _remove_old_plots(target / "plots")
-    doc, _ = build_document(experiment, target)
-    _write_atomic(target / REPORT_MD, markdown.render(doc))
-    _write_atomic(target / REPORT_HTML, html.render(doc, target))
-    _write_atomic(target / TRIALS_CSV, trials_frame(experiment).to_csv(index=False))
+    doc, ctx = build_document(experiment, target)
+    # Each file is replaced whole: a report opened (or a write that fails, a full disk) while
+    # it is rewritten shows the old file or the new one, never half of one.
+    write_atomic(target / REPORT_MD, markdown.render(doc))
+    write_atomic(target / REPORT_HTML, html.render(doc, target))
+    write_atomic(target / TRIALS_CSV, trials_frame(experiment).to_csv(index=False))
+    # Only now: until the new report is in place, the old one still shows its plots.
+    _remove_old_plots(target / "plots", keep=set(ctx.written))
     return target / REPORT_MD
 
 
-def _remove_old_plots(plots: Path) -> None:
-    """Drop plots an earlier report wrote (a cell may be gone), never other files."""
+def _remove_old_plots(plots: Path, keep: set[str]) -> None:
+    """Drop plots an earlier report wrote (a cell may be gone) that this one did not, never
+    other files."""
     if not plots.is_dir():
         return
     for path in plots.glob("*.png"):
-        if path.name.startswith(PLOT_PREFIXES):
+        if path.name.startswith(PLOT_PREFIXES) and path.name not in keep:
             path.unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # A report opened while it is rewritten is either the old one or the new one.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

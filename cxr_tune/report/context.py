@@ -17,6 +17,8 @@ class Context:
 
     out: Path
     notes: list[str] = field(default_factory=list)
+    # File names of the plots drawn (under ``plots``).
+    written: list[str] = field(default_factory=list)
 
     @property
     def plots(self) -> Path:
@@ -31,4 +33,5 @@ class Context:
             note = f"The plot {path.name} could not be drawn ({type(exc).__name__}: {exc})."
             self.notes.append(note)
             return Paragraph(note)
+        self.written.append(path.name)
         return Figure(f"{PLOTS_DIR}/{path.name}", caption)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cxr_tune.experiment import TrialRecord
+from cxr_tune.files import replacing
 from cxr_tune.report.conclusions import (
     FACTOR_LABELS,
     OPTIMIZER_NAMES,
@@ -41,7 +42,8 @@ def slug(text: str) -> str:
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG (no timestamp or version in its metadata)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png", bbox_inches="tight", metadata={"Software": None})
+    with replacing(path) as tmp:  # a whole PNG or none
+        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight", metadata={"Software": None})
     return path
 
 
