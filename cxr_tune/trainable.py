@@ -10,6 +10,7 @@ clean failure (instead of crashing the search) when a batch does not fit in memo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -50,6 +51,9 @@ from cxr_tune.engine import (
 from cxr_tune.metrics import no_skill_losses
 from cxr_tune.processes import process_alive
 
+# errno values of a write that found no room: disk full, quota exceeded, file size limit.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
 
 def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> None:
     """Train one configuration, reporting metrics every epoch and a checkpoint every
@@ -69,10 +73,18 @@ def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> No
             if metrics[STATUS] == STATUS_DIVERGED:
                 tune.report({**metrics, **meta})
                 return
-            if cfg.checkpoints_after(state.epoch):
-                report_with_checkpoint({**metrics, **meta}, state, cfg)
-            else:
+            if not cfg.checkpoints_after(state.epoch):
                 tune.report({**metrics, **meta})
+                continue
+            try:
+                report_with_checkpoint({**metrics, **meta}, state, cfg)
+            except OSError as exc:
+                if exc.errno not in DISK_FULL:
+                    raise
+                # Retrying would fill the same disk again: the trial ends, the search goes on.
+                reason = disk_full_reason(exc, state.epoch)
+                tune.report(failure_result(cfg, dataset, state.epoch, meta, reason))
+                return
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         if not is_out_of_memory(exc):
             raise
@@ -119,11 +131,20 @@ def failure_result(
     }
 
 
+def disk_full_reason(exc: OSError, epoch: int) -> str:
+    """The failure reason of a trial whose checkpoint found no room on its disk."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"no room to write the checkpoint of epoch {epoch}: {exc.strerror or exc}{where}; "
+        "free space on the trial's temporary folder and on --storage"
+    )
+
+
 def report_with_checkpoint(result: dict[str, Any], state: TrainingState, cfg: TrialConfig) -> None:
     """Report ``result`` with a checkpoint of ``state`` (persisted to storage by Ray)."""
     saved = checkpoint_payload(state, cfg)
     with _staging_folder() as folder:
-        torch.save(saved, Path(folder) / CHECKPOINT_FILE)
+        save_checkpoint(saved, Path(folder) / CHECKPOINT_FILE)
         described = {
             "config": cfg.to_dict(),
             "result": _jsonable(result),
@@ -131,6 +152,37 @@ def report_with_checkpoint(result: dict[str, Any], state: TrainingState, cfg: Tr
         }
         (Path(folder) / TRIAL_FILE).write_text(json.dumps(described, indent=2))
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` into ``path``; a write that finds no room raises its own OSError (errno,
+    path), not the RuntimeError ("unexpected pos") that torch's zip writer makes of it."""
+    with open(path, "wb") as handle:
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(payload, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise OSError(writer.error.errno, writer.error.strerror, str(path)) from None
+
+
+class _RecordingWriter:
+    """A file's write/flush that remembers the OSError torch's writer would swallow."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self.handle.write(data))
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def checkpoint_payload(state: TrainingState, cfg: TrialConfig) -> dict[str, Any]:
