@@ -24,6 +24,16 @@ pytestmark = pytest.mark.integration
 
 NAME = "killed"
 SAMPLES = 4
+EPOCHS = 3
+EPOCH_LINE = re.compile(r" (\w+) \([^)]*\) epoch (\d+)/\d+ ")
+
+
+def reported_epochs(log: str) -> dict[str, list[int]]:
+    """Trial id -> the epochs the driver's progress lines reported, in order."""
+    found: dict[str, list[int]] = {}
+    for match in EPOCH_LINE.finditer(log):
+        found.setdefault(match.group(1), []).append(int(match.group(2)))
+    return found
 
 
 def search_command(storage: Path, address: str, *extra: str) -> list[str]:
@@ -41,6 +51,10 @@ def search_command(storage: Path, address: str, *extra: str) -> list[str]:
         NAME,
         "--num-samples",
         str(SAMPLES),
+        # Three epochs: a trial killed mid-way that restarted from scratch instead of from its
+        # last checkpoint would train an epoch it had reported again.
+        "--epochs",
+        str(EPOCHS),
         "--max-concurrent",
         "2",
         "--no-eval",
@@ -143,6 +157,21 @@ def test_resume_after_driver_killed_repeats_no_finished_trial(
         assert epochs[0] == 1 and epochs == sorted(epochs), f"{name}: epochs {epochs}"
         if name.rsplit("-", 1)[-1] in finished_before:
             assert len(set(epochs)) == len(epochs), f"{name} ended before the kill: {epochs}"
+
+    # At most the running epochs are lost: a trial trains again at most the one epoch it was
+    # on when the driver died (whose checkpoint the saved state may not list yet), never
+    # epochs before it.
+    before_kill = reported_epochs((short_tmp / "first.log").read_text())
+    after_resume = reported_epochs(resumed.stdout)
+    for trial_id, epochs in after_resume.items():
+        again = sorted(set(epochs) & set(before_kill.get(trial_id, [])))
+        assert again in ([], [max(before_kill.get(trial_id, [0]))]), (
+            f"{trial_id} trained epochs {again} again (before the kill: "
+            f"{before_kill.get(trial_id)}, after: {epochs})"
+        )
+    running = [t for t, e in before_kill.items() if t not in finished_before]
+    redone = sum(len(set(e) & set(before_kill.get(t, []))) for t, e in after_resume.items())
+    assert redone <= len(running), f"{redone} epochs trained again, {len(running)} were running"
 
     rows = study_rows(experiment / "optuna.db")
     assert not [r for r in rows if r[2] == "RUNNING"], "Optuna trials left RUNNING"
