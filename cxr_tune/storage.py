@@ -51,6 +51,41 @@ def local_copy_folder(name: str) -> Path:
     return scratch_dir() / name / "copy"
 
 
+# URI query options of pyarrow's file systems that carry a secret.
+_SECRET_OPTIONS = frozenset({"access_key", "secret_key", "session_token", "credential", "token"})
+
+
+def _refuse_credentials(uri: str) -> None:
+    """A storage URI is written to the experiment record and printed; it must carry no secret.
+
+    Raises:
+        ConfigError: the URI has ``user:password@`` or a secret query option (the message
+            shows the URI with the secret masked).
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(uri)
+    secret_options = {k for k, _ in parse_qsl(parts.query) if k.lower() in _SECRET_OPTIONS}
+    if parts.password is None and not secret_options and "@" not in parts.netloc:
+        return
+    host = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_OPTIONS else f"{k}={v}"
+        for k, v in parse_qsl(parts.query)
+    )
+    shown = (
+        f"{parts.scheme}://***@{host}{parts.path}"
+        if "@" in parts.netloc
+        else (f"{parts.scheme}://{host}{parts.path}")
+    )
+    raise ConfigError(
+        f"--storage: '{shown}{'?' + query if query else ''}' carries credentials, which would "
+        "be written to the experiment record and printed; give them through the environment "
+        "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS) "
+        "or an instance profile instead."
+    )
+
+
 @dataclass(frozen=True)
 class Storage:
     """An experiments root.
@@ -70,6 +105,7 @@ class Storage:
         if text.startswith("file://"):
             text = text[len("file://") :]
         if is_uri(text):
+            _refuse_credentials(text)
             try:
                 pyarrow.fs.FileSystem.from_uri(text)
             except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:

@@ -207,8 +207,16 @@ def open_cache(path: Path) -> DatasetArrays:
             f"The cache folder '{path}' has format {meta.get('format')}, but this version of "
             f"cxr_tune reads format {FORMAT_VERSION}; run `python -m cxr_tune.data prepare` again."
         )
-    images = np.load(path / "images.npy", mmap_mode="r")
-    labels = np.load(path / "labels.npy", mmap_mode="r")
+    try:
+        # allow_pickle=False (numpy's default, said here on purpose): a cache file holding
+        # Python objects is refused, never unpickled.
+        images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
+        labels = np.load(path / "labels.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"The cache folder '{path}' is damaged ({err}); delete it and run "
+            "`python -m cxr_tune.data prepare` again."
+        ) from None
     splits = {
         name: SplitArrays(images=images[start:stop], labels=labels[start:stop])
         for name, (start, stop) in meta["offsets"].items()
