@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "cxr_tune.registry": 0,
     "cxr_tune.constants": 0,
     "cxr_tune.processes": 0,
+    "cxr_tune.files": 0,
     "cxr_tune.config": 1,
     "cxr_tune.spaces": 1,
     "cxr_tune.metrics": 1,

@@ -176,7 +176,7 @@ def test_no_ray_start_opens_the_dashboard_beyond_localhost() -> None:
     ["s3://AKIAEXAMPLE:s3cr3t-value@bucket/cxr", "s3://bucket/cxr?secret_key=s3cr3t-value"],
 )
 def test_storage_uri_with_credentials_is_refused_without_showing_them(uri: str) -> None:
-    from cxr_tune.search.storage import Storage
+    from cxr_tune.storage import Storage
 
     with pytest.raises(ConfigError, match="carries credentials") as err:
         Storage.parse(uri)

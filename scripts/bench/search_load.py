@@ -140,7 +140,7 @@ def run_search(args: argparse.Namespace, storage: Path, name: str) -> tuple[int,
     import contextlib
     import io
 
-    from cxr_tune.search.cli import main
+    from cxr_tune.search.__main__ import main
 
     space = storage / "load.yaml"
     space.write_text(SPACE.format(batch=train_split_size(args.phantom_images), trials=args.trials))
@@ -157,7 +157,7 @@ def run_search(args: argparse.Namespace, storage: Path, name: str) -> tuple[int,
 
 def accounting(experiment: Path, output: str) -> dict[str, Any]:
     """Every place a trial is recorded, counted."""
-    from cxr_tune.report.experiment import load_experiment
+    from cxr_tune.experiment import load_experiment
 
     folders = [p for p in experiment.iterdir() if (p / "params.json").is_file()]
     with open(experiment / "trials.csv", newline="", encoding="utf-8") as handle:

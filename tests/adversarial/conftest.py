@@ -112,6 +112,13 @@ def assert_no_files(folder: Path) -> None:
     assert not left, f"files left in {folder}: {left}"
 
 
+def command(name: str) -> Callable[[Sequence[str]], int]:
+    """The ``main(argv)`` of ``python -m cxr_tune.<name>`` (one error policy for all)."""
+    from cxr_tune.cli import run_command
+
+    return lambda argv: run_command(name, argv)
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
     """A cache folder of the test's own (created by whoever writes to it)."""

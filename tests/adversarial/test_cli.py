@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.evaluate import main as evaluate_main
-from cxr_tune.report.__main__ import main as report_main
-from cxr_tune.search.cli import main as search_main
-from tests.adversarial.conftest import assert_no_files, assert_user_error, call_main, run_module
+from tests.adversarial.conftest import (
+    assert_no_files,
+    assert_user_error,
+    call_main,
+    command,
+    run_module,
+)
 from tests.data.builders import save_image
 from tests.report.builders import ablation_trials, write_experiment
+
+search_main, report_main, evaluate_main = command("search"), command("report"), command("evaluate")
 
 
 def search(capsys, tmp_path: Path, *args: str | Path) -> object:

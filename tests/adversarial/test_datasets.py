@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.data.__main__ import main as data_main
 from cxr_tune.data.cache import read_manifest
 from cxr_tune.data.layouts import covid_chestxray as d3
 from tests.adversarial.conftest import (
@@ -21,10 +20,13 @@ from tests.adversarial.conftest import (
     assert_no_files,
     assert_user_error,
     call_main,
+    command,
     run_module,
 )
 from tests.data import builders
 from tests.data.builders import save_image
+
+data_main = command("data")
 
 COMMANDS = ("inspect", "prepare")
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.search.cli import main as search_main
-from tests.adversarial.conftest import assert_user_error, call_main, run_module
+from tests.adversarial.conftest import assert_user_error, call_main, command, run_module
+
+search_main = command("search")
 
 # (space text, what the one line must say). {path} is the space file.
 BAD_SPACES = {

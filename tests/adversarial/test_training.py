@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.report.experiment import load_experiment
-from cxr_tune.search.cli import main as search_main
-from tests.adversarial.conftest import assert_no_files, assert_user_error, call_main
+from cxr_tune.experiment import load_experiment
+from tests.adversarial.conftest import assert_no_files, assert_user_error, call_main, command
 from tests.adversarial.faults import OOM_BATCH, RAISE_BATCH, RAISED
 from tests.conftest import repo_root
 
 pytestmark = pytest.mark.integration
+search_main = command("search")
 
 FAULTS_SPACE = f"""
 name: faults

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.report.experiment import load_experiment
-from cxr_tune.search.cli import main as search_main
-from tests.adversarial.conftest import call_main
+from cxr_tune.experiment import load_experiment
+from tests.adversarial.conftest import call_main, command
 from tests.adversarial.faults import FILE_SIZE_LIMIT_ENV
 from tests.conftest import repo_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+search_main = command("search")
 
 # ResNet50's final checkpoint (~95 MB) fits; VGG11's (~530 MB) does not.
 DISK_MB = 200
