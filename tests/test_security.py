@@ -16,8 +16,10 @@ import csv
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,12 +197,13 @@ SECRETS = {
 def searched_with_secrets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A smoke search (with its evaluation and report) run with secrets in its environment."""
     base = tmp_path_factory.mktemp("secrets")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="cxrsec", dir="/tmp"))  # Ray's sockets: a short path
     env = {
         **os.environ,
         **SECRETS,
         "PYTHONPATH": str(repo_root()),
         "CXR_TUNE_CACHE": str(base / "cache"),
-        "RAY_TMPDIR": str(base / "ray"),
+        "RAY_TMPDIR": str(ray_tmp),
     }
     done = subprocess.run(
         [
@@ -210,6 +213,7 @@ def searched_with_secrets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
         ],
         capture_output=True, text=True, env=env, timeout=900, cwd=repo_root(),
     )  # fmt: skip
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return base / "results" / "secrets", done.stdout + done.stderr
 

@@ -301,6 +301,8 @@ def _init_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        _check_ray_temp_dir()
     # Trials resolve no relative paths, but keep them in the driver's folder anyway.
     env = {ENV_RAY_CHDIR: "0"}
     os.environ.update(env)
@@ -313,6 +315,32 @@ def _init_ray(address: str | None) -> bool:
         include_dashboard=False if not (address or os.environ.get("RAY_ADDRESS")) else None,
     )
     return True
+
+
+# What a local Ray adds below its temporary folder for its longest socket path
+# (``ray/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store``), and the most a Unix
+# socket path may hold.
+_RAY_SOCKET_SUFFIX = 68
+_UNIX_SOCKET_MAX = 107
+
+
+def _check_ray_temp_dir() -> None:
+    """A local Ray cannot start under a long temporary folder (its socket paths would be too
+    long); say so, naming the folder, instead of Ray's traceback.
+
+    Raises:
+        ConfigError: ``$RAY_TMPDIR`` (or the system's temporary folder) is too long.
+    """
+    import tempfile
+
+    base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    room = _UNIX_SOCKET_MAX - _RAY_SOCKET_SUFFIX
+    if len(base) > room:
+        raise ConfigError(
+            f"RAY_TMPDIR: '{base}' is {len(base)} characters, but a local Ray needs a temporary "
+            f"folder of at most {room} (its socket paths are limited to {_UNIX_SOCKET_MAX}); "
+            "set RAY_TMPDIR to a short folder such as /tmp/ray-$USER."
+        )
 
 
 def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study_db: str):

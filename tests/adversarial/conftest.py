@@ -119,6 +119,16 @@ def command(name: str) -> Callable[[Sequence[str]], int]:
     return lambda argv: run_command(name, argv)
 
 
+@pytest.fixture(scope="session")
+def preloaded() -> None:
+    """torch and Ray imported once, before the tests that reach them: their import time
+    (seconds) is set-up, not the test's own time."""
+    import ray  # noqa: F401
+    import torch  # noqa: F401
+
+    import cxr_tune.models  # noqa: F401
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
     """A cache folder of the test's own (created by whoever writes to it)."""

@@ -18,6 +18,7 @@ from tests.adversarial.conftest import (
 from tests.data.builders import save_image
 from tests.report.builders import ablation_trials, write_experiment
 
+pytestmark = pytest.mark.usefixtures("preloaded")
 search_main, report_main, evaluate_main = command("search"), command("report"), command("evaluate")
 
 
@@ -90,6 +91,19 @@ def test_storage_that_is_a_file(capsys, tmp_path: Path) -> None:
         "--storage", tmp_path / "results.txt", "--name", "x",
     )  # fmt: skip
     assert_user_error(outcome, "--storage:", "is a file")
+
+
+def test_ray_temp_dir_too_long_for_its_sockets(capsys, tmp_path: Path, monkeypatch) -> None:
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray runtime of another test is running: the search would join it")
+    long = tmp_path / ("x" * 60)
+    monkeypatch.setenv("RAY_TMPDIR", str(long))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    outcome = search(capsys, tmp_path, "--name", "long")
+    assert_user_error(outcome, "RAY_TMPDIR:", "characters, but a local Ray needs", "/tmp/ray-$USER")
+    assert_no_files(long)
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and Ray: ~10 s

@@ -9,6 +9,7 @@ import pytest
 
 from tests.adversarial.conftest import assert_user_error, call_main, command, run_module
 
+pytestmark = pytest.mark.usefixtures("preloaded")
 search_main = command("search")
 
 # (space text, what the one line must say). {path} is the space file.
