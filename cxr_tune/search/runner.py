@@ -249,7 +249,18 @@ def _previous_record(request: SearchRequest) -> dict[str, Any] | None:
     """The record of the experiment being resumed (None for a new search)."""
     if not request.resume:
         return None
-    return dict(json.loads(request.storage.read_text(request.name, RECORD_FILE)))
+    try:
+        record = json.loads(request.storage.read_text(request.name, RECORD_FILE))
+    except (ValueError, UnicodeDecodeError) as exc:
+        record = exc
+    if not isinstance(record, dict):
+        where = f"{request.storage.experiment(request.name)}/{RECORD_FILE}"
+        raise ConfigError(
+            f"--resume: '{where}' is damaged (not a JSON object), but resuming reads the "
+            "experiment's datasets and plan from it; restore it from a copy, or start a new "
+            "search under another --name."
+        )
+    return record
 
 
 def _record_for_run(

@@ -78,6 +78,15 @@ def test_name_clashing_with_an_existing_experiment(capsys, tmp_path: Path) -> No
     assert {p: p.stat().st_mtime_ns for p in existing.rglob("*")} == before
 
 
+@pytest.mark.parametrize("damage", [b'{"name": "mine", "datas', b"[1, 2]", b"\xff\xfe"])
+def test_resume_of_an_experiment_whose_record_is_damaged(capsys, tmp_path: Path, damage) -> None:
+    existing = write_experiment(tmp_path / "results" / "mine", ablation_trials())
+    (existing / "cxr_tune.json").write_bytes(damage)
+    outcome = search(capsys, tmp_path, "--resume", "--name", "mine")
+    assert_user_error(outcome, "--resume:", "cxr_tune.json' is damaged", "another --name")
+    assert (existing / "cxr_tune.json").read_bytes() == damage
+
+
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden"])
 def test_name_that_is_not_a_plain_folder_name(capsys, tmp_path: Path, name: str) -> None:
     outcome = search(capsys, tmp_path, "--name", name)
