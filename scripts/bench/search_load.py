@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="12 trials (a smoke test)")
     parser.add_argument("--output", type=Path, default=RESULTS / "search_load.json")
     parser.add_argument("--runs", type=Path, default=RUNS, help="where the experiment is kept")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also trace the driver's Python allocations (tracemalloc, slower) and list where "
+        "memory grew between 100 trials and the end",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.trials = 12
@@ -90,10 +96,11 @@ def study_states(db: Path) -> dict[str, int]:
 class MemorySampler(threading.Thread):
     """Every ``every`` seconds: (seconds, trials ended, RSS MiB) of this process."""
 
-    def __init__(self, db: Path, every: float = 0.5) -> None:
+    def __init__(self, db: Path, total: int, every: float = 0.5, trace: bool = False) -> None:
         super().__init__(daemon=True)
-        self.db, self.every = db, every
+        self.db, self.total, self.every, self.trace = db, total, every, trace
         self.samples: list[tuple[float, int, float]] = []
+        self.snapshots: dict[int, Any] = {}
         self.started = time.monotonic()
         self.done = threading.Event()
 
@@ -104,7 +111,19 @@ class MemorySampler(threading.Thread):
             if states:
                 ended = sum(n for s, n in states.items() if s != "RUNNING")
             self.samples.append((time.monotonic() - self.started, ended, rss_mib()))
+            self._snapshot(ended)
             self.done.wait(self.every)
+
+    def _snapshot(self, ended: int) -> None:
+        """With tracing: Python allocations at 100 trials and when the last trial ended (before
+        the report, whose allocations are not the search's)."""
+        if not self.trace:
+            return
+        import tracemalloc
+
+        for mark in (CHECKPOINTS[0], self.total):
+            if ended >= mark and mark not in self.snapshots:
+                self.snapshots[mark] = tracemalloc.take_snapshot()
 
     def at(self, trials: int) -> dict[str, float] | None:
         """The first sample with at least ``trials`` ended."""
@@ -178,6 +197,29 @@ def accounting(experiment: Path, output: str) -> dict[str, Any]:
     }
 
 
+def print_growth(before: Any, after: Any, trials: int, top: int = 15) -> dict[str, Any] | None:
+    """Where the driver's Python allocations grew between two tracemalloc snapshots (printed,
+    and returned for the JSON)."""
+    if before is None or after is None:
+        print("trace: a snapshot is missing")
+        return None
+    grown = after.compare_to(before, "filename")
+    total = sum(s.size_diff for s in grown)
+    per_trial = total / 1024 / (trials - CHECKPOINTS[0])
+    print(
+        f"Python allocations from {CHECKPOINTS[0]} to {trials} trials (tracemalloc): "
+        f"{total / 1024:+.0f} KiB, {per_trial:+.1f} KiB per trial"
+    )
+    files = []
+    for stat in grown[:top]:
+        where = "/".join(Path(stat.traceback[0].filename).parts[-3:])
+        print(f"  {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d} blocks  {where}")
+        files.append(
+            {"file": where, "kib": round(stat.size_diff / 1024), "blocks": stat.count_diff}
+        )
+    return {"kib_per_trial": round(per_trial, 1), "by_file": files}
+
+
 def _count(values: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for value in values:
@@ -196,10 +238,20 @@ def main(argv: list[str] | None = None) -> int:
     ray_tmp = Path(tempfile.mkdtemp(prefix="cxrld", dir="/tmp"))
     start_ray(ray_tmp)
     baseline = rss_mib()
-    sampler = MemorySampler(args.runs / name / "optuna.db")
+    if args.trace:
+        import tracemalloc
+
+        tracemalloc.start(12)
+    sampler = MemorySampler(args.runs / name / "optuna.db", args.trials, trace=args.trace)
     sampler.start()
     try:
         code, seconds, output = run_search(args, args.runs, name)
+        traced = None
+        if args.trace:
+            snapshots = sampler.snapshots
+            traced = print_growth(
+                snapshots.get(CHECKPOINTS[0]), snapshots.get(args.trials), args.trials
+            )
     finally:
         sampler.done.set()
         sampler.join()
@@ -233,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "growth_kib_per_trial": round(growth_kib, 1) if growth_kib is not None else None,
         "growth_between": [first["ended"], last["ended"]] if first and last else None,
         "accounting": counted,
+        "python_allocations": traced if args.trace else "not traced (run with --trace)",
         "all_accounted_for": all(n == args.trials for n in every_place)
         and not counted["optuna_states"].get("RUNNING"),
         "samples": [[round(t, 1), n, round(r, 1)] for t, n, r in sampler.samples[::4]],

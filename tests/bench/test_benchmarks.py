@@ -122,6 +122,25 @@ def _search_efficiency_module():
     return search_efficiency
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_search_load_quick_accounts_for_every_trial(tmp_path):
+    output = tmp_path / "search_load.json"
+    done = _run(
+        [sys.executable, str(BENCH / "search_load.py"), "--quick", "--output", str(output)]
+        + ["--runs", str(tmp_path / "runs")],
+        timeout=900,
+    )
+    assert "RSS MiB" in done.stdout
+    result = json.loads(output.read_text())
+    assert set(result["machine"]) >= MACHINE_KEYS
+    assert result["trials"] == 12 and result["all_accounted_for"] is True
+    counted = result["accounting"]
+    assert counted["trials_csv_rows"] == counted["ray_trial_folders"] == 12
+    assert counted["optuna_ended"] == counted["report_trials"] == 12
+    assert _positive(result["driver_rss_mib"]["12"]["rss_mib"])
+
+
 def test_seed_spread_compares_a_grid_trained_under_several_seeds():
     se = _search_efficiency_module()
     table = {
