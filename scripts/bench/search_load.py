@@ -255,9 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sampler.done.set()
         sampler.join()
+        import shutil
+
         import ray
 
         ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     if code != 0:
         print(output[-4000:], file=sys.stderr)
         return code
