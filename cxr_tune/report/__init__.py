@@ -22,6 +22,7 @@ PLOT_PREFIXES: tuple[str, ...] = (
     "ablation-",
     "importance",
     "efficiency",
+    "budget",
 )
 
 

@@ -261,6 +261,25 @@ def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
         )
     lines += _first_reached(exp, frame)
     section.blocks.append(Bullets(tuple(lines)))
+    budget = exp.record.get("budget")
+    if budget:
+        section.blocks.append(Bullets(tuple(budget_lines(exp, budget))))
+        if len(frame) and frame["best_so_far"].notna().any():
+            section.blocks.append(
+                ctx.figure(
+                    "budget",
+                    "Best validation metric found so far vs wall-clock time since the "
+                    "experiment started (decoding the data and starting Ray count too), per "
+                    "cell; the dashed line is the search's share of the time budget.",
+                    lambda path: plots.plot_budget(
+                        frame,
+                        exp.metric,
+                        budget.get("search_time_s"),
+                        path,
+                        origin=budget.get("origin_unix"),
+                    ),  # fmt: skip
+                )
+            )
     if len(frame) and frame["best_so_far"].notna().any():
         planned = {
             cell: sum(t.planned_epochs for t in exp.trials_of(cell) if t.state != UNFINISHED)
@@ -274,6 +293,46 @@ def efficiency_sections(exp: Experiment, ctx: Context) -> list[Section]:
             )
         )
     return [section]
+
+
+def budget_lines(exp: Experiment, budget: Mapping[str, Any]) -> list[str]:
+    """What the experiment's time or GPU-hour budget was, and what it bought."""
+    spent = budget.get("spent") or {}
+    share = float(budget.get("evaluation_share") or 0.0)
+    margin = float(budget.get("margin") or 0.0)
+    lines = []
+    if budget.get("time_budget_s"):
+        lines.append(
+            f"time budget: {_duration(budget['time_budget_s'])} of wall-clock time for the "
+            f"whole experiment; the search's share {_duration(budget['search_time_s'])}, the "
+            f"final evaluation's reserve {_duration(budget['evaluation_reserve_s'])} "
+            f"({_percent(share)}); the search spent {_duration(spent.get('wall_s', 0.0))}"
+        )
+    if budget.get("gpu_hours"):
+        lines.append(
+            f"GPU-hour budget: {budget['gpu_hours']:g} GPU-hours; the search's share "
+            f"{budget['search_gpu_hours']:.2f}, the final evaluation's reserve "
+            f"{budget['gpu_hours'] * share:.2f} ({_percent(share)}); the search spent "
+            f"{float(spent.get('gpu_hours', 0.0)):.2f}"
+        )
+    lines.append(
+        "once the search's share was spent no trial started, running trials stopped at their "
+        f"next rung, and all stopped at once past a {_percent(margin)} margin"
+    )
+    trained = epochs_per_cell(exp)
+    bought = ", ".join(
+        f"{cell} {len(exp.trials_of(cell))} trials and {trained.get(cell, 0)} epochs"
+        for cell in exp.cells()
+    )
+    lines.append(f"what the budget bought: {bought}")
+    return lines
+
+
+def _duration(seconds: Any) -> str:
+    value = float(seconds or 0.0)
+    if value >= 7200:
+        return f"{value / 3600:.2f} h"
+    return f"{value / 60:.1f} min" if value >= 120 else f"{value:.0f} s"
 
 
 def _first_reached(exp: Experiment, frame: Any) -> list[str]:

@@ -256,6 +256,41 @@ def plot_efficiency(
     return save(fig, path)
 
 
+def plot_budget(
+    frame: pd.DataFrame,
+    metric: str,
+    search_seconds: float | None,
+    path: Path,
+    *,
+    origin: float | None = None,
+) -> Path:
+    """Best metric found so far vs wall-clock time since ``origin`` (the budget's time zero;
+    default the first result), one line per cell, with the search's share of the time budget
+    as a dashed line."""
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    first = float(frame["timestamp"].min())
+    start = first if origin is None or origin > first else float(origin)
+    hours = (frame["timestamp"].max() - start) > 2 * 3600 or (search_seconds or 0) > 2 * 3600
+    scale, unit = (3600.0, "hours") if hours else (60.0, "minutes")
+    for cell, rows in frame.sort_values("timestamp").groupby("cell", sort=False):
+        ax.step((rows["timestamp"] - start) / scale, rows["best_so_far"], where="post", label=cell)
+    if search_seconds:
+        ax.axvline(search_seconds / scale, color=OTHER_COLOUR, linestyle="--", linewidth=1)
+        ax.annotate(
+            "search's budget", (search_seconds / scale, 0.02), xycoords=("data", "axes fraction"),
+            rotation=90, ha="right", va="bottom", fontsize=7, color=OTHER_COLOUR,
+        )  # fmt: skip
+    since = "the first result" if start == first else "the start"
+    ax.set_xlabel(f"wall-clock time since {since} ({unit})")
+    ax.set_ylabel(f"best validation {metric_label(metric)} so far")
+    ax.grid(alpha=0.3)
+    if frame["cell"].nunique() <= 12:
+        ax.legend(fontsize=7)
+    fig.suptitle("what the time budget bought")
+    return save(fig, path)
+
+
 def _optimizer(name: str) -> str:
     return OPTIMIZER_NAMES.get(name, name)
 

@@ -229,7 +229,7 @@ def efficiency_frame(exp: Experiment) -> pd.DataFrame:
         ]
         seconds, best = 0.0, math.nan
         ordered = sorted(events, key=lambda e: e[:3])
-        for epochs, (_, trial_id, epoch, result) in enumerate(ordered, 1):
+        for epochs, (stamp, trial_id, epoch, result) in enumerate(ordered, 1):
             seconds += _finite_or(result.get("time_this_iter_s"), 0.0)
             value = _finite_or(result.get(exp.metric), math.nan)
             if is_ok(result) and math.isfinite(value):
@@ -239,6 +239,7 @@ def efficiency_frame(exp: Experiment) -> pd.DataFrame:
                     "cell": cell,
                     "trial_id": trial_id,
                     "epoch": epoch,
+                    "timestamp": stamp,
                     "trial_seconds": seconds,
                     "epochs": epochs,
                     "value": value,

@@ -1,4 +1,6 @@
-"""Epoch budgets: the most trial-epochs a search spends on each cell (``search.budget_epochs``).
+"""Budgets: the most trial-epochs a search spends on each cell (``search.budget_epochs``), and
+the wall-clock time and GPU-hours a whole experiment may take (``--time-budget``,
+``--gpu-hours``; see ``TimeBudget`` below).
 
 A budget says what a user can afford in the unit trials are measured in. Unlike a number of
 trials it does not depend on how early ASHA stops them: the epochs ASHA saves go to new trials.
@@ -16,14 +18,22 @@ So the epochs trained never exceed the budget, and a cell ends when no epoch is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import math
+import re
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ray.tune.experiment import Trial
+from cxr_tune.constants import EPOCH, STATUS, STATUS_OK, TIME_TOTAL_S
+from cxr_tune.errors import ConfigError
 
-from cxr_tune.constants import EPOCH, STATUS, STATUS_OK
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
 
 CELL_KEY = "cell"  # the trial config's cell id
+# Ray Tune's Trial.PENDING and Trial.RUNNING: the trials with an epoch under way.
+LIVE_STATUSES = ("PENDING", "RUNNING")
 EPOCH_KEY = EPOCH  # the result's epoch count (ASHA's time attribute too)
 
 
@@ -53,27 +63,200 @@ def may_go_on(
     cell = cell_of(trial)
     others = [t for t in trials if t is not trial and cell_of(t) == cell]
     spent = int(result.get(EPOCH_KEY, 0) or 0) + sum(epochs_reported(t) for t in others)
-    under_way = sum(t.status in (Trial.PENDING, Trial.RUNNING) for t in others)
+    under_way = sum(t.status in LIVE_STATUSES for t in others)
     return has_room(budget, spent, under_way)
 
 
 class BudgetKeeper:
-    """A scheduler's side of the budget: which trials may train another epoch, and how many
-    were stopped because their cell's budget was spent."""
+    """A scheduler's side of the budgets: which trials may train another epoch, and how many
+    were stopped because their cell's epoch budget, or the experiment's time budget, was spent.
 
-    def __init__(self, budget_epochs: int | None) -> None:
+    Args:
+        budget_epochs: the most epochs trained per cell (None: no limit).
+        time_budget: the experiment's wall-clock and GPU-hour budget (None: none).
+        rungs: the epochs at which early stopping compares trials. Once the time budget is
+            spent, a running trial stops at the next of these it reaches; without rungs (no
+            early stopping) it trains to its end. Past the budget's margin it stops at once.
+    """
+
+    def __init__(
+        self,
+        budget_epochs: int | None,
+        time_budget: TimeBudget | None = None,
+        rungs: Iterable[int] = (),
+    ) -> None:
         self.budget = budget_epochs
+        self.time = time_budget
+        self.rungs = frozenset(rungs)
         self.stopped: dict[str, int] = {}
+        self.stopped_for_time: dict[str, int] = {}
+
+    def use_time_budget(self, budget: TimeBudget | None, rungs: Iterable[int] = ()) -> None:
+        """Keep ``budget`` (and stop at ``rungs`` once it is spent) from now on."""
+        self.time = budget
+        if rungs:
+            self.rungs = frozenset(rungs)
 
     def lets_go_on(self, trial: Trial, result: dict[str, Any], tune_controller: Any) -> bool:
-        """False when ``trial`` must stop for the budget. A trial that ends anyway (its last
+        """False when ``trial`` must stop for a budget. A trial that ends anyway (its last
         epoch, or a diverged or failed result) is never stopped, nor counted, here."""
-        ends_anyway = result.get(STATUS, STATUS_OK) != STATUS_OK or int(
-            result.get(EPOCH_KEY, 0) or 0
-        ) >= int(trial.config.get("epochs", 0))
-        if self.budget is None or ends_anyway:
+        epoch = int(result.get(EPOCH_KEY, 0) or 0)
+        ends_anyway = result.get(STATUS, STATUS_OK) != STATUS_OK or epoch >= int(
+            trial.config.get("epochs", 0)
+        )
+        time_budget = getattr(self, "time", None)  # a keeper saved before time budgets: none
+        if time_budget is not None:
+            time_budget.observe(tune_controller.get_trials(), trial, result)
+        if ends_anyway:
             return True
-        if may_go_on(self.budget, trial, result, tune_controller.get_trials()):
+        cell = cell_of(trial)
+        if time_budget is not None and time_budget.stops(epoch, getattr(self, "rungs", ())):
+            for_time = self.__dict__.setdefault("stopped_for_time", {})
+            for_time[cell] = for_time.get(cell, 0) + 1
+            return False
+        if self.budget is None or may_go_on(
+            self.budget, trial, result, tune_controller.get_trials()
+        ):
             return True
-        self.stopped[cell_of(trial)] = self.stopped.get(cell_of(trial), 0) + 1
+        self.stopped[cell] = self.stopped.get(cell, 0) + 1
         return False
+
+
+# --- Time and GPU-hour budgets of a whole experiment ----------------------------------------
+
+# Past the search's share of a budget by this fraction, running trials stop at once (instead of
+# at their next rung): a slow rung must not overrun the budget by much.
+BUDGET_MARGIN = 0.10
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|min|s)", re.IGNORECASE)
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str, flag: str = "--time-budget") -> float:
+    """``3h``, ``90m``, ``1h30m``, ``45s``, ``2.5h``, ``1d`` -> seconds.
+
+    Raises:
+        ConfigError: the text is not a positive duration with units.
+    """
+    cleaned = str(text).strip().lower().replace(" ", "")
+    parts = _DURATION.findall(cleaned)
+    if not cleaned or not parts or "".join(n + u for n, u in parts) != cleaned:
+        raise ConfigError(
+            f"{flag}: the value is {text!r}, but must be a duration with units, e.g. 3h, 90m, "
+            "1h30m or 45s."
+        )
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"{flag}: the value is {text!r}, but must be more than 0.")
+    return seconds
+
+
+@dataclass(frozen=True)
+class ExperimentBudget:
+    """What a whole experiment may cost, and the share of it kept for the final evaluation.
+
+    Attributes:
+        wall_s: wall-clock seconds from the start of the command (``--time-budget``).
+        gpu_hours: GPU-hours summed over trials, each trial's time times its GPU share
+            (``--gpu-hours``).
+        evaluation_share: the part of each budget reserved up front for the final evaluation;
+            the search spends the rest.
+    """
+
+    wall_s: float | None = None
+    gpu_hours: float | None = None
+    evaluation_share: float = 0.0
+
+    @property
+    def search_wall_s(self) -> float | None:
+        return None if self.wall_s is None else self.wall_s * (1.0 - self.evaluation_share)
+
+    @property
+    def search_gpu_s(self) -> float | None:
+        if self.gpu_hours is None:
+            return None
+        return self.gpu_hours * 3600.0 * (1.0 - self.evaluation_share)
+
+    def describe(self) -> dict[str, Any]:
+        """The budget as the plan (``--dry-run``) and the experiment record show it."""
+        return {
+            "time_budget_s": self.wall_s,
+            "gpu_hours": self.gpu_hours,
+            "evaluation_share": round(self.evaluation_share, 4),
+            "search_time_s": self.search_wall_s,
+            "evaluation_reserve_s": None
+            if self.wall_s is None
+            else self.wall_s * self.evaluation_share,
+            "search_gpu_hours": None if self.search_gpu_s is None else self.search_gpu_s / 3600.0,
+            "margin": BUDGET_MARGIN,
+        }
+
+
+class TimeBudget:
+    """The running account of an experiment's budget, shared by the searcher (which starts no
+    trial once it is spent), the scheduler (which stops running trials at their next rung)
+    and ``OverrunStopper`` (which stops every trial at once past the margin).
+
+    Wall-clock time counts from the start of this run of the command plus what earlier runs
+    of the experiment spent (``--resume`` continues with what is left). GPU time is each
+    trial's own time times its GPU share, summed over every trial of the experiment, as the
+    scheduler sees them at each result (restored trials included).
+
+    Args:
+        budget: the limits and the evaluation's share.
+        gpu_shares: GPUs per trial, by model (0 where trials run on CPUs).
+        wall_spent_before_s: wall-clock seconds earlier runs spent of the budget.
+        clock: seconds, monotonic (a replay passes its simulated clock).
+    """
+
+    def __init__(
+        self,
+        budget: ExperimentBudget,
+        gpu_shares: Mapping[str, float] | None = None,
+        *,
+        wall_spent_before_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.budget = budget
+        self.gpu_shares = dict(gpu_shares or {})
+        self.wall_spent_before_s = wall_spent_before_s
+        self.clock = clock
+        self.started = clock()
+        self.gpu_s = 0.0
+
+    def wall_spent_s(self) -> float:
+        return self.wall_spent_before_s + self.clock() - self.started
+
+    def observe(self, trials: Iterable[Trial], trial: Trial, result: Mapping[str, Any]) -> None:
+        """Recount the GPU time of every trial, ``trial`` at its newest ``result``."""
+        total = 0.0
+        for each in trials:
+            last = result if each is trial else (each.last_result or {})
+            seconds = float(last.get(TIME_TOTAL_S, 0.0) or 0.0)
+            if math.isfinite(seconds):
+                total += seconds * self.gpu_shares.get(str(each.config.get("model")), 0.0)
+        self.gpu_s = total
+
+    def _used(self) -> float:
+        """The larger of the spent shares of the search's wall and GPU budgets (0..)."""
+        shares = [0.0]
+        if self.budget.search_wall_s is not None:
+            shares.append(self.wall_spent_s() / max(self.budget.search_wall_s, 1e-9))
+        if self.budget.search_gpu_s is not None:
+            shares.append(self.gpu_s / max(self.budget.search_gpu_s, 1e-9))
+        return max(shares)
+
+    def spent(self) -> bool:
+        """Whether the search's share is used up: no new trial starts."""
+        return self._used() >= 1.0
+
+    def overrun(self) -> bool:
+        """Whether the search is past its share by the margin: running trials stop at once."""
+        return self._used() >= 1.0 + BUDGET_MARGIN
+
+    def stops(self, epoch: int, rungs: Collection[int]) -> bool:
+        """Whether a trial that just finished ``epoch`` stops for this budget."""
+        return self.overrun() or (self.spent() and epoch in rungs)
+
+    def account(self) -> dict[str, float]:
+        """What was spent, for the experiment record."""
+        return {"wall_s": self.wall_spent_s(), "gpu_hours": self.gpu_s / 3600.0}

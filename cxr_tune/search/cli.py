@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 from cxr_tune.config import PROFILE_CHOICES, DataSource
 from cxr_tune.constants import DIVERGED, FAILED
 from cxr_tune.errors import ConfigError
+from cxr_tune.search.budget import parse_duration
 
 DESCRIPTION = (
     "Search learning rate, batch size and optimizer (and more) for chest X-ray classifiers, "
@@ -70,6 +72,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget-epochs",
         type=int,
         help="the most trial-epochs spent on each cell (overrides search.budget_epochs)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="wall-clock budget of the whole experiment, e.g. 3h, 90m, 1h30m: no trial starts "
+        "once the search's share is spent (the final evaluation's share is kept back), running "
+        "trials stop at their next rung (at once past a 10%% margin); --resume goes on with "
+        "what is left",
+    )
+    parser.add_argument(
+        "--gpu-hours",
+        type=float,
+        help="GPU-hours of the whole experiment, each trial's time times its GPU share, "
+        "summed; kept as --time-budget is",
     )
     parser.add_argument(
         "--profile",
@@ -129,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         _positive(flag, value)
     if args.image_size is not None and args.image_size < 32:
         raise ConfigError(f"--image-size: the value is {args.image_size}, but must be >= 32.")
+    time_budget_s = parse_duration(args.time_budget) if args.time_budget is not None else None
+    if args.gpu_hours is not None and not (args.gpu_hours > 0 and math.isfinite(args.gpu_hours)):
+        raise ConfigError(f"--gpu-hours: the value is {args.gpu_hours}, but must be a number > 0.")
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed: the value is {args.seed}, but must be >= 0.")
     space = load_space(args.space)
@@ -151,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
             budget_epochs=args.budget_epochs,
             epochs=args.epochs,
             image_size=args.image_size,
+            time_budget_s=time_budget_s,
+            gpu_hours=args.gpu_hours,
         ),
     )
     if args.dry_run:
@@ -254,5 +275,25 @@ def _announce(plan, reason: str, name: str, args: argparse.Namespace) -> None:
             "cluster, or with --profile full on any; --epochs, --image-size and --num-samples "
             "set one value each; see README.md, 'The full study'."
         )
+    if plan.budget is not None:
+        print(f"budget: {_budget_text(plan.budget)}")
     for note in plan.notes:
         print(f"note: {note}")
+
+
+def _budget_text(budget) -> str:
+    """'3.00 h of wall-clock time: the search 2.10 h, the final evaluation 0.90 h (30%) ...'."""
+    share = f"{100 * budget.evaluation_share:.0f}%"
+    parts = []
+    if budget.wall_s is not None:
+        parts.append(
+            f"{budget.wall_s / 3600:.2f} h of wall-clock time: the search "
+            f"{budget.search_wall_s / 3600:.2f} h, the final evaluation's reserve "
+            f"{budget.wall_s * budget.evaluation_share / 3600:.2f} h ({share})"
+        )
+    if budget.gpu_hours is not None:
+        parts.append(
+            f"{budget.gpu_hours:g} GPU-hours: the search {budget.search_gpu_s / 3600:.2f}, the "
+            f"final evaluation's reserve {budget.gpu_hours * budget.evaluation_share:.2f} ({share})"
+        )
+    return "; ".join(parts) + "; no trial starts once the search's share is spent"

@@ -16,6 +16,7 @@ from typing import Any
 from cxr_tune.config import PROFILES, Profile, TrialConfig
 from cxr_tune.constants import EPOCH
 from cxr_tune.errors import ConfigError
+from cxr_tune.search.budget import ExperimentBudget
 from cxr_tune.spaces import Param, SchedulerSpec, SearchSpace
 
 
@@ -45,6 +46,8 @@ class Overrides:
     budget_epochs: int | None = None
     epochs: int | None = None
     image_size: int | None = None
+    time_budget_s: float | None = None
+    gpu_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # The most trial-epochs the search spends on each cell (None: no limit but num_samples).
     budget_epochs: int | None = None
+    # Wall-clock and GPU-hour limits of the whole experiment (None: none).
+    budget: ExperimentBudget | None = None
 
     @property
     def epochs(self) -> int:
@@ -98,6 +103,38 @@ class Plan:
             cost += (rung - previous) / factor**level
             previous = rung
         return cost
+
+    def rung_epochs(self) -> tuple[int, ...]:
+        """Epochs at which ASHA compares trials (every bracket's rungs below the last epoch)."""
+        if self.scheduler.name != "asha":
+            return ()
+        factor, epochs = self.scheduler.reduction_factor, self.epochs
+        rungs: set[int] = set()
+        for bracket in range(self.scheduler.brackets):
+            rung = self.scheduler.grace_period * factor**bracket
+            while rung < epochs:
+                rungs.add(int(rung))
+                rung *= factor
+        return tuple(sorted(rungs))
+
+    def search_epochs_per_cell(self) -> float:
+        """Trial-epochs the search is expected to spend on a cell."""
+        expected = self.expected_trials_per_cell() * self.nominal_epochs_per_trial()
+        return float(min(expected, self.budget_epochs or expected))
+
+    def evaluation_epochs_per_cell(self) -> float:
+        """Trial-epochs the final evaluation retrains per cell: each contender (the best, and
+        the best of each optimizer searched) once per evaluation seed after the first, which
+        scores the search trial's own checkpoint."""
+        optimizers = self.params.get("optimizer")
+        contenders = len(optimizers.choices) if optimizers and optimizers.kind == "choice" else 1
+        return float(contenders * max(self.eval_seeds - 1, 0) * self.epochs)
+
+    def evaluation_share(self) -> float:
+        """The final evaluation's expected share of the experiment's training."""
+        evaluation = self.evaluation_epochs_per_cell()
+        total = evaluation + self.search_epochs_per_cell()
+        return evaluation / total if total > 0 else 0.0
 
     def grid_size(self) -> int:
         """Points per grid repetition (1 unless the algorithm is ``grid``)."""
@@ -156,6 +193,7 @@ class Plan:
                 "resources": self.resources(str(self.base_config(cell).get("model"))),
                 "max_concurrent": self.max_concurrent,
                 "eval_seeds": self.eval_seeds,
+                **({"budget": self.budget.describe()} if self.budget else {}),
             }
             for cell in self.cells
         ]
@@ -238,6 +276,11 @@ def build_plan(
     eval_seeds = overrides.eval_seeds or _cap(
         space.eval_seeds or profile.eval_seeds, profile.eval_seeds
     )
+    if overrides.gpu_hours is not None and not profile.uses_gpu:
+        notes.append(
+            f"--gpu-hours: the {profile.name} profile asks for no GPU, so trials spend no "
+            "GPU-hours and that budget never ends the search; --time-budget bounds it"
+        )
     plan = Plan(
         space=space,
         profile=profile,
@@ -253,6 +296,15 @@ def build_plan(
         notes=tuple(notes),
         budget_epochs=budget,
     )
+    if overrides.time_budget_s is not None or overrides.gpu_hours is not None:
+        plan = dataclasses.replace(
+            plan,
+            budget=ExperimentBudget(
+                wall_s=overrides.time_budget_s,
+                gpu_hours=overrides.gpu_hours,
+                evaluation_share=plan.evaluation_share(),
+            ),
+        )
     check_plan_names(plan)
     return plan
 

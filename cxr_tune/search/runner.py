@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray.tune.stopper import Stopper
+
 from cxr_tune.config import DataSource
 from cxr_tune.constants import ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
 from cxr_tune.errors import ConfigError
 from cxr_tune.experiment import Experiment, load_experiment
+from cxr_tune.search.budget import TimeBudget
 from cxr_tune.search.plan import Plan, check_batch_sizes, uses_pretrained
 from cxr_tune.storage import Storage, scratch_dir
 
@@ -167,6 +170,8 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     _quiet_ray_output()
     check_before_start(request)
     previous = _previous_record(request)
+    # Counted from here, so decoding the data counts too; a resumed run continues the account.
+    time_budget = _time_budget(request.plan, previous)
     started_ray = _init_ray(request.ray_address)
     remote: SearchOutcome | None = None
     experiment: Experiment | None = None
@@ -186,14 +191,25 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
         study_db = _study_location(request)
         os.environ[STUDY_DB_ENV] = str(study_db)
-        tuner = build_tuner(request, search_data, str(study_db))
+        tuner = build_tuner(request, search_data, str(study_db), time_budget)
         echo(
             f"search: {request.plan.total_trials} trials -> {request.storage.experiment(request.name)}"
         )
+        if time_budget is not None:
+            echo(f"budget: {_budget_line(time_budget)}")
         started = time.time()
         results = tuner.fit()
-        interrupted = was_interrupted(results, request.plan, str(study_db))
+        interrupted = was_interrupted(results, request.plan, str(study_db), time_budget)
         record["search_seconds"] = record.get("search_seconds", 0.0) + time.time() - started
+        if time_budget is not None:
+            record["budget"] = {
+                **time_budget.budget.describe(),
+                "spent": time_budget.account(),
+                # The budget's time zero on the clock of the results' timestamps (a resumed
+                # experiment's pause between runs is left out, as the budget leaves it out).
+                "origin_unix": time.time() - time_budget.wall_spent_s(),
+            }
+            echo(f"budget: {_budget_line(time_budget)}")
         if not interrupted:
             record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
@@ -231,16 +247,48 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     return _finish(experiment, echo, interrupted=interrupted)
 
 
-def was_interrupted(results: Any, plan: Plan, study_db: str) -> bool:
+def _time_budget(plan: Plan, previous: Mapping[str, Any] | None) -> TimeBudget | None:
+    """The running account of the plan's time budget (None without one); a resumed search
+    starts from what the earlier runs spent."""
+    if plan.budget is None:
+        return None
+    spent = ((previous or {}).get("budget") or {}).get("spent") or {}
+    models = {str(plan.base_config(cell).get("model")) for cell in plan.cells}
+    gpu_shares = {model: plan.resources(model)["GPU"] for model in models}
+    return TimeBudget(
+        plan.budget, gpu_shares, wall_spent_before_s=float(spent.get("wall_s", 0.0) or 0.0)
+    )
+
+
+def _budget_line(budget: TimeBudget) -> str:
+    """'search 12.0 of 45.0 min spent (evaluation reserve 15.0 min), 0.00 of 1.0 GPU-hours'."""
+    limits, spent = budget.budget, budget.account()
+    parts = []
+    if limits.search_wall_s is not None:
+        parts.append(
+            f"search {spent['wall_s'] / 60:.1f} of {limits.search_wall_s / 60:.1f} min spent "
+            f"(evaluation reserve {(limits.wall_s or 0) * limits.evaluation_share / 60:.1f} min)"
+        )
+    if limits.search_gpu_s is not None:
+        parts.append(
+            f"{spent['gpu_hours']:.2f} of {limits.search_gpu_s / 3600:.2f} search GPU-hours spent"
+        )
+    return ", ".join(parts)
+
+
+def was_interrupted(
+    results: Any, plan: Plan, study_db: str, time_budget: TimeBudget | None = None
+) -> bool:
     """True when Tune returned before the search ended (Ctrl-C saves and returns): a trial is
-    not over, or a cell can still deal trials. A cell may end before all of its planned trials,
+    not over, or a cell can still deal trials. A spent time budget ends the search. A cell may
+    end before all of its planned trials,
     when its space of choices is used up or its epoch budget spent; its study then says so."""
     from cxr_tune.search.searcher import ended_cells
 
     ended = results.num_terminated + results.num_errors
     if ended < len(results):
         return True
-    if len(results) >= plan.total_trials:
+    if len(results) >= plan.total_trials or (time_budget is not None and time_budget.spent()):
         return False
     return not {cell.id for cell in plan.cells} <= set(ended_cells(study_db))
 
@@ -354,8 +402,14 @@ def _check_ray_temp_dir() -> None:
         )
 
 
-def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study_db: str):
-    """The Tuner for a new run, or the restored one for ``--resume``."""
+def build_tuner(
+    request: SearchRequest,
+    data: Mapping[str, DatasetArrays],
+    study_db: str,
+    time_budget: TimeBudget | None = None,
+):
+    """The Tuner for a new run, or the restored one for ``--resume``; both keep
+    ``time_budget`` (the experiment's time and GPU-hours) where one is given."""
     from ray import tune
 
     from cxr_tune.search.progress import ProgressLines
@@ -372,12 +426,16 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
     )
     path = request.storage.experiment(request.name)
     if request.resume:
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        _use_time_budget(tuner, time_budget)
+        return tuner
+    searcher = CellSearcher(plan, study_db)
+    searcher.use_time_budget(time_budget)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=CellSearcher(plan, study_db),
-            scheduler=scheduler_for(plan),
+            search_alg=searcher,
+            scheduler=scheduler_for(plan, time_budget),
             num_samples=plan.total_trials,
             max_concurrent_trials=plan.max_concurrent,
             reuse_actors=True,
@@ -393,6 +451,7 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
             # further by search/retention.py.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
+            stop=OverrunStopper(time_budget) if time_budget else None,
             callbacks=[
                 ProgressLines(plan.space.metric, plan.budget_epochs, plan.scheduler.no_skill_epoch),
                 TrialTensorBoard(),
@@ -401,6 +460,37 @@ def build_tuner(request: SearchRequest, data: Mapping[str, DatasetArrays], study
             verbose=0,
         ),
     )
+
+
+class OverrunStopper(Stopper):
+    """Stops every running trial at once when the search is past its share of the time budget
+    by the margin (Tune asks ``stop_all`` at every step of its loop, results or not)."""
+
+    def __init__(self, budget: TimeBudget) -> None:
+        self.budget = budget
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.budget.overrun()
+
+
+def _use_time_budget(tuner: Any, budget: TimeBudget | None) -> None:
+    """Hand this run's time budget to a restored tuner's searcher, scheduler and stopper: they
+    were unpickled with the account of the run that saved them. Ray offers no public way to
+    reach them (its tune and run configs are private)."""
+    local = getattr(tuner, "_local_tuner", None)
+    tune_config = getattr(local, "_tune_config", None)
+    for name in ("search_alg", "scheduler"):
+        algorithm: Any = getattr(tune_config, name, None)
+        if hasattr(algorithm, "use_time_budget"):
+            algorithm.use_time_budget(budget)
+    run_config = getattr(local, "_run_config", None)
+    if run_config is not None and (
+        budget is not None or isinstance(run_config.stop, OverrunStopper)
+    ):
+        run_config.stop = OverrunStopper(budget) if budget else None
 
 
 def _trial_name(trial: Any) -> str:

@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import sqlite3
+from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from cxr_tune.metrics import learned_nothing
-from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, cell_of
+from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, TimeBudget, cell_of
 from cxr_tune.trainable import TRIAL_FILE
 
 if TYPE_CHECKING:
@@ -33,8 +34,15 @@ if TYPE_CHECKING:
 TIME_ATTR = EPOCH_KEY
 
 
-def scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
-    """The Tune scheduler a plan asks for: ASHA per cell, or none; both keep its epoch budget."""
+def scheduler_for(plan: Plan, time_budget: TimeBudget | None = None) -> CellASHA | SavingFIFO:
+    """The Tune scheduler a plan asks for: ASHA per cell, or none; both keep its epoch budget,
+    and ``time_budget`` (the experiment's time and GPU-hours) where one is given."""
+    scheduler = _scheduler_for(plan)
+    scheduler.use_time_budget(time_budget, plan.rung_epochs())
+    return scheduler
+
+
+def _scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
     if plan.scheduler.name != "asha":
         return SavingFIFO(budget_epochs=plan.budget_epochs)
     rung_metric, rung_mode = plan.scheduler.rung_metric(plan.space.metric, plan.space.mode)
@@ -173,6 +181,10 @@ class CellASHA(FIFOScheduler):
         """Trials stopped before their last epoch because their cell's budget was spent."""
         return dict(self._budget.stopped)
 
+    def use_time_budget(self, budget: TimeBudget | None, rungs: Iterable[int] = ()) -> None:
+        """Keep ``budget`` from now on (a restored scheduler holds the previous run's)."""
+        self._budget.use_time_budget(budget, rungs)
+
     def debug_string(self) -> str:
         stopped = sum(self._stopped.values())
         return f"ASHA per cell: {len(self._cells)} cells, {stopped} trials stopped early"
@@ -211,6 +223,10 @@ class SavingFIFO(FIFOScheduler):
     def out_of_budget(self) -> dict[str, int]:
         """Trials stopped before their last epoch because their cell's budget was spent."""
         return dict(self._budget.stopped)
+
+    def use_time_budget(self, budget: TimeBudget | None, rungs: Iterable[int] = ()) -> None:
+        """Keep ``budget`` from now on (a restored scheduler holds the previous run's)."""
+        self._budget.use_time_budget(budget, rungs)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         retire_ended_trials(tune_controller)

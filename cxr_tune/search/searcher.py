@@ -42,7 +42,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from cxr_tune.search.budget import EPOCH_KEY, has_room
+from cxr_tune.search.budget import EPOCH_KEY, TimeBudget, has_room
 from cxr_tune.search.plan import Cell, Plan
 from cxr_tune.spaces import Param
 
@@ -138,6 +138,7 @@ class CellSearcher(Searcher):
         super().__init__(metric=plan.space.metric, mode=plan.space.mode)
         self._plan = plan
         self._default_db = study_db
+        self._time_budget: TimeBudget | None = None
         self._cells: dict[str, Cell] = {c.id: c for c in plan.cells}
         self._grid = grid_points(plan.params) if plan.space.algorithm == "grid" else []
         self._queue_size = len(self._grid) * plan.num_samples if self._grid else plan.num_samples
@@ -273,11 +274,21 @@ class CellSearcher(Searcher):
         """Cells that may still start trials, in plan order (new trials go to the one with
         the most suggestions left). A cell whose budget is spent and that has no live trial
         left to free some ends here."""
+        # getattr: a searcher saved before time budgets existed has none.
+        budget = getattr(self, "_time_budget", None)
+        time_spent = budget is not None and budget.spent()
         for cell in self._plan.cells:
+            if time_spent and self._dealt[cell.id] < self._queue_size:
+                self._end_cell(cell, "time budget spent")
             spent = not self._has_room(cell) and not self._live(cell)
             if spent and self._dealt[cell.id] < self._queue_size:
                 self._end_cell(cell, "epoch budget spent")
         return [c for c in self._plan.cells if self._dealt[c.id] < self._queue_size]
+
+    def use_time_budget(self, budget: TimeBudget | None) -> None:
+        """Start no trial once ``budget`` is spent (a restored searcher holds the previous
+        run's budget; the run that resumes it hands over its own)."""
+        self._time_budget = budget
 
     def _end_cell(self, cell: Cell, reason: str) -> None:
         """Deal no more trials in ``cell``; its study says why (``search_ended``), which also
