@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cxr_tune.data import dicom
+
 # Extensions the parsers treat as images, compared case-insensitively (".PNG", ".Jpg" ...).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff"}
@@ -81,14 +83,22 @@ class Decoded:
     skip: str | None = None
 
 
-def file_skip_reason(name: str) -> str | None:
-    """Why a file found in a class folder is not an image candidate, judged by its name alone."""
+def file_skip_reason(name: str, path: str | Path | None = None) -> str | None:
+    """Why a file found in a class folder is not an image candidate.
+
+    Judged by the name (image or DICOM extension, any case); when ``path`` is given, a file
+    with another extension (or none, as DICOM files often have) is still a candidate if it
+    carries the DICOM preamble.
+    """
     lower = name.lower()
     if lower in SYSTEM_FILES or lower.startswith("."):
         return SKIP_SYSTEM
-    if os.path.splitext(lower)[1] not in IMAGE_EXTENSIONS:
-        return SKIP_NOT_IMAGE
-    return None
+    extension = os.path.splitext(lower)[1]
+    if extension in IMAGE_EXTENSIONS or dicom.is_dicom_name(lower):
+        return None
+    if path is not None and dicom.file_has_preamble(str(path)):
+        return None
+    return SKIP_NOT_IMAGE
 
 
 def decode_file(path: str | Path, size: int) -> Decoded:
@@ -108,12 +118,18 @@ def decode_file(path: str | Path, size: int) -> Decoded:
         return Decoded(None, None, skip=SKIP_UNREADABLE)
     if not data:
         return Decoded(None, None, skip=SKIP_EMPTY)
-    return decode_bytes(data, size)
+    return decode_bytes(data, size, dicom_name=dicom.is_dicom_name(Path(path).name))
 
 
-def decode_bytes(data: bytes, size: int) -> Decoded:
-    """Like :func:`decode_file`, for a file's bytes already in memory."""
+def decode_bytes(data: bytes, size: int, *, dicom_name: bool = False) -> Decoded:
+    """Like :func:`decode_file`, for a file's bytes already in memory.
+
+    DICOM (the ``DICM`` preamble, or ``dicom_name`` for a ``.dcm`` file without one) goes
+    through :mod:`cxr_tune.data.dicom`; everything else through Pillow.
+    """
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if dicom_name or dicom.has_preamble(data):
+        return _decode_dicom(data, size, digest)
     with warnings.catch_warnings():
         # Pillow warns about palette transparency and large images; both are handled here.
         warnings.simplefilter("ignore")
@@ -148,6 +164,21 @@ def _shape_skip_reason(width: int, height: int) -> str | None:
     if min(width, height) < MIN_SIDE:
         return SKIP_TOO_SMALL
     return None
+
+
+def _decode_dicom(data: bytes, size: int, digest: str) -> Decoded:
+    """A DICOM file through pydicom; only its pixels are kept (never a header value)."""
+    read = dicom.decode_dicom(data, MAX_PIXELS)
+    if read.gray is None:
+        return Decoded(None, None, read.mode, format="DICOM", digest=digest, skip=read.skip)
+    height, width = read.gray.shape
+    found = Decoded(None, None, read.mode, width, height, "DICOM", digest)
+    shape_problem = _shape_skip_reason(width, height)
+    if shape_problem is not None:
+        return replace(found, skip=shape_problem)
+    resized = resize_shorter(Image.fromarray(read.gray, mode="L"), size)
+    pixels = np.asarray(center_crop(resized, size), dtype=np.uint8)
+    return replace(found, pixels=pixels, thumb=make_thumb(resized))
 
 
 def _load_first_frame(image: Image.Image, size: int) -> Image.Image:

@@ -81,7 +81,7 @@ def list_images(folder: Path, skipped: SkipReport, skip_dirs: Iterable[str] = ()
     """Image files under ``folder``; other files go to ``skipped`` with the reason."""
     images = []
     for path in walk_files(folder, skip_dirs):
-        reason = file_skip_reason(path.name)
+        reason = file_skip_reason(path.name, path)
         if reason is None:
             images.append(path)
         else:
@@ -92,10 +92,10 @@ def list_images(folder: Path, skipped: SkipReport, skip_dirs: Iterable[str] = ()
 def has_image(folder: Path, limit: int = 200) -> bool:
     """True if an image file lies under ``folder`` (looks at no more than ``limit`` files)."""
     seen = 0
-    for _current, dirs, files in os.walk(folder, followlinks=True):
+    for current, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
-            if file_skip_reason(name) is None:
+            if file_skip_reason(name, os.path.join(current, name)) is None:
                 return True
             seen += 1
             if seen >= limit:

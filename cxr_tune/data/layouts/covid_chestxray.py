@@ -78,7 +78,7 @@ def parse(root: Path, options: Mapping[str, Any]) -> Manifest:
     records, used = _rows_to_records(rows, views, files, skipped)
     for key, path in sorted(files.items()):
         if key not in used:
-            skipped.add(file_skip_reason(path.name) or SKIP_UNLISTED, path)
+            skipped.add(file_skip_reason(path.name, path) or SKIP_UNLISTED, path)
     classes = sorted({label for r in records for label in r.labels})
     notes.append(f"Views kept: {', '.join(views)}.")
     return Manifest(

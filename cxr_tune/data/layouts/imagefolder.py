@@ -123,7 +123,7 @@ def _skip_loose_files(folder: Path, skipped: SkipReport) -> None:
     """Report files lying next to the class folders (they belong to no class)."""
     for path in sorted(folder.iterdir()):
         if path.is_file():
-            skipped.add(file_skip_reason(path.name) or SKIP_OUTSIDE, path)
+            skipped.add(file_skip_reason(path.name, path) or SKIP_OUTSIDE, path)
 
 
 DATASETS.add(
