@@ -1,10 +1,12 @@
-"""``cxr-tune data inspect|prepare [KEY=]PATH`` (also ``python -m cxr_tune.data``): look at a
-dataset, decode it once.
+"""``cxr-tune data inspect|prepare|labels [KEY=]PATH`` (also ``python -m cxr_tune.data``): look
+at a dataset, decode it once, see how datasets map onto shared classes.
 
 ``inspect`` prepares the cache (or reuses it) and prints what was found: the layout and why,
 images per class and split, image modes and sizes (of every decoded image), skipped files per
 reason, notes, and the leakage audit of the split. ``prepare`` decodes into the cache and says
-where and how long. ``cxr_tune.cli`` runs these commands: bad input prints one line on stderr
+where and how long. ``labels`` shows how datasets map onto the shared classes of a transfer
+(``cxr_tune/data/label_maps.yaml``, or ``--label-map FILE`` over it). ``cxr_tune.cli`` runs
+these commands: bad input prints one line on stderr
 and exits with code 2.
 """
 
@@ -35,10 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--views", help="covid_chestxray: comma-separated views to keep (default: frontal)"
         )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    labels = commands.add_parser(
+        "labels", help="each dataset's classes on the shared classes, and what two datasets share"
+    )
+    labels.add_argument("paths", nargs="+", help="dataset folders ([KEY=]PATH) or phantom")
+    labels.add_argument("--label-map", help="your own label-map YAML, laid over the built-in one")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``data inspect`` or ``data prepare``; returns the exit code."""
+    """Run ``data inspect``, ``data prepare`` or ``data labels``; returns the exit code."""
+    if args.data_command == "labels":
+        return run_labels(args.paths, args.label_map)
     from cxr_tune.data import DataOptions, default_cache_dir
     from cxr_tune.data.cache import prepare
     from cxr_tune.errors import ConfigError
@@ -60,6 +69,36 @@ def run(args: argparse.Namespace) -> int:
     summary = summarise(entry)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
+
+
+def run_labels(paths: list[str], label_map: str | None) -> int:
+    """Print each dataset's mapping onto the shared classes and, for every ordered pair, what a
+    transfer between them scores and leaves out."""
+    from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset, shared_classes
+
+    maps = load_label_maps(label_map)
+    datasets = []
+    for text in paths:
+        source = parse_source(text, None) if text != "phantom" else _phantom_source()
+        found = classes_of(source)
+        datasets.append(found)
+        side = map_dataset(found, maps)
+        shown = ", ".join(
+            f"{own} -> {shared or '(left out)'}" for own, shared in side.shared.items()
+        )
+        print(f"{found.name} ({found.task}): {shown}")
+    print(f"mapping: {' + '.join(maps.sources)}")
+    for train in datasets:
+        for test in datasets:
+            if train is not test:
+                print("\n".join(shared_classes(train, test, maps).describe()))
+    return 0
+
+
+def _phantom_source() -> Any:
+    from cxr_tune.config import DataSource
+
+    return DataSource("phantom", None)
 
 
 def parse_source(text: str, key: str | None) -> Any:
