@@ -122,6 +122,15 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         )
 
 
+def is_builtin_name(text: str) -> bool:
+    """True for a name of a built-in generated dataset (``phantom``, ``phantom_<variant>``) that
+    is not also a folder here."""
+    if text == "phantom":
+        return True
+    variant = text.removeprefix("phantom_")
+    return variant != text and variant.replace("_", "").isalnum() and not Path(text).exists()
+
+
 @dataclass(frozen=True)
 class DataSource:
     """A dataset given on the command line: ``--data [KEY=]PATH``, or the built-in phantom.
@@ -143,7 +152,8 @@ class DataSource:
 
     @property
     def is_phantom(self) -> bool:
-        return self.key == "phantom" or (self.key is None and self.path is None)
+        """A built-in generated dataset (the phantom, any site): no folder to read."""
+        return self.path is None
 
     @property
     def resolved(self) -> bool:
@@ -151,7 +161,8 @@ class DataSource:
 
     @classmethod
     def parse(cls, text: str) -> DataSource:
-        """Parse ``KEY=PATH``, ``PATH`` or ``phantom``.
+        """Parse ``KEY=PATH``, ``PATH``, or a built-in generated dataset: ``phantom`` (site A),
+        ``phantom_b`` (site B), ``phantom_marker`` (site A with a class-correlated marker).
 
         Raises:
             ConfigError: the text is empty or the path does not exist.
@@ -159,8 +170,9 @@ class DataSource:
         text = text.strip()
         if not text:
             raise ConfigError("--data: the value is empty; expected [KEY=]PATH.")
-        if text == "phantom":
-            return cls.phantom()
+        if is_builtin_name(text):
+            # Checked against the dataset registry (with a did-you-mean) where it is loaded.
+            return cls(key=text, path=None)
         key: str | None = None
         raw_path = text
         # A Windows drive letter or a path containing '=' is rare; KEY must look like a name.

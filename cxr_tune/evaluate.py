@@ -394,7 +394,7 @@ def reload_datasets(exp: Experiment, *, cache_dir: Path | None = None) -> dict[s
 def _recorded_source(info: Mapping[str, Any]) -> DataSource:
     """The data source of a recorded dataset, resolved as the search resolved it."""
     if info.get("source") == "built-in":
-        return DataSource.phantom()
+        return DataSource(str(info.get("key") or "phantom"), None)
     return DataSource(
         str(info.get("key") or info["name"]), Path(info["source"]), detected=info.get("detected")
     )

@@ -7,6 +7,7 @@ writes one cache folder::
     <cache_dir>/<dataset>-<size>px-<key>/
         images.npy     uint8 (N, size, size), ordered train block, val block, test block
         labels.npy     int64 (N,) class indices, or uint8 (N, C) multi-hot
+        masks.npy      uint8 (N, size, size) lung masks (1 = lung), only where every image has one
         manifest.csv   one row per image, in the same order (path, split, labels, group, ...)
         split.json     split offsets, content hash, leakage audit, near-duplicate summary
         skipped.json   files not used, per reason, with the first paths
@@ -60,7 +61,8 @@ from cxr_tune.errors import ConfigError, DataError
 from cxr_tune.processes import process_alive
 
 # Bump when the cache's content or meaning changes: old folders are then rebuilt, never misread.
-FORMAT_VERSION = 1
+# 2: lung masks (masks.npy) where the dataset ships them.
+FORMAT_VERSION = 2
 # Below this many images a process pool costs more than it saves.
 _POOL_MIN_IMAGES = 256
 _COPY_CHUNK = 1024
@@ -212,13 +214,22 @@ def open_cache(path: Path) -> DatasetArrays:
         # Python objects is refused, never unpickled.
         images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
         labels = np.load(path / "labels.npy", mmap_mode="r", allow_pickle=False)
+        masks = (
+            np.load(path / "masks.npy", mmap_mode="r", allow_pickle=False)
+            if meta.get("masks")
+            else None
+        )
     except (OSError, ValueError) as err:
         raise DataError(
             f"The cache folder '{path}' is damaged ({err}); delete it and run "
             "`python -m cxr_tune.data prepare` again."
         ) from None
     splits = {
-        name: SplitArrays(images=images[start:stop], labels=labels[start:stop])
+        name: SplitArrays(
+            images=images[start:stop],
+            labels=labels[start:stop],
+            masks=None if masks is None else masks[start:stop],
+        )
         for name, (start, stop) in meta["offsets"].items()
     }
     return DatasetArrays(
@@ -356,6 +367,7 @@ def _write_cache(
     del decoded_images
     scratch.unlink()
     np.save(tmp / "labels.npy", np.ascontiguousarray(labels[order]))
+    masks, mask_note = _write_masks(tmp / "masks.npy", records, order, size, options.workers)
     _write_manifest(tmp / "manifest.csv", records, ids, groups, decoded.info, order, offsets)
     audit = leakage_audit(groups, split)
     s_hash = split_hash(ids, split)
@@ -387,7 +399,11 @@ def _write_cache(
         "split_hash": s_hash,
         "labels_dropped": label_report,
         "skipped_total": skipped.total,
-        "notes": list(manifest.notes) + _label_notes(label_report) + _split_notes(audit, dedup),
+        "masks": masks,
+        "notes": list(manifest.notes)
+        + _label_notes(label_report)
+        + _split_notes(audit, dedup)
+        + mask_note,
         "image_modes": dict(Counter(info["mode"] for info in decoded.info).most_common()),
         "image_sizes": _size_stats(decoded.info),
         "decode_seconds": round(decoded.seconds, 3),
@@ -619,6 +635,38 @@ def _write_images(path: Path, source: np.ndarray, order: np.ndarray) -> None:
         out[start : start + len(chunk)] = source[chunk]
     out.flush()
     del out
+
+
+def _write_masks(
+    path: Path, records: Sequence[Record], order: np.ndarray, size: int, workers: int
+) -> tuple[int, list[str]]:
+    """Decode the lung masks of the images, in cache order, into ``path`` (1 = lung).
+
+    Masks are kept only when every image has a decodable one (a probe then blanks the same
+    region kind on every image); otherwise none are, and a note says why.
+
+    Returns:
+        (number of masks written, notes).
+    """
+    with_mask = sum(r.mask is not None for r in records)
+    if with_mask == 0:
+        return 0, []
+    if with_mask < len(records):
+        return 0, [
+            f"Lung masks not kept: {len(records) - with_mask} of {len(records)} images have none."
+        ]
+    paths = [str(records[int(i)].mask) for i in order]
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+    stream = _decoded_stream(paths, size, _worker_count(workers, len(paths)))
+    for row, result in enumerate(stream):
+        if result.pixels is None:
+            del out
+            path.unlink()
+            return 0, [f"Lung masks not kept: '{paths[row]}' cannot be decoded ({result.skip})."]
+        out[row] = result.pixels > 127
+    out.flush()
+    del out
+    return len(paths), []
 
 
 def _write_manifest(

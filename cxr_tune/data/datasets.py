@@ -29,6 +29,15 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class Generated:
+    """A built-in dataset generated in memory (no folder): which phantom site, and whether a
+    class-correlated marker is burned in (see ``cxr_tune.data.phantom``)."""
+
+    site: str = "a"
+    marker: bool = False
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """How to read one dataset layout.
 
@@ -40,6 +49,7 @@ class DatasetSpec:
         detect: folder -> detection or None; ``None`` if the layout cannot be recognised.
         options: names of the parser options this layout accepts (``DataOptions.parser_options``).
         expects: one line saying what the folder must hold (for "not a dataset" messages).
+        generated: for a built-in generated dataset (a phantom), what to generate.
     """
 
     name: str
@@ -49,15 +59,30 @@ class DatasetSpec:
     detect: DetectFn | None = None
     options: tuple[str, ...] = ()
     expects: str = ""
+    generated: Generated | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
-DATASETS.add(
-    "phantom",
-    DatasetSpec(
-        name="phantom",
-        title="built-in procedural chest X-ray phantom (4 classes, no patient data)",
-        task="multiclass",
+for _name, _title, _generated in (
+    (
+        "phantom",
+        "built-in procedural chest X-ray phantom, site A (4 classes, no patient data)",
+        Generated("a"),
     ),
-)
+    (
+        "phantom_b",
+        "built-in phantom, site B: other patients, another acquisition look (contrast, noise, "
+        "field of view)",
+        Generated("b"),
+    ),
+    (
+        "phantom_marker",
+        "built-in phantom, site A with a class-correlated marker burned in outside the lungs "
+        "(a planted shortcut)",
+        Generated("a", marker=True),
+    ),
+):
+    DATASETS.add(
+        _name, DatasetSpec(name=_name, title=_title, task="multiclass", generated=_generated)
+    )

@@ -1,4 +1,4 @@
-"""DICOM radiographs -> 8-bit grayscale, through pydicom; non-image objects are skipped with a reason.
+"""DICOM radiographs -> 8-bit grayscale through pydicom; non-image objects skipped with a reason.
 
 A hospital's own images arrive as DICOM: ``.dcm`` files, or files of any name whose bytes 128-131
 read ``DICM`` (the Part 10 preamble). :func:`decode_dicom` turns one file into display-ready

@@ -15,6 +15,15 @@ worse. Images of one simulated patient share anatomy; the split keeps them toget
 
 Everything is a function of (seed, image index): the same seed gives the same bytes, whatever
 the batch size used to render.
+
+Sites and shortcuts. The phantom as it always was is site ``"a"``. Site ``"b"`` draws other
+patients with the same anatomy and findings under another acquisition look: a wider field of
+view (the chest smaller in the frame), flatter contrast with a brighter, steeper tone curve, and
+heavier grain. A model trained on one site and scored on the other shows how it transfers.
+``marker=True`` burns a bright marker into a corner outside the body, in the corner of the
+image's class for :data:`MARKER_AGREEMENT` of the images (else a random corner): a shortcut a
+model can learn without looking at the lungs. :func:`lung_masks` gives each image's lung fields,
+for probes that blank them.
 """
 
 from __future__ import annotations
@@ -34,6 +43,46 @@ DATASET1_SHARES: tuple[float, ...] = (0.171, 0.284, 0.481, 0.064)
 # Share of simulated patients imaged twice (a follow-up with new positioning and noise).
 FOLLOW_UP_SHARE = 0.2
 _RENDER_BATCH = 64
+SITES: tuple[str, ...] = ("a", "b")
+# Share of marked images whose marker sits in their class's corner (the rest: a random corner).
+MARKER_AGREEMENT = 0.9
+# Marker side as a share of the image side, and its inset from the image edge.
+MARKER_SIZE = 0.1
+MARKER_INSET = 0.03
+# Appended to every random stream of a site other than "a", so its patients and shots differ
+# from site a's while site a's streams (and bytes) stay exactly as they were.
+_SITE_STREAM = {"b": 0xB}
+
+
+@dataclass(frozen=True)
+class SiteLook:
+    """How a site acquires images: (low, high) ranges of per-image draws."""
+
+    scale: tuple[float, float]
+    contrast: tuple[float, float]
+    brightness: tuple[float, float]
+    gamma: tuple[float, float]
+    grain: tuple[float, float]
+
+
+LOOKS: dict[str, SiteLook] = {
+    # Site a: the phantom's original look; these draws must stay exactly as they are.
+    "a": SiteLook(
+        scale=(0.9, 1.05),
+        contrast=(0.8, 1.2),
+        brightness=(-0.05, 0.05),
+        gamma=(0.8, 1.25),
+        grain=(0.01, 0.035),
+    ),
+    # Site b: wider field of view, flatter contrast, a brighter and steeper tone curve, more grain.
+    "b": SiteLook(
+        scale=(0.72, 0.84),
+        contrast=(0.65, 0.85),
+        brightness=(0.1, 0.18),
+        gamma=(1.1, 1.4),
+        grain=(0.035, 0.06),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +97,8 @@ class PhantomSpec:
             shares, or explicit per-class shares.
         multilabel: draw independent findings instead of one class per image.
         strength: multiplies the opacity of every finding (1.0: the standard difficulty).
+        site: ``"a"`` (the original look) or ``"b"`` (other patients, another acquisition look).
+        marker: burn a class-correlated marker into a corner outside the body.
     """
 
     n_images: int = 640
@@ -56,18 +107,34 @@ class PhantomSpec:
     imbalance: str | Sequence[float] | None = None
     multilabel: bool = False
     strength: float = 1.0
+    site: str = "a"
+    marker: bool = False
 
     def __post_init__(self) -> None:
         if self.n_images < 8:
             raise ValueError(f"The value of `n_images` is {self.n_images}, but must be >= 8.")
         if self.image_size < 16:
             raise ValueError(f"The value of `image_size` is {self.image_size}, but must be >= 16.")
+        if self.site not in SITES:
+            raise ValueError(f"The value of `site` is {self.site!r}, but must be one of {SITES}.")
+        if self.marker and self.multilabel:
+            raise ValueError("A marker follows the class of an image: it needs multilabel=False.")
 
     def key(self) -> str:
         """A short stable string naming this exact dataset (part of cache keys and hashes)."""
         shares = self.imbalance if isinstance(self.imbalance, str) else tuple(self.imbalance or ())
         text = f"phantom-v2|{self.n_images}|{self.image_size}|{self.seed}|{shares}|{self.multilabel}|{self.strength}"
+        # Site a without a marker keeps the key it always had.
+        if self.site != "a" or self.marker:
+            text += f"|site={self.site}|marker={self.marker}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def stream(self, *parts: int) -> np.random.Generator:
+        """The random stream ``parts`` of this dataset (site a: exactly the original streams)."""
+        tag = _SITE_STREAM.get(self.site)
+        return np.random.default_rng(
+            [self.seed, *parts] if tag is None else [self.seed, *parts, tag]
+        )
 
 
 @dataclass(frozen=True)
@@ -83,7 +150,7 @@ class PhantomData:
 def generate(spec: PhantomSpec) -> PhantomData:
     """Render the dataset described by ``spec`` (deterministic)."""
     findings = _draw_findings(spec)
-    patients = _draw_patients(spec.n_images, spec.seed)
+    patients = _draw_patients(spec)
     images = np.empty((spec.n_images, spec.image_size, spec.image_size), dtype=np.uint8)
     for start in range(0, spec.n_images, _RENDER_BATCH):
         stop = min(start + _RENDER_BATCH, spec.n_images)
@@ -96,7 +163,10 @@ def generate(spec: PhantomSpec) -> PhantomData:
     else:
         labels = _findings_to_class(findings)
         classes = CLASSES
-    groups = np.array([f"patient-{p:05d}" for p in patients])
+    if spec.marker:
+        _burn_markers(spec, images, labels)
+    prefix = "patient" if spec.site == "a" else f"site-{spec.site}-patient"
+    groups = np.array([f"{prefix}-{p:05d}" for p in patients])
     return PhantomData(images=images, labels=labels, groups=groups, classes=classes)
 
 
@@ -114,7 +184,7 @@ def _class_counts(n: int, shares: Sequence[float]) -> np.ndarray:
 
 def _draw_findings(spec: PhantomSpec) -> np.ndarray:
     """Boolean (N, 3) matrix of findings: ground glass, consolidation, diffuse opacity."""
-    rng = np.random.default_rng([spec.seed, 0])
+    rng = spec.stream(0)
     if spec.multilabel:
         # Independent findings with prevalences that leave ~40% of images normal.
         return rng.random((spec.n_images, len(FINDINGS))) < np.array([0.3, 0.2, 0.15])
@@ -139,9 +209,10 @@ def _findings_to_class(findings: np.ndarray) -> np.ndarray:
     return np.array([lookup[int(c)] for c in codes], dtype=np.int64)
 
 
-def _draw_patients(n: int, seed: int) -> np.ndarray:
+def _draw_patients(spec: PhantomSpec) -> np.ndarray:
     """Patient id per image: most patients have one image, some a follow-up next to it."""
-    rng = np.random.default_rng([seed, 1])
+    rng = spec.stream(1)
+    n = spec.n_images
     patients = np.empty(n, dtype=np.int64)
     patient, i = 0, 0
     while i < n:
@@ -181,21 +252,39 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
 
 
-def _render_batch(
-    spec: PhantomSpec, index: np.ndarray, findings: np.ndarray, patients: np.ndarray
-) -> np.ndarray:
-    size = spec.image_size
-    anatomy = [np.random.default_rng([spec.seed, 2, int(p)]) for p in patients]
-    shot = [np.random.default_rng([spec.seed, 3, int(i)]) for i in index]
+@dataclass
+class _Geometry:
+    """Anatomy and positioning of a batch: patient-space coordinates and the lung fields."""
 
-    # Patient anatomy (shared by follow-ups) and per-image positioning.
+    x: np.ndarray
+    y: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    heart_r: np.ndarray
+    rib_freq: np.ndarray
+    shot: list[np.random.Generator]
+
+
+_SOFT = 0.08
+
+
+def _geometry(spec: PhantomSpec, index: np.ndarray, patients: np.ndarray) -> _Geometry:
+    """Draw each image's anatomy (shared by a patient's follow-ups) and positioning.
+
+    The shot streams come back advanced past the positioning draws, ready for the findings.
+    """
+    size = spec.image_size
+    look = LOOKS[spec.site]
+    anatomy = [spec.stream(2, int(p)) for p in patients]
+    shot = [spec.stream(3, int(i)) for i in index]
+
     lung_rx = _col([r.uniform(0.24, 0.30) for r in anatomy])
     lung_ry = _col([r.uniform(0.48, 0.60) for r in anatomy])
     lung_gap = _col([r.uniform(0.34, 0.42) for r in anatomy])
     heart_r = _col([r.uniform(0.22, 0.32) for r in anatomy])
     rib_freq = _col([r.uniform(4.5, 6.0) for r in anatomy])
     angle = _col([np.deg2rad(s.normal(0.0, 3.0)) for s in shot])
-    scale = _col([s.uniform(0.9, 1.05) for s in shot])
+    scale = _col([s.uniform(*look.scale) for s in shot])
     shift_x = _col([s.normal(0.0, 0.03) for s in shot])
     shift_y = _col([s.normal(0.0, 0.03) for s in shot])
 
@@ -204,12 +293,39 @@ def _render_batch(
     cos, sin = np.cos(angle), np.sin(angle)
     x = (cos * gx[None] + sin * gy[None]) / scale - shift_x
     y = (-sin * gx[None] + cos * gy[None]) / scale - shift_y
+    left = _ellipse(x, y, -lung_gap, -0.05, lung_rx, lung_ry, _SOFT)
+    right = _ellipse(x, y, lung_gap, -0.05, lung_rx, lung_ry, _SOFT)
+    return _Geometry(x, y, left, right, heart_r, rib_freq, shot)
 
-    soft = 0.08
+
+def lung_masks(spec: PhantomSpec, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The lung fields of images ``indices`` of ``spec``'s dataset: uint8 (n, S, S), 1 = lung.
+
+    Recomputed from the seed (the same anatomy and positioning as the rendered images), so a
+    probe can ask for the test split's masks without keeping masks for every image.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    patients = _draw_patients(spec)[indices] if len(indices) else indices
+    out = np.empty((len(indices), spec.image_size, spec.image_size), dtype=np.uint8)
+    for start in range(0, len(indices), _RENDER_BATCH):
+        stop = min(start + _RENDER_BATCH, len(indices))
+        geometry = _geometry(spec, indices[start:stop], patients[start:stop])
+        out[start:stop] = (np.clip(geometry.left + geometry.right, 0.0, 1.0) > 0.5).astype(np.uint8)
+    return out
+
+
+def _render_batch(
+    spec: PhantomSpec, index: np.ndarray, findings: np.ndarray, patients: np.ndarray
+) -> np.ndarray:
+    size = spec.image_size
+    look = LOOKS[spec.site]
+    g = _geometry(spec, index, patients)
+    x, y, left, right, shot = g.x, g.y, g.left, g.right, g.shot
+
+    soft = _SOFT
     body = _ellipse(x, y, 0.0, 0.1, 0.88, 1.05, soft)
-    left = _ellipse(x, y, -lung_gap, -0.05, lung_rx, lung_ry, soft)
-    right = _ellipse(x, y, lung_gap, -0.05, lung_rx, lung_ry, soft)
     lungs = np.clip(left + right, 0.0, 1.0)
+    heart_r, rib_freq = g.heart_r, g.rib_freq
     heart = _ellipse(x, y, 0.12, 0.28, heart_r, heart_r * 0.8, soft)
     spine = _sigmoid((0.09 - np.abs(x)) / 0.02) * body
     ribs = np.maximum(0.0, np.cos(2 * np.pi * rib_freq * (y + 0.35 * x**2))) ** 6 * lungs
@@ -220,15 +336,36 @@ def _render_batch(
 
     for b, s in enumerate(shot):
         exposure = 0.035 * _smooth_noise(s, size, 3)
-        grain = s.uniform(0.01, 0.035) * s.standard_normal((size, size)).astype(np.float32)
+        grain = s.uniform(*look.grain) * s.standard_normal((size, size)).astype(np.float32)
         contrast, brightness, gamma = (
-            s.uniform(0.8, 1.2),
-            s.uniform(-0.05, 0.05),
-            s.uniform(0.8, 1.25),
+            s.uniform(*look.contrast),
+            s.uniform(*look.brightness),
+            s.uniform(*look.gamma),
         )
         value = np.clip((image[b] + exposure) * contrast + brightness, 0.0, 1.0) ** gamma
         image[b] = value + grain
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def marker_corners(spec: PhantomSpec, labels: np.ndarray) -> np.ndarray:
+    """The corner (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) of each image's
+    marker: its class's corner for ``MARKER_AGREEMENT`` of the images, else a random one."""
+    rng = spec.stream(5)
+    agree = rng.random(len(labels)) < MARKER_AGREEMENT
+    random_corner = rng.integers(0, 4, size=len(labels))
+    return np.where(agree, np.asarray(labels) % 4, random_corner).astype(np.int64)
+
+
+def _burn_markers(spec: PhantomSpec, images: np.ndarray, labels: np.ndarray) -> None:
+    """Burn a bright square into each image's marker corner (outside the body), in place."""
+    size = spec.image_size
+    side = max(3, int(round(MARKER_SIZE * size)))
+    inset = max(1, int(round(MARKER_INSET * size)))
+    far = size - inset - side
+    origins = [(inset, inset), (inset, far), (far, inset), (far, far)]
+    for i, corner in enumerate(marker_corners(spec, labels)):
+        top, left = origins[int(corner)]
+        images[i, top : top + side, left : left + side] = 235
 
 
 def _severity(rng: np.random.Generator) -> float:

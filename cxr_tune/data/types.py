@@ -26,6 +26,8 @@ class Record:
         group: patient id where the layout has one; images of one group never cross splits.
         source: source collection of the image, where the layout records it.
         split: a split fixed by the layout itself (an imagefolder's train/val/test folders).
+        mask: the image's lung mask file, where the dataset ships one (Dataset 1's masks/);
+            never a training image, kept for probes that blank the lungs.
     """
 
     path: Path
@@ -33,6 +35,7 @@ class Record:
     group: str | None = None
     source: str | None = None
     split: str | None = None
+    mask: Path | None = None
 
 
 @dataclass
@@ -83,10 +86,14 @@ class SplitArrays:
     Attributes:
         images: uint8 array (N, H, W), grayscale, already at the run's image size.
         labels: int64 class indices (N,) for multi-class; uint8 multi-hot (N, C) for multi-label.
+        masks: uint8 lung masks (N, H, W), 1 = lung, aligned with ``images``, where the dataset
+            has them (Dataset 1's masks/, the phantom's test split); else None. Never used for
+            training: probes blank the lungs with them.
     """
 
     images: np.ndarray
     labels: np.ndarray
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -119,7 +126,12 @@ class DatasetArrays:
 
     def for_search(self) -> DatasetArrays:
         """A copy holding only the splits a search may read (train, val): never the test split."""
-        kept = {k: v for k, v in self.splits.items() if k in SEARCH_SPLITS}
+        # Masks stay behind too: trials never use them, the object store need not carry them.
+        kept = {
+            k: dataclasses.replace(v, masks=None)
+            for k, v in self.splits.items()
+            if k in SEARCH_SPLITS
+        }
         return dataclasses.replace(self, splits=kept)
 
     def sizes(self) -> dict[str, int]:

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="[KEY=]PATH",
-        help="a dataset root folder; repeat for several. KEY forces a layout. Default: the built-in phantom",
+        help="a dataset root folder; repeat for several. KEY forces a layout. Built in: phantom "
+        "(the default; site A), phantom_b (site B), phantom_marker (site A, class-correlated marker)",
     )
     parser.add_argument(
         "--storage",

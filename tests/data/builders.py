@@ -207,7 +207,7 @@ def build_covid19_radiography(parent: Path, per_class: int = 6, wrapper: bool = 
         images=per_class * len(D1_CLASSES),
         skips={SKIP_SYSTEM: 2, SKIP_NOT_IMAGE: 1, SKIP_TRUNCATED: 1, SKIP_EMPTY: 1},
         notes=(
-            f"Ignored {per_class * len(D1_CLASSES)} lung masks",
+            f"Read {per_class * len(D1_CLASSES)} lung masks",
             "1 image(s) of class Viral Pneumonia have no row",
         ),
     )

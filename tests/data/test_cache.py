@@ -192,7 +192,11 @@ def test_open_cache_rejects_other_formats(dataset: Expected, options: DataOption
     entry = prepare(DataSource(None, dataset.root), options)
     copy = options.cache_dir / "copy"
     shutil.copytree(entry.path, copy)
-    meta = (copy / "meta.json").read_text().replace('"format": 1', '"format": 999')
+    meta = (
+        (copy / "meta.json")
+        .read_text()
+        .replace(f'"format": {cache_module.FORMAT_VERSION}', '"format": 999')
+    )
     (copy / "meta.json").write_text(meta)
     with pytest.raises(DataError, match="format 999"):
         open_cache(copy)

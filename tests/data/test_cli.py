@@ -63,7 +63,7 @@ def test_inspect_text_mentions_every_section(layouts: dict[str, Expected], tmp_p
         "Image modes (all 24 decoded images)",
         "I;16",
         "truncated or corrupt image data: 1",
-        "Ignored 24 lung masks",
+        "Read 24 lung masks",
         "0 groups cross splits",
         "Split: hash",
     ):

@@ -1,4 +1,4 @@
-"""DICOM decoding: photometric inversion, VOI LUT and windows, bit depths, skipped objects, privacy."""
+"""DICOM decoding: inversion, VOI LUT and windows, bit depths, skipped objects, privacy."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Dataset 1: Kaggle "COVID-19 Radiography Database" (v4+), four classes.
 
 Layout: ``<Class>/images/*.png`` for COVID, Lung_Opacity, Normal and "Viral Pneumonia" (with a
-space), lung masks under ``<Class>/masks/`` (never used), and ``<Class>.metadata.xlsx`` whose URL
+space), lung masks under ``<Class>/masks/`` (same file names; never trained on, kept with each
+image for probes that blank the lungs), and ``<Class>.metadata.xlsx`` whose URL
 column names each image's source collection. FILE NAME in the sheet has no extension and its case
 may differ from the file's (``NORMAL-1`` vs ``Normal-1.png``): matching is case-insensitive.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_tune.data.datasets import DATASETS, DatasetSpec, Detection
-from cxr_tune.data.images import IMAGE_EXTENSIONS
+from cxr_tune.data.images import IMAGE_EXTENSIONS, file_skip_reason
 from cxr_tune.data.layouts.common import (
     check_options,
     find_subdir,
@@ -97,14 +98,17 @@ def parse(root: Path, options: Mapping[str, Any]) -> Manifest:
     missing = [c for c in CLASSES if c not in classes]
     if missing:
         notes.append(f"Class folders missing: {', '.join(missing)}.")
-    masks = 0
     for name in classes:
         class_dir = _class_dir(root, name)
         images = list_images(class_dir / "images", skipped)
-        masks += _count_masks(class_dir)
-        records.extend(_class_records(root, name, images, notes))
-    if masks:
-        notes.append(f"Ignored {masks} lung masks in <Class>/masks/ (not training images).")
+        masks = _mask_files(class_dir)
+        records.extend(_class_records(root, name, images, notes, masks))
+    paired = sum(r.mask is not None for r in records)
+    if paired:
+        notes.append(
+            f"Read {paired} lung masks from <Class>/masks/ for {len(records)} images (not "
+            "training images; kept for probes that blank the lungs)."
+        )
     return Manifest(
         dataset=NAME,
         root=root,
@@ -139,12 +143,21 @@ def _old_class_dirs(folder: Path) -> list[Path]:
     return []
 
 
-def _count_masks(class_dir: Path) -> int:
+def _mask_files(class_dir: Path) -> dict[str, Path]:
+    """Lung masks of a class: file key (lower-case name without extension) -> mask file."""
     masks = find_subdir(class_dir, "masks")
-    return len(walk_files(masks)) if masks is not None else 0
+    if masks is None:
+        return {}
+    return {_file_key(p.name): p for p in walk_files(masks) if file_skip_reason(p.name) is None}
 
 
-def _class_records(root: Path, name: str, images: list[Path], notes: list[str]) -> list[Record]:
+def _class_records(
+    root: Path,
+    name: str,
+    images: list[Path],
+    notes: list[str],
+    masks: Mapping[str, Path] | None = None,
+) -> list[Record]:
     sources = read_sources(root, name, notes)
     records = []
     unmatched = 0
@@ -152,7 +165,8 @@ def _class_records(root: Path, name: str, images: list[Path], notes: list[str]) 
         source = sources.get(_file_key(path.name)) if sources else None
         if sources is not None and source is None:
             unmatched += 1
-        records.append(Record(path=path, labels=(name,), source=source))
+        mask = masks.get(_file_key(path.name)) if masks else None
+        records.append(Record(path=path, labels=(name,), source=source, mask=mask))
     if sources is not None and unmatched:
         notes.append(f"{unmatched} image(s) of class {name} have no row in {name}.metadata.xlsx.")
     return records
