@@ -94,6 +94,9 @@ class DataOptions:
             every split, or it is dropped from the vocabulary (and reported).
         near_duplicate_similarity: cosine similarity of image signatures at or above which two
             images are near-duplicates and kept in one split (see ``cxr_tune.data.dedup``).
+        split: for a dataset with its own split (train/ and test/ folders, ...): ``grouped``
+            moves images to keep patients and near-duplicates whole; ``published`` keeps it
+            exactly (see ``cxr_tune.data.published``).
     """
 
     image_size: int = 224
@@ -107,6 +110,7 @@ class DataOptions:
     workers: int = 0
     min_label_positives: int = 2
     near_duplicate_similarity: float = 0.985
+    split: str = "grouped"
 
     def to_record(self) -> dict[str, Any]:
         """Every option as JSON, for the experiment record (``from_record`` reads it back)."""

@@ -50,6 +50,14 @@ from cxr_tune.data.datasets import DATASETS, Detection
 from cxr_tune.data.dedup import DEFAULT_MAX_CLUSTER, UnionFind, cluster_with
 from cxr_tune.data.detect import resolve
 from cxr_tune.data.layouts.common import check_class_names, check_options
+from cxr_tune.data.patients import name_patient_note, name_patients
+from cxr_tune.data.published import (
+    SplitPlan,
+    check_split_mode,
+    plan_split,
+    published_audit,
+    published_notes,
+)
 from cxr_tune.data.splits import (
     check_splits_filled,
     grouped_stratified_split,
@@ -135,6 +143,7 @@ def prepare(
         raise ConfigError(
             f"The value of `image_size` is {options.image_size!r}, but must be an integer >= 8."
         )
+    check_split_mode(options.split)
     detection = _detection(source)
     spec = DATASETS.get(detection.dataset)
     parser_options = check_options(spec.name, options.parser_options, spec.options)
@@ -170,6 +179,7 @@ def cache_key(detection: Detection, parser_options: Mapping[str, Any], options: 
         "seed": options.seed,
         "min_label_positives": options.min_label_positives,
         "near_duplicate_similarity": options.near_duplicate_similarity,
+        "split": options.split,
         "files": source_fingerprint(detection.root),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
@@ -348,7 +358,7 @@ def _write_cache(
             f"The folder '{manifest.root}' holds no decodable image: all "
             f"{len(manifest.records)} files were skipped ({_reasons(decoded.skipped)})."
         )
-    records = [manifest.records[i] for i in decoded.kept]
+    records, name_ids = name_patients([manifest.records[i] for i in decoded.kept])
     skipped = SkipReport()
     skipped.merge(manifest.skipped)
     skipped.merge(decoded.skipped)
@@ -357,7 +367,7 @@ def _write_cache(
     groups, dedup = _group(
         records, ids, decoded.thumbs, options.near_duplicate_similarity, progress
     )
-    split = _split(manifest, records, groups, options)
+    split, plan = _split(records, groups, options)
     check_splits_filled(split, groups, where=str(manifest.root), fractions=options.fractions)
     classes, labels, label_report = _labels(manifest, records, split, options.min_label_positives)
     order = np.concatenate([split[s] for s in SPLITS])
@@ -370,6 +380,9 @@ def _write_cache(
     masks, mask_note = _write_masks(tmp / "masks.npy", records, order, size, options.workers)
     _write_manifest(tmp / "manifest.csv", records, ids, groups, decoded.info, order, offsets)
     audit = leakage_audit(groups, split)
+    published = published_audit(
+        [r.split for r in records], [r.group for r in records], groups, split, plan, options.split
+    )
     s_hash = split_hash(ids, split)
     split_info = {
         "hash": s_hash,
@@ -377,6 +390,9 @@ def _write_cache(
         "fractions": list(options.fractions),
         "offsets": offsets,
         "fixed_by_layout": any(r.split for r in records),
+        "mode": options.split,
+        "published": published,
+        "patient_ids_from_names": name_ids,
         "audit": audit,
         "near_duplicates": dedup,
     }
@@ -402,6 +418,8 @@ def _write_cache(
         "masks": masks,
         "notes": list(manifest.notes)
         + _label_notes(label_report)
+        + name_patient_note(name_ids)
+        + published_notes(published)
         + _split_notes(audit, dedup)
         + mask_note,
         "image_modes": dict(Counter(info["mode"] for info in decoded.info).most_common()),
@@ -532,24 +550,19 @@ def _stratum(record: Record) -> str:
 
 
 def _split(
-    manifest: Manifest, records: Sequence[Record], groups: Sequence[str], options: DataOptions
-) -> dict[str, np.ndarray]:
-    """Grouped, stratified split; split folders of the layout are kept (missing ones carved)."""
-    fractions = tuple(options.fractions)
-    fixed: list[str | None] | None = None
-    if any(r.split for r in records):
-        present = {r.split for r in records if r.split}
-        free = {"train"} | (set(SPLITS) - present)
-        shares = [f if s in free else 0.0 for s, f in zip(SPLITS, fractions, strict=True)]
-        fractions = tuple(f / sum(shares) for f in shares)
-        fixed = [None if (r.split == "train" and len(free) > 1) else r.split for r in records]
-    return grouped_stratified_split(
+    records: Sequence[Record], groups: Sequence[str], options: DataOptions
+) -> tuple[dict[str, np.ndarray], SplitPlan]:
+    """Grouped, stratified split; a published split of the layout is regrouped or kept exactly
+    (``options.split``), and the splits it lacks are carved out of its train split."""
+    plan = plan_split([r.split for r in records], groups, options.fractions, options.split)
+    split = grouped_stratified_split(
         [_stratum(r) for r in records],
-        list(groups),
-        fractions=fractions,
+        plan.groups,
+        fractions=plan.fractions,
         seed=options.seed,
-        fixed=fixed,
+        fixed=plan.fixed,
     )
+    return split, plan
 
 
 def _labels(

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--views", help="covid_chestxray: comma-separated views to keep (default: frontal)"
         )
+        sub.add_argument(
+            "--split",
+            default="grouped",
+            help="a dataset's own split (train/ and test/ folders, ...): grouped (default) moves "
+            "images to keep patients and near-duplicates whole; published keeps it exactly",
+        )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     labels = commands.add_parser(
         "labels", help="each dataset's classes on the shared classes, and what two datasets share"
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return run_labels(args.paths, args.label_map)
     from cxr_tune.data import DataOptions, default_cache_dir
     from cxr_tune.data.cache import prepare
+    from cxr_tune.data.published import check_split_mode
     from cxr_tune.errors import ConfigError
 
     if args.image_size < 8:
@@ -61,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir(),
         workers=args.workers,
         parser_options={"views": args.views} if args.views else {},
+        split=check_split_mode(args.split),
     )
     entry = prepare(source, options, progress=None)
     if args.data_command == "prepare":
@@ -154,6 +162,9 @@ def summarise(entry: Any) -> dict[str, Any]:
             "seed": split["seed"],
             "fractions": split["fractions"],
             "fixed_by_layout": split["fixed_by_layout"],
+            "mode": split["mode"],
+            "published": split["published"],
+            "patient_ids_from_names": split["patient_ids_from_names"],
         },
         "leakage_audit": {**split["audit"], **split["near_duplicates"]},
         "dataset_hash": meta["dataset_hash"],
@@ -193,11 +204,25 @@ def format_summary(s: dict[str, Any]) -> str:
         + (f" (e.g. {', '.join(audit['examples'])})" if audit["crossing"] else "")
         + ".",
         f"Split: hash {s['split']['hash']}, seed {s['split']['seed']}, fractions "
-        f"{'/'.join(str(f) for f in s['split']['fractions'])}"
-        + (", split folders of the dataset kept" if s["split"]["fixed_by_layout"] else ""),
+        f"{'/'.join(str(f) for f in s['split']['fractions'])}" + _published_line(s["split"]),
         f"Dataset hash: {s['dataset_hash']}",
     ]
     return "\n".join(lines)
+
+
+def _published_line(split: dict[str, Any]) -> str:
+    """What became of the dataset's own split (the notes above give the counts)."""
+    audit = split.get("published")
+    if not audit:
+        return ""
+    if audit["mode"] == "published":
+        return "; the dataset's published split kept exactly (--split published)"
+    return (
+        f"; the dataset's published split regrouped (--split grouped): "
+        f"{audit['moved_total']} images moved, {audit['crossing_pairs_same_patient']} "
+        f"same-patient and {audit['crossing_pairs_near_duplicate']} near-duplicate pairs "
+        "crossed it"
+    )
 
 
 def _count_table(s: dict[str, Any]) -> str:

@@ -110,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir", help="decoded-dataset cache (default: $CXR_TUNE_CACHE or ~/.cache/cxr_tune)"
     )
     parser.add_argument(
+        "--split",
+        choices=("grouped", "published"),
+        help="a dataset's own split (train/ and test/ folders, ...): grouped moves images to keep "
+        "patients and near-duplicates whole, published keeps it exactly (default: grouped, or "
+        "the experiment's with --resume)",
+    )
+    parser.add_argument(
         "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
     )
     parser.add_argument(
@@ -194,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
         keep_checkpoints=args.keep_checkpoints,
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
+        split=args.split,
         ray_address=args.address,
         argv=tuple(args.command_line),
         profile_reason=reason,

@@ -50,6 +50,8 @@ class SearchRequest:
     evaluate: bool = True
     keep_checkpoints: bool = False
     cache_dir: Path | None = None
+    # "grouped" or "published"; None: grouped. A resumed search keeps its recorded one.
+    split: str | None = None
     ray_address: str | None = None
     argv: tuple[str, ...] = ()
     profile_reason: str = ""
@@ -89,7 +91,7 @@ def load_search_data(
     """Decode (or reuse from the cache) and split every dataset, with all three splits (the
     trials get ``for_search()``, the final evaluation the test split). A resumed search uses
     the data options its record holds (``previous``), so it rebuilds the data it started on."""
-    options = data_options(request.plan, request.cache_dir)
+    options = data_options(request.plan, request.cache_dir, request.split or "grouped")
     if previous and "data_options" in previous:
         options = DataOptions.from_record(
             previous["data_options"], cache_dir=request.cache_dir or default_cache_dir()
@@ -108,12 +110,13 @@ def load_search_data(
     return data
 
 
-def data_options(plan: Plan, cache_dir: Path | None) -> DataOptions:
+def data_options(plan: Plan, cache_dir: Path | None, split: str = "grouped") -> DataOptions:
     return DataOptions(
         image_size=int(plan.fixed["image_size"]),
         seed=plan.seed,
         cache_dir=cache_dir or default_cache_dir(),
         phantom_images=plan.profile.phantom_images,
+        split=split,
     )
 
 
@@ -137,7 +140,9 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
         "eval_seeds": plan.eval_seeds,
         "bootstrap": plan.space.bootstrap,
         "plan": plan.lines(),
-        "data_options": data_options(plan, request.cache_dir).to_record(),
+        "data_options": data_options(
+            plan, request.cache_dir, request.split or "grouped"
+        ).to_record(),
         "datasets": [
             {
                 "name": name,

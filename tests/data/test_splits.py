@@ -95,7 +95,7 @@ def test_patients_never_cross_splits(layouts: dict[str, Expected], options: Data
     assert all(row["group"].startswith("patient:") for row in rows)
 
 
-def test_leaky_split_folders_are_reported_not_moved(
+def test_leaky_split_folders_published_are_reported_not_moved(
     layouts: dict[str, Expected], tmp_path: Path
 ) -> None:
     import shutil
@@ -108,7 +108,7 @@ def test_leaky_split_folders_are_reported_not_moved(
     Image.open(root / "train" / "a" / "a0.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
         root / "test" / "a" / "mirrored.png"
     )
-    options = DataOptions(image_size=32, cache_dir=tmp_path / "cache", workers=1)
+    options = DataOptions(image_size=32, cache_dir=tmp_path / "cache", workers=1, split="published")
     entry = prepare(DataSource(None, root), options)
     rows = {r["path"]: r for r in read_manifest(entry.path)}
     assert rows["test/a/mirrored.png"]["split"] == "test"
