@@ -18,6 +18,7 @@ import numpy as np
 from cxr_tune.config import DataSource
 from cxr_tune.constants import DEFAULT_CACHE_DIR, ENV_CACHE
 from cxr_tune.data.datasets import DATASETS, DatasetSpec, Detection, Generated
+from cxr_tune.data.dedup import DEFAULT_SIMILARITY
 from cxr_tune.data.splits import DEFAULT_FRACTIONS, grouped_stratified_split, split_hash
 from cxr_tune.data.types import (
     SEARCH_SPLITS,
@@ -109,7 +110,7 @@ class DataOptions:
     parser_options: dict[str, Any] = field(default_factory=dict)
     workers: int = 0
     min_label_positives: int = 2
-    near_duplicate_similarity: float = 0.985
+    near_duplicate_similarity: float = DEFAULT_SIMILARITY
     split: str = "grouped"
 
     def to_record(self) -> dict[str, Any]:

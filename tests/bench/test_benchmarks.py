@@ -397,3 +397,15 @@ def test_train_throughput_on_cuda_uses_the_fast_path(tmp_path):
     assert result["device"] != "cpu" and result["machine"]["gpu"] == result["device"]
     fast = [r for r in result["results"] if r["loop"] == "cxr_tune"]
     assert fast and all(r["error"] is None and r["peak_memory_mib"] > 0 for r in fast)
+
+
+def test_dedup_calibration_smoke_test_prints_the_table():
+    done = _run([sys.executable, str(BENCH / "dedup_calibration.py"), "--smoke-test"])
+    lines = done.stdout.splitlines()
+    head = next(k for k, line in enumerate(lines) if line.split()[:2] == ["threshold", "recall"])
+    rows = [line.split() for line in lines[head + 1 : head + 13]]
+    assert [float(r[0]) for r in rows] == sorted(float(r[0]) for r in rows)
+    # Recall can only fall as the threshold rises; so can the false pairs.
+    recalls = [float(r[1]) for r in rows]
+    assert recalls == sorted(recalls, reverse=True) and 0 < recalls[-1] <= recalls[0] <= 1
+    assert any(line.startswith("chosen: ") for line in lines)
