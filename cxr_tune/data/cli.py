@@ -82,12 +82,13 @@ def run(args: argparse.Namespace) -> int:
 def run_labels(paths: list[str], label_map: str | None) -> int:
     """Print each dataset's mapping onto the shared classes and, for every ordered pair, what a
     transfer between them scores and leaves out."""
+    from cxr_tune.config import DataSource, is_builtin_name
     from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset, shared_classes
 
     maps = load_label_maps(label_map)
     datasets = []
     for text in paths:
-        source = parse_source(text, None) if text != "phantom" else _phantom_source()
+        source = DataSource(text, None) if is_builtin_name(text) else parse_source(text, None)
         found = classes_of(source)
         datasets.append(found)
         side = map_dataset(found, maps)
@@ -101,12 +102,6 @@ def run_labels(paths: list[str], label_map: str | None) -> int:
             if train is not test:
                 print("\n".join(shared_classes(train, test, maps).describe()))
     return 0
-
-
-def _phantom_source() -> Any:
-    from cxr_tune.config import DataSource
-
-    return DataSource("phantom", None)
 
 
 def parse_source(text: str, key: str | None) -> Any:

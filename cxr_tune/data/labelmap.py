@@ -486,6 +486,7 @@ def classes_of(
         from cxr_tune.data.phantom import CLASSES
 
         key = source.key or "phantom"
+        DATASETS.get(key)  # an unknown built-in name: error with did-you-mean
         return DatasetClasses(name or key, key, "multiclass", CLASSES)
     detection = resolve(source)
     spec = DATASETS.get(detection.dataset)

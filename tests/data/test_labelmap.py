@@ -255,3 +255,13 @@ def test_label_maps_yaml_ships_as_package_data() -> None:
     patterns = setuptools["package-data"]["cxr_tune.data"]
     shipped = {p.name for g in patterns for p in (root / "cxr_tune" / "data").glob(g)}
     assert "label_maps.yaml" in shipped
+
+
+def test_labels_cli_phantom_sites(capsys: pytest.CaptureFixture[str]) -> None:
+    from cxr_tune.data.__main__ import main
+
+    assert main(["labels", "phantom", "phantom_b"]) == 0
+    out = capsys.readouterr().out
+    assert "phantom -> phantom_b: shared classes covid, normal, pneumonia, lung_opacity." in out
+    assert main(["labels", "phantom", "phantom_q"]) == 2
+    assert "Did you mean 'phantom_b'" in capsys.readouterr().err
