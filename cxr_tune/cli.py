@@ -58,6 +58,18 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", help="decoded-dataset cache (default: $CXR_TUNE_CACHE or ~/.cache/cxr_tune)"
     )
+    parser.add_argument(
+        "--external",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="[KEY=]PATH",
+        help="datasets that were not searched (a hospital's own folder, phantom_b): each cell's "
+        "best models are also scored on their test split, on the classes they share",
+    )
+    parser.add_argument(
+        "--label-map", help="your own label-map YAML, laid over cxr_tune/data/label_maps.yaml"
+    )
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -70,16 +82,28 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
     import ray
 
-    from cxr_tune.evaluate import evaluate_experiment, reload_datasets
+    from cxr_tune.config import DataSource
+    from cxr_tune.evaluate import (
+        evaluate_experiment,
+        generalisation_plan,
+        load_externals,
+        reload_datasets,
+    )
     from cxr_tune.report import write_experiment_report
 
     cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else None
     datasets = reload_datasets(experiment, cache_dir=cache_dir)
+    extra = [DataSource.parse(text) for text in args.external]
+    externals = load_externals(experiment, extra, cache_dir=cache_dir)
+    # Every class must map before a model runs: an unmatched name exits 2 here.
+    generalisation_plan(experiment, datasets, externals, args.label_map)
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
     try:
-        evaluate_experiment(experiment, datasets, seeds=args.seeds)
+        evaluate_experiment(
+            experiment, datasets, seeds=args.seeds, externals=externals, label_map=args.label_map
+        )
     finally:
         if started:
             ray.shutdown()

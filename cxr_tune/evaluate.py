@@ -26,9 +26,17 @@ import numpy as np
 
 from cxr_tune.config import DataSource
 from cxr_tune.constants import CHECKPOINT_FILE, COMPLETED, EVALUATION_FILE, STATUS, STATUS_OK
+from cxr_tune.data.labelmap import DatasetClasses, LabelMaps, SharedClasses
 from cxr_tune.data.types import DatasetArrays
 from cxr_tune.experiment import Experiment, TrialRecord
 from cxr_tune.files import write_atomic
+from cxr_tune.generalisation import (
+    clinical_of,
+    probe_images,
+    probe_of,
+    transfer_of,
+    transfer_pairs,
+)
 from cxr_tune.metrics import confusion_matrix
 from cxr_tune.stats import (
     MULTILABEL_SUMMARY,
@@ -41,6 +49,8 @@ from cxr_tune.stats import (
 )
 
 Echo = Callable[[str], None]
+# Probabilities are stored to this many decimals (evaluation.json stays small; metrics unmoved).
+PROBABILITY_DIGITS = 4
 
 
 @dataclass(frozen=True)
@@ -100,9 +110,26 @@ def final_checkpoint(trial: TrialRecord) -> Path | None:
 
 
 def evaluate_run(
-    config: Mapping[str, Any], seed: int, dataset: DatasetArrays, checkpoint: str | None
+    config: Mapping[str, Any],
+    seed: int,
+    dataset: DatasetArrays,
+    checkpoint: str | None,
+    others: Mapping[str, DatasetArrays] | None = None,
+    external: Sequence[str] = (),
+    probe: bool = False,
 ) -> dict[str, Any]:
-    """Train (or load) one configuration with ``seed`` and score it once on the test split."""
+    """Train (or load) one configuration with ``seed`` and score it once on the test split.
+
+    Args:
+        others: test splits of other datasets (``DatasetArrays.for_test()``), by name.
+        external: the names in ``others`` to score this model on (external validation).
+        probe: also score the test split with the lung field removed (the shortcut probe).
+
+    Returns:
+        The run: seed, where the model came from, and the test probabilities (multi-class runs
+        also their predictions); ``probe`` and ``external`` hold the probe's and each external
+        test split's probabilities.
+    """
     import torch
 
     from cxr_tune.config import TrialConfig
@@ -137,18 +164,32 @@ def evaluate_run(
                     "epoch": result["epoch"],
                 }
         source = "retrained"
-    test = to_device(dataset.split("test"), device, dataset.task)
-    logits = predict_logits(
-        state.model,
-        test.images,
-        batch_size=eval_batch_size(device, cfg.image_size),
-        settings=settings,
-    )
+    batch = eval_batch_size(device, cfg.image_size)
+
+    def probabilities(images: Any) -> np.ndarray:
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        logits = predict_logits(state.model, pixels, batch_size=batch, settings=settings)
+        if dataset.task == "multilabel":
+            return torch.sigmoid(logits).cpu().numpy()
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    test = dataset.split("test")
+    own = probabilities(test.images)
     run: dict[str, Any] = {"seed": seed, "source": source, "seconds": time.perf_counter() - started}
-    if dataset.task == "multilabel":
-        run["probabilities"] = torch.sigmoid(logits).cpu().numpy().round(5).tolist()
-    else:
-        run["predictions"] = logits.argmax(dim=1).cpu().numpy().tolist()
+    run["probabilities"] = own.round(PROBABILITY_DIGITS).tolist()
+    if dataset.task != "multilabel":
+        run["predictions"] = own.argmax(axis=1).tolist()
+    if probe:
+        images, region = probe_images(test)
+        run["probe"] = {
+            "region": region,
+            "probabilities": probabilities(images).round(PROBABILITY_DIGITS).tolist(),
+        }
+    for name in external:
+        other = (others or {})[name].split("test")
+        run.setdefault("external", {})[name] = {
+            "probabilities": probabilities(other.images).round(PROBABILITY_DIGITS).tolist()
+        }
     return run
 
 
@@ -196,11 +237,16 @@ def evaluate_experiment(
     seeds: int | None = None,
     echo: Echo = print,
     checkpoint_root: str | None = None,
+    externals: Mapping[str, ExternalSet] | None = None,
+    label_map: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate an experiment's contenders on the test split and write ``evaluation.json``.
 
-    The result is also set as ``exp.evaluation``, so a report written next from ``exp`` shows it
-    without reading the folder again.
+    Each cell's best configuration is also scored on the test split of every other dataset it
+    shares classes with (the experiment's, and ``externals``), and on its own test split with
+    the lungs removed (``cxr_tune.generalisation``). The result is also set as
+    ``exp.evaluation``, so a report written next from ``exp`` shows it without reading the
+    folder again.
 
     Args:
         exp: the loaded experiment (its folder is where ``evaluation.json`` goes).
@@ -208,17 +254,27 @@ def evaluate_experiment(
         seeds: seeds per contender (default: the experiment's ``eval_seeds``).
         checkpoint_root: where the evaluation tasks read trial checkpoints when the experiment
             folder is a local copy of a remote experiment (its storage URI); default the folder.
+        externals: datasets that were not searched, scored as external sets (test split only).
+        label_map: a user's label-map file laid over the built-in mapping.
+
+    Raises:
+        ConfigError: a class of an external or imagefolder dataset matches no shared class.
     """
     import ray
 
     folder = exp.folder
     datasets = datasets or reload_datasets(exp)
+    externals = dict(externals or {})
+    plan = generalisation_plan(exp, datasets, externals, label_map)
     n_seeds = seeds or int(exp.record.get("eval_seeds", 1))
     base_seed = int(exp.record.get("seed", 0))
     rounds = int(exp.record.get("bootstrap", 1000))
     contenders = choose_contenders(exp)
     echo(f"evaluate: {len(contenders)} configurations x {n_seeds} seed(s) on the test split")
     refs = {name: ray.put(arrays) for name, arrays in datasets.items()}
+    others = {name: arrays.for_test() for name, arrays in datasets.items()}
+    others.update({name: ext.arrays.for_test() for name, ext in externals.items()})
+    others_ref = ray.put(others)
     jobs = [
         (contender, k, final_checkpoint(contender.trial) if k == 0 else None)
         for contender in contenders
@@ -230,6 +286,7 @@ def evaluate_experiment(
     pending: dict[str, dict[int, Any]] = {}
     for contender, k, checkpoint in jobs:
         config = contender.trial.config
+        best = "best" in contender.roles
         resources = _resources(exp, str(config.get("model")))
         task = ray.remote(num_cpus=resources["CPU"], num_gpus=resources["GPU"])(evaluate_run)
         pending.setdefault(contender.key, {})[k] = task.remote(
@@ -237,13 +294,83 @@ def evaluate_experiment(
             int(config.get("seed", base_seed)) + k,
             refs[str(config["dataset"])],
             _checkpoint_location(checkpoint, folder, checkpoint_root),
+            others_ref if best else None,
+            tuple(plan.pairs.get(str(config["dataset"]), {})) if best else (),
+            best,
         )
     runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
-    result = assemble(exp, datasets, contenders, runs, rounds)
+    all_sets = {**datasets, **{name: ext.arrays for name, ext in externals.items()}}
+    result = assemble(exp, datasets, contenders, runs, rounds, plan=plan, others=all_sets)
+    result["external_sets"] = [ext.describe(name) for name, ext in externals.items()]
     write_atomic(folder / EVALUATION_FILE, json.dumps(result, indent=1))
     exp.evaluation = result
     echo(f"evaluate: wrote {folder / EVALUATION_FILE}")
     return result
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """A dataset scored only as an external set (``--external``): its arrays and source."""
+
+    arrays: DatasetArrays
+    source: DataSource
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "key": self.source.key,
+            "source": str(self.source.path) if self.source.path else "built-in",
+            "task": self.arrays.task,
+            "classes": list(self.arrays.classes),
+            "test_images": len(self.arrays.split("test")),
+            "split_hash": self.arrays.split_hash,
+        }
+
+
+@dataclass(frozen=True)
+class GeneralisationPlan:
+    """What the evaluation scores beyond each model's own test split: its dataset's classes,
+    and per training dataset the other datasets it shares classes with (and how)."""
+
+    maps: LabelMaps
+    classes: Mapping[str, DatasetClasses]
+    pairs: Mapping[str, Mapping[str, SharedClasses]]
+
+
+def generalisation_plan(
+    exp: Experiment,
+    datasets: Mapping[str, DatasetArrays],
+    externals: Mapping[str, ExternalSet],
+    label_map: str | Path | None = None,
+) -> GeneralisationPlan:
+    """The label mapping of every dataset and the transfers it allows; checked before any
+    model runs, so an unmatched class name stops the evaluation at once (exit 2).
+
+    Raises:
+        ConfigError: as ``cxr_tune.data.labelmap`` (unmatched class, bad label-map file).
+    """
+    from cxr_tune.data.labelmap import load_label_maps, map_dataset
+
+    maps = load_label_maps(label_map)
+    keys = {str(d["name"]): str(d.get("key") or d["name"]) for d in exp.record.get("datasets", [])}
+    classes: dict[str, DatasetClasses] = {
+        name: DatasetClasses(name, keys.get(name, name), arrays.task, tuple(arrays.classes))
+        for name, arrays in datasets.items()
+    }
+    for name, ext in externals.items():
+        key = str(ext.source.key or name)
+        classes[name] = DatasetClasses(name, key, ext.arrays.task, tuple(ext.arrays.classes))
+        map_dataset(classes[name], maps)  # an external set's classes must all map (or error)
+    pairs = transfer_pairs(classes, list(datasets), maps)
+    return GeneralisationPlan(maps, classes, pairs)
+
+
+def external_name(key: str, taken: Sequence[str]) -> str:
+    """A name for an external set: its layout key, made unique among ``taken``."""
+    name, n = key, 2
+    while name in taken:
+        name, n = f"{key}_{n}", n + 1
+    return name
 
 
 def assemble(
@@ -252,13 +379,22 @@ def assemble(
     contenders: Sequence[Contender],
     runs: Mapping[str, list[dict[str, Any]]],
     rounds: int,
+    *,
+    plan: GeneralisationPlan | None = None,
+    others: Mapping[str, DatasetArrays] | None = None,
 ) -> dict[str, Any]:
-    """Summaries, bootstrap intervals and paired comparisons from the runs' test predictions."""
+    """Summaries, bootstrap intervals and paired comparisons from the runs' test predictions;
+    clinical metrics of every contender; for each cell's best configuration, the shortcut probe
+    and the transfer to every other dataset in ``plan`` (whose test splits are in ``others``)."""
+    plan = plan or generalisation_plan(exp, datasets, {})
+    others = others or datasets
+    seed = int(exp.record.get("seed", 0))
     entries, boots = [], {}
     indices = {
-        name: bootstrap_indices(len(arrays.split("test")), rounds, int(exp.record.get("seed", 0)))
+        name: bootstrap_indices(len(arrays.split("test")), rounds, seed)
         for name, arrays in datasets.items()
     }
+    transfers: list[dict[str, Any]] = []
     for contender in contenders:
         dataset = datasets[str(contender.trial.config["dataset"])]
         targets = np.asarray(dataset.split("test").labels)
@@ -281,6 +417,21 @@ def assemble(
             boots[contender.key] = boot
             entry["summary"] = summarise(dataset.task, usable, targets, dataset.num_classes, boot)
             entry.update(_detail(dataset, usable, targets))
+            entry["clinical"] = clinical_of(
+                dataset.task,
+                usable,
+                targets,
+                plan.classes[dataset.name],
+                indices[dataset.name],
+                plan.maps,
+            )
+            probe = probe_of(
+                dataset.task, usable, targets, dataset.num_classes, indices[dataset.name]
+            )
+            if probe is not None:
+                entry["probe"] = probe
+            if "best" in contender.roles:
+                transfers += _transfers(contender, usable, dataset, plan, others, rounds, seed)
         entries.append(entry)
     comparisons = _optimizer_comparisons(contenders, boots)
     return {
@@ -289,11 +440,41 @@ def assemble(
         "entries": entries,
         "comparisons": comparisons,
         "factors": factor_effects(exp),
+        "transfer": transfers,
+        "label_maps": {"sources": list(plan.maps.sources)},
         "targets": {
             name: np.asarray(a.split("test").labels).tolist() for name, a in datasets.items()
         },
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _transfers(
+    contender: Contender,
+    runs: Sequence[Mapping[str, Any]],
+    dataset: DatasetArrays,
+    plan: GeneralisationPlan,
+    others: Mapping[str, DatasetArrays],
+    rounds: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    rows = []
+    for test_name, shared in plan.pairs.get(dataset.name, {}).items():
+        if test_name not in others:
+            continue
+        row = transfer_of(runs, dataset, test_name, others[test_name], shared, rounds, seed)
+        if row is not None:
+            rows.append(
+                {
+                    "cell": contender.cell,
+                    "model": str(contender.trial.config.get("model")),
+                    "train": dataset.name,
+                    "test": test_name,
+                    "seeds": len(runs),
+                    **row,
+                }
+            )
+    return rows
 
 
 def _detail(
@@ -373,14 +554,9 @@ def reload_datasets(exp: Experiment, *, cache_dir: Path | None = None) -> dict[s
     from cxr_tune.data import DataOptions, load_dataset
     from cxr_tune.errors import DataError
 
-    recorded = dict(exp.record.get("data_options", {}))
-    # Records written before every option was kept hold only these three.
-    recorded.setdefault("seed", exp.record.get("seed", 0))
-    recorded.setdefault("phantom_images", 640)
+    options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
     datasets: dict[str, DatasetArrays] = {}
     for info in exp.record.get("datasets", []):
-        recorded.setdefault("image_size", info.get("image_size", 224))
-        options = DataOptions.from_record(recorded, cache_dir=cache_dir)
         arrays = load_dataset(_recorded_source(info), options)
         if arrays.split_hash != info.get("split_hash"):
             raise DataError(
@@ -389,6 +565,47 @@ def reload_datasets(exp: Experiment, *, cache_dir: Path | None = None) -> dict[s
             )
         datasets[str(info["name"])] = arrays
     return datasets
+
+
+def load_externals(
+    exp: Experiment,
+    extra: Sequence[DataSource] = (),
+    *,
+    cache_dir: Path | None = None,
+    echo: Echo = print,
+) -> dict[str, ExternalSet]:
+    """The experiment's external sets (recorded by the search) and ``extra`` ones, decoded with
+    the experiment's data options (its image size), named by layout key.
+
+    Raises:
+        ConfigError, DataError: as ``load_dataset``.
+    """
+    from cxr_tune.data import DataOptions, load_dataset, resolve_source
+
+    options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
+    recorded = [_recorded_source(info) for info in exp.record.get("externals", [])]
+    taken = [str(d["name"]) for d in exp.record.get("datasets", [])]
+    out: dict[str, ExternalSet] = {}
+    for source in [*recorded, *extra]:
+        source = resolve_source(source)
+        arrays = load_dataset(source, options)
+        name = external_name(str(source.key or "external"), [*taken, *out])
+        out[name] = ExternalSet(arrays, source)
+        echo(
+            f"evaluate: external set {name}: {len(arrays.split('test'))} test images, "
+            f"classes {', '.join(arrays.classes)}"
+        )
+    return out
+
+
+def _recorded_options(exp: Experiment) -> dict[str, Any]:
+    recorded = dict(exp.record.get("data_options", {}))
+    # Records written before every option was kept hold only these three.
+    recorded.setdefault("seed", exp.record.get("seed", 0))
+    recorded.setdefault("phantom_images", 640)
+    datasets = exp.record.get("datasets", [])
+    recorded.setdefault("image_size", datasets[0].get("image_size", 224) if datasets else 224)
+    return recorded
 
 
 def _recorded_source(info: Mapping[str, Any]) -> DataSource:

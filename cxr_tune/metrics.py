@@ -9,12 +9,10 @@ all classes, and a precision or recall with an empty denominator counts as 0.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from cxr_tune.constants import TRAIN_LOSS_NO_SKILL, VAL_LOSS_NO_SKILL
 
@@ -77,14 +75,25 @@ def multilabel_counts(probabilities: np.ndarray, targets: np.ndarray, threshold:
 def per_label_auroc(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """AUROC per label; NaN for a label whose split lacks positives or negatives."""
     targets = np.asarray(targets).astype(int)
-    scores = np.full(targets.shape[1], np.nan)
-    for j in range(targets.shape[1]):
-        column = targets[:, j]
-        if 0 < column.sum() < len(column):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                scores[j] = roc_auc_score(column, probabilities[:, j])
-    return scores
+    probabilities = np.asarray(probabilities, dtype=float)
+    return np.array([auroc(probabilities[:, j], targets[:, j]) for j in range(targets.shape[1])])
+
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve, as the Mann-Whitney statistic on average ranks (ties count a
+    half, as scikit-learn's ``roc_auc_score``); NaN without positives or negatives.
+
+    Rank-based rather than a curve per call: bootstrap intervals call it thousands of times.
+    """
+    from scipy.stats import rankdata
+
+    positives = np.asarray(positives).astype(bool)
+    n_pos = int(positives.sum())
+    n_neg = len(positives) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(np.asarray(scores, dtype=float))
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def multilabel_metrics(
@@ -176,3 +185,146 @@ def _not_below(loss: Any, no_skill: Any) -> bool | None:
     if not (math.isfinite(loss) and math.isfinite(no_skill)):
         return None
     return loss > (1.0 - NO_SKILL_MARGIN) * no_skill
+
+
+# --- clinical metrics: calibration, curves, operating points --------------------------------
+
+CALIBRATION_BINS = 10
+CURVE_POINTS = 101
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """Expected calibration error: the count-weighted mean |accuracy - confidence| over equal-
+    width confidence bins (Guo et al., 2017).
+
+    Args:
+        confidence: the probability a model gave to its answer (multi-class: the top class's
+            probability; binary: the positive probability), in [0, 1].
+        correct: 1 where the answer was right (binary: where the outcome was positive).
+        bins: number of equal-width bins over [0, 1].
+    """
+    table = reliability_bins(confidence, correct, bins)
+    total = sum(row["count"] for row in table)
+    if not total:
+        return math.nan
+    return float(
+        sum(
+            row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table if row["count"]
+        )
+        / total
+    )
+
+
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[dict[str, float]]:
+    """The reliability diagram's bins: range, count, mean confidence and accuracy in each.
+
+    A confidence of exactly 1 falls in the last bin; empty bins have NaN means.
+    """
+    confidence = np.asarray(confidence, dtype=float).ravel()
+    correct = np.asarray(correct, dtype=float).ravel()
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    rows = []
+    for k in range(bins):
+        inside = which == k
+        count = int(inside.sum())
+        rows.append(
+            {
+                "lower": k / bins,
+                "upper": (k + 1) / bins,
+                "count": count,
+                "confidence": float(confidence[inside].mean()) if count else math.nan,
+                "accuracy": float(correct[inside].mean()) if count else math.nan,
+            }
+        )
+    return rows
+
+
+def top_label_calibration(
+    probabilities: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-class: (confidence of the predicted class, whether it was right) per image."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    predicted = probabilities.argmax(axis=1)
+    return probabilities.max(axis=1), (predicted == np.asarray(targets)).astype(float)
+
+
+def sensitivity_specificity(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sensitivity (recall) and specificity (TN / (TN + FP)), one-vs-rest, from a
+    confusion matrix; 0 where a denominator is empty."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    tp = np.diag(confusion)
+    fn = confusion.sum(axis=1) - tp
+    fp = confusion.sum(axis=0) - tp
+    tn = confusion.sum() - tp - fn - fp
+    return _safe_divide(tp, tp + fn), _safe_divide(tn, tn + fp)
+
+
+def specificity_at_sensitivity(scores: np.ndarray, positives: np.ndarray, target: float) -> float:
+    """The best specificity at any threshold whose sensitivity is at least ``target``.
+
+    NaN when the images have no positive or no negative.
+    """
+    scores = np.asarray(scores, dtype=float)
+    positives = np.asarray(positives).astype(bool)
+    n_pos = int(positives.sum())
+    if not 0 < n_pos < len(positives):
+        return math.nan
+    # The highest threshold that still calls ceil(target * P) positives positive (images at or
+    # above it are called positive); the negatives below it are the true negatives.
+    needed = max(1, math.ceil(target * n_pos - 1e-9))
+    threshold = np.sort(scores[positives])[::-1][needed - 1]
+    return float((scores[~positives] < threshold).mean())
+
+
+def roc_points(
+    scores: np.ndarray, positives: np.ndarray, points: int = CURVE_POINTS
+) -> dict[str, Any]:
+    """A one-vs-rest ROC curve (at most ``points`` points, ends kept) and its area."""
+    from sklearn.metrics import auc, roc_curve
+
+    positives = np.asarray(positives).astype(int)
+    if not 0 < positives.sum() < len(positives):
+        return {"fpr": [], "tpr": [], "auc": math.nan}
+    fpr, tpr, _ = roc_curve(positives, np.asarray(scores, dtype=float))
+    keep = _thin(len(fpr), points)
+    return {
+        "fpr": [round(float(v), 4) for v in fpr[keep]],
+        "tpr": [round(float(v), 4) for v in tpr[keep]],
+        "auc": float(auc(fpr, tpr)),
+    }
+
+
+def pr_points(
+    scores: np.ndarray, positives: np.ndarray, points: int = CURVE_POINTS
+) -> dict[str, Any]:
+    """A one-vs-rest precision-recall curve (at most ``points`` points) and the average
+    precision; ``prevalence`` is the precision of a model without skill."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    positives = np.asarray(positives).astype(int)
+    if not 0 < positives.sum() < len(positives):
+        return {
+            "recall": [],
+            "precision": [],
+            "average_precision": math.nan,
+            "prevalence": math.nan,
+        }
+    precision, recall, _ = precision_recall_curve(positives, np.asarray(scores, dtype=float))
+    keep = _thin(len(recall), points)
+    return {
+        "recall": [round(float(v), 4) for v in recall[keep]],
+        "precision": [round(float(v), 4) for v in precision[keep]],
+        "average_precision": float(average_precision_score(positives, scores)),
+        "prevalence": float(positives.mean()),
+    }
+
+
+def _thin(n: int, points: int) -> np.ndarray:
+    """Indices of at most ``points`` evenly spread elements of ``n``, first and last kept."""
+    if n <= points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, points).round().astype(np.int64))

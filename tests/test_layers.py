@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "cxr_tune.engine": 3,
     "cxr_tune.trainable": 4,
     "cxr_tune.evaluate": 5,
+    "cxr_tune.generalisation": 5,
     "cxr_tune.report": 5,
     "cxr_tune.search": 6,
     "cxr_tune.cli": 7,
@@ -48,7 +49,7 @@ LAYERS: dict[str, int] = {
 ENTRY_POINT_LAYER = 7  # ``<package>/__main__.py``: ``python -m cxr_tune.<package>``
 # These never import Ray, so their tests (and the report on any laptop) need no cluster.
 RAY_FREE_BELOW = 4
-RAY_FREE = ("cxr_tune.report",)
+RAY_FREE = ("cxr_tune.report", "cxr_tune.generalisation")
 # Components that must not form a cycle, and the results layer they all read through.
 COMPONENTS = {
     "results": ("cxr_tune.experiment", "cxr_tune.stats", "cxr_tune.storage", "cxr_tune.constants"),

@@ -134,5 +134,11 @@ class DatasetArrays:
         }
         return dataclasses.replace(self, splits=kept)
 
+    def for_test(self) -> DatasetArrays:
+        """A copy holding only the test split (images and labels): what scoring a model on
+        this dataset as an external set reads."""
+        test = dataclasses.replace(self.splits["test"], masks=None)
+        return dataclasses.replace(self, splits={"test": test})
+
     def sizes(self) -> dict[str, int]:
         return {name: len(arrays) for name, arrays in self.splits.items()}

@@ -23,6 +23,9 @@ PLOT_PREFIXES: tuple[str, ...] = (
     "importance",
     "efficiency",
     "budget",
+    "transfer",
+    "roc-",
+    "reliability-",
 )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cxr_tune.experiment import Experiment
-from cxr_tune.report import analysis, results
+from cxr_tune.report import analysis, generalisation, results
 from cxr_tune.report.context import Context
 from cxr_tune.report.document import Document, Paragraph, Section
 
@@ -23,6 +23,8 @@ def build_document(exp: Experiment, out: Path) -> tuple[Document, Context]:
         ("Summary", results.summary_sections),
         ("Results beside the paper", results.paper_sections),
         ("Best configuration per cell", results.best_sections),
+        ("Generalisation", generalisation.generalisation_sections),
+        ("Clinical metrics", generalisation.clinical_sections),
         ("Ablation answers", analysis.ablation_sections),
         ("Hyperparameter importance", analysis.importance_sections),
         ("Search efficiency", analysis.efficiency_sections),

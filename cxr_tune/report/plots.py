@@ -311,3 +311,90 @@ def _num(value: Any) -> float:
 
 def _finite(value: Any) -> bool:
     return math.isfinite(_num(value))
+
+
+def plot_transfer(transfers: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Heat map per architecture: macro-F1 of models trained on a row's dataset, scored on a
+    column's (the diagonal: their own test split, on the classes of the first transfer)."""
+    models = sorted({str(t["model"]) for t in transfers})
+    fig, axes = _grid(len(models), width=4.6, height=3.8)
+    for ax, model in zip(axes, models, strict=True):
+        rows = [t for t in transfers if str(t["model"]) == model]
+        names = sorted({str(t["train"]) for t in rows} | {str(t["test"]) for t in rows})
+        index = {n: k for k, n in enumerate(names)}
+        values = np.full((len(names), len(names)), np.nan)
+        for t in rows:
+            values[index[t["train"]], index[t["test"]]] = t["external"]["macro_f1"]["mean"]
+            if math.isnan(values[index[t["train"]], index[t["train"]]]):
+                values[index[t["train"]], index[t["train"]]] = t["own"]["macro_f1"]["mean"]
+        ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("scored on (test split)")
+        ax.set_ylabel("trained on")
+        ax.set_title(f"{model}: macro-F1", fontsize=9)
+        for (i, j), value in np.ndenumerate(values):
+            if math.isfinite(value):
+                colour = "black" if value > 0.6 else "white"  # readable on viridis
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+    return save(fig, path)
+
+
+def plot_roc_pr(clinical: Mapping[str, Any], cell: str, path: Path) -> Path:
+    """One-vs-rest ROC (left) and precision-recall (right) curves, one line per class."""
+    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    roc_ax, pr_ax = fig.subplots(1, 2)
+    for name, curve in clinical["roc"].items():
+        if curve["fpr"]:
+            roc_ax.plot(curve["fpr"], curve["tpr"], label=f"{name} ({curve['auc']:.2f})")
+    roc_ax.plot([0, 1], [0, 1], color=OTHER_COLOUR, linestyle=":", linewidth=1)
+    roc_ax.set_xlabel("1 - specificity")
+    roc_ax.set_ylabel("sensitivity")
+    roc_ax.set_title("ROC (AUC)", fontsize=9)
+    roc_ax.legend(fontsize=7, loc="lower right")
+    for name, curve in clinical["pr"].items():
+        if curve["recall"]:
+            pr_ax.plot(
+                curve["recall"],
+                curve["precision"],
+                label=f"{name} (AP {curve['average_precision']:.2f})",
+            )
+    pr_ax.set_xlabel("recall (sensitivity)")
+    pr_ax.set_ylabel("precision")
+    pr_ax.set_ylim(0, 1.02)
+    pr_ax.set_title("precision-recall", fontsize=9)
+    pr_ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{cell}: test split, one class against the rest")
+    return save(fig, path)
+
+
+def plot_reliability(clinical: Mapping[str, Any], cell: str, path: Path) -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin, bar width the bin."""
+    bins = [b for b in clinical["reliability"] if b["count"]]
+    fig = Figure(figsize=(4.4, 3.8), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(
+        [b["lower"] for b in bins],
+        [b["accuracy"] for b in bins],
+        width=[b["upper"] - b["lower"] for b in bins],
+        align="edge",
+        color=BEST_COLOUR,
+        edgecolor="white",
+        label="accuracy in bin",
+    )
+    ax.plot(
+        [b["confidence"] for b in bins],
+        [b["accuracy"] for b in bins],
+        "o",
+        color=FINAL_COLOUR,
+        markersize=4,
+        label="at mean confidence",
+    )
+    ax.plot([0, 1], [0, 1], color=OTHER_COLOUR, linestyle=":", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{cell}: ECE {clinical['ece']['mean']:.3f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return save(fig, path)

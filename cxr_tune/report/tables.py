@@ -82,6 +82,7 @@ def epochs_trained(trial: TrialRecord) -> int:
 def trials_frame(exp: Experiment) -> pd.DataFrame:
     """One row per trial: identity, state, epochs, config, final and best metrics, time, node."""
     config_keys = _config_keys(exp)
+    evaluated = _test_columns(exp)
     rows = []
     for trial in sorted(exp.trials, key=lambda t: (t.cell, t.trial_id)):
         best, best_epoch = trial.best(exp.metric, exp.mode)
@@ -105,8 +106,34 @@ def trials_frame(exp: Experiment) -> pd.DataFrame:
         row[FAILURE_REASON] = trial.failure_reason or ""
         row["folder"] = trial.folder.name
         row["problems"] = "; ".join(trial.problems)
+        row.update(evaluated.get((trial.cell, trial.trial_id), {}))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _test_columns(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
+    """Test-split figures of the trials the final evaluation scored (means over its seeds):
+    macro-F1, ECE, the COVID class's specificity at 90% and 95% sensitivity, the shortcut
+    probe's macro AUROC and flag. Other trials get empty cells."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in (exp.evaluation or {}).get("entries", []):
+        summary = entry.get("summary", {})
+        clinical = entry.get("clinical") or {}
+        positive = clinical.get("positive_class") or {}
+        probe = entry.get("probe") or {}
+        out[(str(entry.get("cell")), str(entry.get("trial_id")))] = {
+            "test_macro_f1": summary.get("macro_f1", {}).get("mean"),
+            "test_ece": clinical.get("ece", {}).get("mean"),
+            "test_covid_spec_at_sens90": positive.get("specificity_at_sensitivity_90", {}).get(
+                "mean"
+            ),
+            "test_covid_spec_at_sens95": positive.get("specificity_at_sensitivity_95", {}).get(
+                "mean"
+            ),
+            "probe_macro_auroc": probe.get("macro_auroc", {}).get("mean"),
+            "probe_flagged": probe.get("flagged"),
+        }
+    return out
 
 
 def _config_keys(exp: Experiment) -> list[str]:

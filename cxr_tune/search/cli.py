@@ -31,6 +31,11 @@ examples:
 """
 
 
+# The built-in phantom's other site: the default search (no --data) scores its final models on
+# it as an external set, so every default report shows how the models transfer.
+DEFAULT_EXTERNAL = "phantom_b"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``search`` command's options."""
     parser.add_argument(
@@ -45,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[KEY=]PATH",
         help="a dataset root folder; repeat for several. KEY forces a layout. Built in: phantom "
         "(the default; site A), phantom_b (site B), phantom_marker (site A, class-correlated marker)",
+    )
+    parser.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="[KEY=]PATH",
+        help="a dataset not searched, on whose test split the final models are also scored "
+        "(external validation); repeat for several. Default with no --data: phantom_b",
     )
     parser.add_argument(
         "--storage",
@@ -162,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
     given = tuple(DataSource.parse(text) for text in args.data) or (DataSource.phantom(),)
     # Each layout is detected here, once: the runner loads the folders found.
     sources = tuple(_announced(resolve_source(source)) for source in given)
+    externals = tuple(
+        _announced(resolve_source(DataSource.parse(text)))
+        for text in (args.external or ([] if args.data else [DEFAULT_EXTERNAL]))
+    )
     dataset_keys = tuple(str(source.key) for source in sources)
     dataset_names = _unique_names(dataset_keys)
     storage = Storage.parse(args.storage)
@@ -202,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
         split=args.split,
+        externals=externals,
         ray_address=args.address,
         argv=tuple(args.command_line),
         profile_reason=reason,

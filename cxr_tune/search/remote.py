@@ -64,11 +64,15 @@ def evaluate_and_report(
     with storage.local_copy(name, copy) as folder:
         experiment = load_experiment(folder)
         if datasets is not None:
-            from cxr_tune.evaluate import evaluate_experiment
+            from cxr_tune.evaluate import evaluate_experiment, load_externals
 
             fetch_final_checkpoints(storage, name, experiment)
             evaluate_experiment(
-                experiment, datasets, echo=echo, checkpoint_root=storage.experiment(name)
+                experiment,
+                datasets,
+                echo=echo,
+                checkpoint_root=storage.experiment(name),
+                externals=load_externals(experiment, echo=echo),
             )
         write_experiment_report(experiment)
     return experiment

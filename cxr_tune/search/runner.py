@@ -55,6 +55,8 @@ class SearchRequest:
     ray_address: str | None = None
     argv: tuple[str, ...] = ()
     profile_reason: str = ""
+    # Datasets not searched, on which the final models are also scored (external validation).
+    externals: tuple[DataSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,19 @@ def check_before_start(request: SearchRequest) -> None:
             f"--resume: there is no experiment to resume at "
             f"'{request.storage.experiment(request.name)}'."
         )
+    check_external_classes(request)
+
+
+def check_external_classes(request: SearchRequest) -> None:
+    """Every class of an external set maps onto a shared class (an unmatched imagefolder class
+    name stops the search here, before hours of training, rather than at the evaluation)."""
+    if not request.externals:
+        return
+    from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset
+
+    maps = load_label_maps()
+    for source in request.externals:
+        map_dataset(classes_of(source), maps)
 
 
 def load_search_data(
@@ -160,6 +175,14 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
                 data.items(), request.sources, request.dataset_keys
             )
         ],
+        "externals": [
+            {
+                "key": source.key,
+                "source": str(source.path) if source.path else "built-in",
+                "detected": source.detected,
+            }
+            for source in request.externals
+        ],
         "command": " ".join(request.argv),
         "driver": {"host": socket.gethostname(), "python": platform.python_version()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -233,9 +256,10 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
             # Loaded once: the evaluation and the report below work on this object.
             experiment = load_experiment(request.storage.experiment(request.name))
             if request.evaluate and not interrupted:
-                from cxr_tune.evaluate import evaluate_experiment
+                from cxr_tune.evaluate import evaluate_experiment, load_externals
 
-                evaluate_experiment(experiment, datasets, echo=echo)
+                externals = load_externals(experiment, cache_dir=request.cache_dir, echo=echo)
+                evaluate_experiment(experiment, datasets, echo=echo, externals=externals)
         else:
             # Evaluation and report work on a local copy, while Ray is still up.
             remote = _finish_remote(request, datasets, echo, interrupted=interrupted)

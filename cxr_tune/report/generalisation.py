@@ -1,0 +1,326 @@
+"""Report sections: Generalisation (transfer to other datasets, the shortcut probe) and the
+clinical metrics of the best configurations, from ``evaluation.json``.
+
+A difference is called clear only when its 95% interval leaves out zero; a probe flags a model
+only when its interval says it scores above chance without the lungs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cxr_tune.experiment import Experiment
+from cxr_tune.report import plots
+from cxr_tune.report.context import Context
+from cxr_tune.report.document import Bullets, Paragraph, Section, fmt, fmt_ci, make_table
+from cxr_tune.report.tables import best_entries
+
+
+def generalisation_sections(exp: Experiment, ctx: Context) -> list[Section]:
+    """The transfer matrix, the drop from in-distribution to external, the shortcut probe, and
+    one plain conclusion per cell."""
+    section = Section("Generalisation")
+    evaluation = exp.evaluation or {}
+    if not evaluation:
+        section.blocks.append(
+            Paragraph(
+                "No final evaluation yet (`evaluation.json`): transfer to other datasets and "
+                f"the shortcut probe come with it (`python -m cxr_tune.evaluate {exp.folder}`)."
+            )
+        )
+        return [section]
+    transfers = list(evaluation.get("transfer", []))
+    entries = best_entries(exp)
+    section.blocks.append(Paragraph(_intro(evaluation, transfers)))
+    sections = [section]
+    if transfers:
+        sections.append(_transfer_section(transfers, ctx))
+        sections.append(_mapping_section(transfers, evaluation))
+    sections.append(_probe_section(entries))
+    sections.append(_conclusions_section(entries, transfers))
+    return sections
+
+
+def _intro(evaluation: Mapping[str, Any], transfers: Sequence[Mapping[str, Any]]) -> str:
+    externals = evaluation.get("external_sets", [])
+    text = (
+        "Each cell's best configuration (every evaluation seed) scored outside its own test "
+        "split: on the test split of every other dataset it shares classes with, on those "
+        "classes only, and on its own test split with the lungs removed. Intervals are "
+        "bootstrap 95% intervals over test images; a difference is called clear only when its "
+        "interval leaves out zero."
+    )
+    if externals:
+        names = ", ".join(
+            f"`{e['name']}` ({e['source']}, {e['test_images']} test images)" for e in externals
+        )
+        text += f" External sets (not searched, test split only): {names}."
+    if not transfers:
+        text += (
+            " No transfer here: the experiment has one dataset and no external set shares two "
+            "or more classes with it (`--external PATH` adds one)."
+        )
+    return text
+
+
+def _transfer_section(transfers: Sequence[Mapping[str, Any]], ctx: Context) -> Section:
+    section = Section("Transfer matrix", level=3)
+    rows = []
+    for t in transfers:
+        own, ext, drop = t["own"], t["external"], t["drop"]
+        rows.append(
+            [
+                f"`{t['model']}`",
+                f"`{t['train']}`",
+                f"`{t['test']}`",
+                ", ".join(t["classes"]),
+                f"{fmt(own['macro_f1']['mean'])} {fmt_ci(own['macro_f1']['ci95'])}",
+                f"{fmt(ext['macro_f1']['mean'])} {fmt_ci(ext['macro_f1']['ci95'])}",
+                f"{fmt(drop['macro_f1']['mean'])} {fmt_ci(drop['macro_f1']['ci95'])}",
+                f"{fmt(own['macro_auroc']['mean'])} → {fmt(ext['macro_auroc']['mean'])} "
+                f"{fmt_ci(ext['macro_auroc']['ci95'])}",
+                str(t.get("seeds", "")),
+            ]
+        )
+    section.blocks.append(
+        make_table(
+            [
+                "model",
+                "trained on",
+                "scored on",
+                "shared classes",
+                "macro-F1 own test [95% CI]",
+                "macro-F1 external [95% CI]",
+                "drop [95% CI]",
+                "macro AUROC own → external [CI]",
+                "seeds",
+            ],
+            rows,
+            "Both sides on the shared classes only (images of other classes left out; a model's "
+            "probability of a left-out class is dropped and the rest renormalised).",
+        )
+    )
+    section.blocks.append(_sensitivity_table(transfers))
+    section.blocks.append(
+        ctx.figure(
+            "transfer",
+            "Macro-F1 on the shared classes, train dataset (rows) x test dataset (columns), per "
+            "architecture; the diagonal is the model's own test split.",
+            lambda path: plots.plot_transfer(transfers, path),
+        )
+    )
+    return section
+
+
+def _sensitivity_table(transfers: Sequence[Mapping[str, Any]]) -> Any:
+    rows = []
+    for t in transfers:
+        for cls in t["classes"]:
+            own = t["own"]["sensitivity"][cls]
+            ext = t["external"]["sensitivity"][cls]
+            rows.append(
+                [
+                    f"`{t['model']}`",
+                    f"`{t['train']}` → `{t['test']}`",
+                    cls,
+                    f"{fmt(own['mean'])} {fmt_ci(own['ci95'])}",
+                    f"{fmt(ext['mean'])} {fmt_ci(ext['ci95'])}",
+                ]
+            )
+    return make_table(
+        ["model", "transfer", "class", "sensitivity own test [CI]", "sensitivity external [CI]"],
+        rows,
+        "Per-class sensitivity (recall) on the shared classes.",
+    )
+
+
+def _mapping_section(
+    transfers: Sequence[Mapping[str, Any]], evaluation: Mapping[str, Any]
+) -> Section:
+    section = Section("Label mappings used", level=3)
+    sources = evaluation.get("label_maps", {}).get("sources", [])
+    section.blocks.append(
+        Paragraph(
+            "Classes are put on shared classes by "
+            + (" + ".join(f"`{s}`" for s in sources) or "the built-in label map")
+            + "; what each transfer left out:"
+        )
+    )
+    seen: set[tuple[str, str]] = set()
+    lines: list[str] = []
+    for t in transfers:
+        pair = (str(t["train"]), str(t["test"]))
+        if pair in seen:
+            continue
+        seen.add(pair)
+        lines.extend(str(line).strip() for line in t.get("mapping_lines", []))
+        left = t.get("left_out_images", {})
+        lines.append(
+            f"images left out: {left.get('own', 0)} of `{t['train']}`'s test split, "
+            f"{left.get('external', 0)} of `{t['test']}`'s"
+        )
+    section.blocks.append(Bullets(tuple(lines)))
+    return section
+
+
+def _probe_section(entries: Mapping[str, Mapping[str, Any]]) -> Section:
+    section = Section("Shortcut probe", level=3)
+    rows = []
+    for cell, entry in entries.items():
+        probe = entry.get("probe")
+        if not probe:
+            continue
+        auroc, f1 = probe["macro_auroc"], probe["macro_f1"]
+        rows.append(
+            [
+                f"`{cell}`",
+                probe["region"],
+                f"{fmt(auroc['mean'])} {fmt_ci(auroc['ci95'])}",
+                f"{fmt(f1['mean'])} {fmt_ci(f1['ci95'])}",
+                "**likely uses shortcuts**" if probe["flagged"] else "no",
+            ]
+        )
+    if not rows:
+        section.blocks.append(Paragraph("No model was probed (an evaluation from before it)."))
+        return section
+    margin = next(iter(e["probe"]["margin"] for e in entries.values() if e.get("probe")))
+    section.blocks.append(
+        make_table(
+            ["cell", "removed", "macro AUROC without lungs [95% CI]", "macro-F1 [95% CI]", "flag"],
+            rows,
+            f"Own test split with the lung field set to black. Chance AUROC is 0.5; a model is "
+            f"flagged when the interval's lower end exceeds {0.5 + margin:.2f}. Lung masks are "
+            "the dataset's own where it ships them; elsewhere a fixed central region is removed.",
+        )
+    )
+    return section
+
+
+def _conclusions_section(
+    entries: Mapping[str, Mapping[str, Any]], transfers: Sequence[Mapping[str, Any]]
+) -> Section:
+    section = Section("Conclusions per cell", level=3)
+    lines = [transfer_conclusion(t) for t in transfers]
+    lines += [probe_conclusion(cell, e["probe"]) for cell, e in entries.items() if e.get("probe")]
+    section.blocks.append(Bullets(tuple(lines)) if lines else Paragraph("Nothing to conclude."))
+    return section
+
+
+def transfer_conclusion(t: Mapping[str, Any]) -> str:
+    """One sentence: does the model hold up on the other dataset? Clear only if the interval
+    of the drop leaves out zero."""
+    drop = t["drop"]["macro_f1"]
+    low, high = drop["ci95"]
+    own, ext = t["own"]["macro_f1"]["mean"], t["external"]["macro_f1"]["mean"]
+    head = (
+        f"`{t['model']}` trained on `{t['train']}`, scored on `{t['test']}` "
+        f"({', '.join(t['classes'])}): macro-F1 {fmt(own)} on its own test split, {fmt(ext)} "
+        f"there"
+    )
+    if low > 0:
+        return f"{head}: a clear drop of {fmt(drop['mean'])} [{fmt(low)}, {fmt(high)}]."
+    if high < 0:
+        return f"{head}: clearly better there, by {fmt(-drop['mean'])} [{fmt(-high)}, {fmt(-low)}]."
+    return (
+        f"{head}: no clear difference (drop {fmt(drop['mean'])}, interval [{fmt(low)}, "
+        f"{fmt(high)}] includes zero)."
+    )
+
+
+def probe_conclusion(cell: str, probe: Mapping[str, Any]) -> str:
+    """One sentence on the shortcut probe of a cell's best configuration."""
+    auroc = probe["macro_auroc"]
+    text = (
+        f"`{cell}` without the lungs ({probe['region']}): macro AUROC {fmt(auroc['mean'])} "
+        f"{fmt_ci(auroc['ci95'])}"
+    )
+    if probe["flagged"]:
+        return (
+            f"{text}: well above chance, so the model **likely uses shortcuts** outside the lungs."
+        )
+    return f"{text}: not clearly above {0.5 + probe['margin']:.2f}; no sign of a shortcut."
+
+
+def clinical_sections(exp: Experiment, ctx: Context) -> list[Section]:
+    """Per best configuration: sensitivity and specificity per class, calibration, the COVID
+    class's specificity at high sensitivity, ROC, precision-recall and reliability plots."""
+    section = Section("Clinical metrics")
+    entries = {c: e for c, e in best_entries(exp).items() if e.get("clinical")}
+    if not entries:
+        section.blocks.append(
+            Paragraph("No clinical metrics yet: they come with the final evaluation.")
+        )
+        return [section]
+    section.blocks.append(
+        Paragraph(
+            "Test split, each cell's best configuration; point values are means over the "
+            "evaluation seeds, intervals bootstrap 95% intervals over test images. Multi-class: "
+            "one-vs-rest at the predicted class; multi-label: each label at probability 0.5. "
+            "Expected calibration error (ECE) over 10 equal-width bins of the top-class "
+            "probability (multi-label: of every label's probability)."
+        )
+    )
+    section.blocks.append(_screening_table(entries))
+    sections = [section]
+    for cell, entry in entries.items():
+        sections.append(_clinical_cell(cell, entry, ctx))
+    return sections
+
+
+def _screening_table(entries: Mapping[str, Mapping[str, Any]]) -> Any:
+    rows = []
+    for cell, entry in entries.items():
+        clinical = entry["clinical"]
+        positive = clinical.get("positive_class") or {}
+        rows.append(
+            [
+                f"`{cell}`",
+                f"{fmt(clinical['ece']['mean'])} {fmt_ci(clinical['ece']['ci95'])}",
+                positive.get("class", "—"),
+                _ci_text(positive.get("specificity_at_sensitivity_90")),
+                _ci_text(positive.get("specificity_at_sensitivity_95")),
+            ]
+        )
+    return make_table(
+        ["cell", "ECE [95% CI]", "COVID class", "specificity at 90% sensitivity", "at 95%"],
+        rows,
+        "Specificity at a sensitivity: the best specificity of any threshold on the COVID "
+        "class's probability that still finds that share of COVID images.",
+    )
+
+
+def _ci_text(value: Mapping[str, Any] | None) -> str:
+    if not value:
+        return "—"
+    return f"{fmt(value['mean'])} {fmt_ci(value['ci95'])}"
+
+
+def _clinical_cell(cell: str, entry: Mapping[str, Any], ctx: Context) -> Section:
+    clinical = entry["clinical"]
+    section = Section(f"{cell}: clinical metrics", level=3)
+    rows = [
+        [row["class"], _ci_text(row["sensitivity"]), _ci_text(row["specificity"])]
+        for row in clinical["per_class"]
+    ]
+    section.blocks.append(
+        make_table(["class", "sensitivity [95% CI]", "specificity [95% CI]"], rows)
+    )
+    section.blocks.append(
+        ctx.figure(
+            f"roc-{plots.slug(cell)}",
+            f"{cell}: one-vs-rest ROC and precision-recall curves per class "
+            f"({clinical.get('curves_from', '')}).",
+            lambda path: plots.plot_roc_pr(clinical, cell, path),
+        )
+    )
+    section.blocks.append(
+        ctx.figure(
+            f"reliability-{plots.slug(cell)}",
+            f"{cell}: reliability diagram (accuracy against confidence per bin; the diagonal "
+            "is perfect calibration), ECE "
+            f"{fmt(clinical['ece']['mean'])} {fmt_ci(clinical['ece']['ci95'])}.",
+            lambda path: plots.plot_reliability(clinical, cell, path),
+        )
+    )
+    return section

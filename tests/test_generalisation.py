@@ -1,0 +1,189 @@
+"""External validation, the shortcut probe and clinical metrics, assembled from hand-made test
+predictions whose scores are known by construction (no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr_tune.data.types import DatasetArrays, SplitArrays
+from cxr_tune.evaluate import Contender, assemble, generalisation_plan
+from cxr_tune.experiment import Experiment
+from cxr_tune.generalisation import REGION_CENTRAL, REGION_MASKS, probe_images
+from cxr_tune.stats import probe_summary
+from tests.records import trial_record
+
+D1 = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+D2 = ("covid", "normal", "pneumonia")
+PER_CLASS = 20
+
+
+def _dataset(name: str, classes: tuple[str, ...]) -> DatasetArrays:
+    labels = np.repeat(np.arange(len(classes)), PER_CLASS)
+    images = np.zeros((len(labels), 8, 8), dtype=np.uint8)
+    split = SplitArrays(images=images, labels=labels)
+    return DatasetArrays(name, "multiclass", classes, 8, {"test": split}, name, name)
+
+
+def _confident(predicted: np.ndarray, k: int) -> list[list[float]]:
+    """Probability 0.97 on the predicted class, the rest spread evenly."""
+    rest = 0.03 / (k - 1)
+    out = np.full((len(predicted), k), rest)
+    out[np.arange(len(predicted)), predicted] = 0.97
+    return out.tolist()
+
+
+def _experiment() -> tuple[Experiment, list[Contender]]:
+    trials, contenders = [], []
+    for dataset in ("covid19_radiography", "covid19_pneumonia_normal"):
+        trial = trial_record(f"t-{dataset}", f"{dataset}/alexnet", [0.5, 0.6, 0.7])
+        trial.config.update({"dataset": dataset, "model": "alexnet"})
+        trials.append(trial)
+        contenders.append(Contender(trial.cell, ("best",), trial))
+    record = {
+        "metric": {"name": "val_macro_f1", "mode": "max"},
+        "seed": 0,
+        "datasets": [
+            {"name": "covid19_radiography", "key": "covid19_radiography"},
+            {"name": "covid19_pneumonia_normal", "key": "covid19_pneumonia_normal"},
+        ],
+        "finished_at": "x",
+    }
+    return Experiment(Path("."), record, trials, None), contenders
+
+
+def _runs() -> dict[str, list[dict]]:
+    d1_labels = np.repeat(np.arange(4), PER_CLASS)
+    d2_labels = np.repeat(np.arange(3), PER_CLASS)
+    # The Dataset 1 model: right on its own images; on Dataset 2 it calls covid and normal
+    # right and every pneumonia image Normal.
+    on_d2 = np.array([0] * PER_CLASS + [2] * PER_CLASS + [2] * PER_CLASS)
+    d1_run = {
+        "seed": 0,
+        "predictions": d1_labels.tolist(),
+        "probabilities": _confident(d1_labels, 4),
+        "external": {"covid19_pneumonia_normal": {"probabilities": _confident(on_d2, 4)}},
+        "probe": {"region": REGION_MASKS, "probabilities": _confident(d1_labels, 4)},
+    }
+    # The Dataset 2 model is right everywhere (it has no Lung_Opacity: those images drop out).
+    on_d1 = np.array([0] * PER_CLASS + [1] * PER_CLASS + [1] * PER_CLASS + [2] * PER_CLASS)
+    d2_run = {
+        "seed": 0,
+        "predictions": d2_labels.tolist(),
+        "probabilities": _confident(d2_labels, 3),
+        "external": {"covid19_radiography": {"probabilities": _confident(on_d1, 3)}},
+        "probe": {
+            "region": REGION_CENTRAL,
+            "probabilities": np.full((3 * PER_CLASS, 3), 1 / 3).tolist(),
+        },
+    }
+    return {
+        "covid19_radiography/alexnet#t-covid19_radiography": [d1_run],
+        "covid19_pneumonia_normal/alexnet#t-covid19_pneumonia_normal": [d2_run],
+    }
+
+
+@pytest.fixture(scope="module")
+def assembled() -> dict:
+    """The evaluation of both cells, assembled once (100 bootstrap rounds)."""
+    exp, contenders = _experiment()
+    datasets = {
+        "covid19_radiography": _dataset("covid19_radiography", D1),
+        "covid19_pneumonia_normal": _dataset("covid19_pneumonia_normal", D2),
+    }
+    plan = generalisation_plan(exp, datasets, {})
+    return assemble(exp, datasets, contenders, _runs(), 100, plan=plan)
+
+
+def test_transfer_matrix_known_by_construction(assembled: dict) -> None:
+    result = assembled
+    rows = {(t["train"], t["test"]): t for t in result["transfer"]}
+    assert set(rows) == {
+        ("covid19_radiography", "covid19_pneumonia_normal"),
+        ("covid19_pneumonia_normal", "covid19_radiography"),
+    }
+    d1_to_d2 = rows[("covid19_radiography", "covid19_pneumonia_normal")]
+    assert d1_to_d2["classes"] == ["covid", "normal", "pneumonia"]
+    # Own split on the shared classes: perfect. There: covid F1 1, normal 2*20/(40+20), 0.
+    assert d1_to_d2["own"]["macro_f1"]["mean"] == pytest.approx(1.0)
+    expected = (1.0 + 2 / 3 + 0.0) / 3
+    assert d1_to_d2["external"]["macro_f1"]["mean"] == pytest.approx(expected)
+    assert d1_to_d2["drop"]["macro_f1"]["mean"] == pytest.approx(1.0 - expected)
+    low, high = d1_to_d2["drop"]["macro_f1"]["ci95"]
+    assert 0 < low <= 1.0 - expected <= high  # a clear drop
+    sens = {c: v["mean"] for c, v in d1_to_d2["external"]["sensitivity"].items()}
+    assert sens == pytest.approx({"covid": 1.0, "normal": 1.0, "pneumonia": 0.0})
+    # AUROC: covid 1; normal vs (covid below, pneumonia tied) 0.75; pneumonia all tied 0.5.
+    assert d1_to_d2["external"]["macro_auroc"]["mean"] == pytest.approx((1 + 0.75 + 0.5) / 3)
+    assert d1_to_d2["left_out_images"] == {"own": PER_CLASS, "external": 0}
+    assert any("Lung_Opacity" in line for line in d1_to_d2["mapping_lines"])
+    d2_to_d1 = rows[("covid19_pneumonia_normal", "covid19_radiography")]
+    assert d2_to_d1["external"]["macro_f1"]["mean"] == pytest.approx(1.0)
+    assert d2_to_d1["drop"]["macro_f1"]["mean"] == pytest.approx(0.0)
+    assert d2_to_d1["left_out_images"] == {"own": 0, "external": PER_CLASS}
+
+
+def test_probe_flags_only_the_model_that_scores_without_lungs(assembled: dict) -> None:
+    entries = {e["cell"]: e for e in assembled["entries"]}
+    probed = entries["covid19_radiography/alexnet"]["probe"]
+    blind = entries["covid19_pneumonia_normal/alexnet"]["probe"]
+    assert probed["flagged"] and probed["macro_auroc"]["mean"] == pytest.approx(1.0)
+    assert not blind["flagged"] and blind["macro_auroc"]["mean"] == pytest.approx(0.5)
+    assert (probed["region"], blind["region"]) == (REGION_MASKS, REGION_CENTRAL)
+
+
+def test_clinical_metrics_of_each_entry(assembled: dict) -> None:
+    entries = {e["cell"]: e for e in assembled["entries"]}
+    clinical = entries["covid19_radiography/alexnet"]["clinical"]
+    assert [row["class"] for row in clinical["per_class"]] == list(D1)
+    assert all(row["sensitivity"]["mean"] == 1.0 for row in clinical["per_class"])
+    assert clinical["positive_class"]["class"] == "COVID"
+    assert clinical["positive_class"]["specificity_at_sensitivity_95"]["mean"] == 1.0
+    # Confident (0.97) and always right: ECE 0.03.
+    assert clinical["ece"]["mean"] == pytest.approx(0.03)
+    assert clinical["roc"]["COVID"]["auc"] == pytest.approx(1.0)
+
+
+def test_probe_summary_on_random_scores_is_quiet() -> None:
+    rng = np.random.default_rng(1)
+    targets = np.repeat(np.arange(4), 50)
+    runs = [{"probe": {"probabilities": rng.dirichlet(np.ones(4), size=200).tolist()}}]
+    indices = rng.integers(0, 200, size=(200, 200))
+    probe = probe_summary("multiclass", runs, targets, 4, indices, REGION_MASKS)
+    assert not probe["flagged"] and abs(probe["macro_auroc"]["mean"] - 0.5) < 0.1
+
+
+def test_probe_images_blank_masks_or_the_centre() -> None:
+    images = np.full((2, 10, 10), 200, dtype=np.uint8)
+    masks = np.zeros((2, 10, 10), dtype=np.uint8)
+    masks[:, 3:7, 2:5] = 1
+    blanked, region = probe_images(SplitArrays(images, np.zeros(2), masks))
+    assert region == REGION_MASKS and (blanked == 0).sum() == 2 * 12
+    central, region = probe_images(SplitArrays(images, np.zeros(2)))
+    assert region == REGION_CENTRAL
+    assert central[0, 5, 5] == 0 and central[0, 0, 0] == 200 and central[0, 9, 9] == 200
+    assert images.min() == 200  # the split itself is untouched
+
+
+@pytest.mark.slow  # renders a whole report with its plots (about 4 s unloaded)
+def test_report_shows_generalisation_and_clinical_sections(assembled: dict, tmp_path: Path) -> None:
+    from cxr_tune.report import write_experiment_report
+
+    exp, _ = _experiment()
+    exp.evaluation = assembled
+    report = write_experiment_report(exp, tmp_path).read_text()
+    assert "## Generalisation" in report and "### Transfer matrix" in report
+    assert "a clear drop of" in report and "no clear difference" in report
+    assert "**likely uses shortcuts**" in report and "no sign of a shortcut" in report
+    assert "Lung_Opacity (lung_opacity: no counterpart in covid19_pneumonia_normal)" in report
+    assert "## Clinical metrics" in report and "specificity at 90% sensitivity" in report
+    plots = {p.name for p in (tmp_path / "plots").glob("*.png")}
+    assert {"transfer.png", "roc-covid19_radiography-alexnet.png"} <= plots
+    assert "reliability-covid19_pneumonia_normal-alexnet.png" in plots
+    assert "could not be" not in report
+    import pandas as pd
+
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert {"test_ece", "test_covid_spec_at_sens95", "probe_flagged"} <= set(trials.columns)
