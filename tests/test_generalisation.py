@@ -187,3 +187,104 @@ def test_report_shows_generalisation_and_clinical_sections(assembled: dict, tmp_
 
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert {"test_ece", "test_covid_spec_at_sens95", "probe_flagged"} <= set(trials.columns)
+
+
+def _phantom_experiment(folder: Path, tmp_path: Path) -> Path:
+    """An experiment folder whose record names the built-in phantom as the search did."""
+    import json
+
+    from cxr_tune.config import DataSource
+    from cxr_tune.data import DataOptions, load_dataset
+
+    options = DataOptions(image_size=32, phantom_images=64, cache_dir=tmp_path / "cache")
+    arrays = load_dataset(DataSource.phantom(), options)
+    record = {
+        "name": folder.name,
+        "data_options": options.to_record(),
+        "datasets": [
+            {
+                "name": "phantom",
+                "key": "phantom",
+                "source": "built-in",
+                "split_hash": arrays.split_hash,
+                "image_size": 32,
+            }
+        ],
+        "metric": {"name": "val_macro_f1", "mode": "max"},
+    }
+    folder.mkdir(parents=True)
+    (folder / "cxr_tune.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_evaluate_external_with_an_unknown_class_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cxr_tune.cli import run_command
+    from tests.data.builders import save_image
+
+    exp = _phantom_experiment(tmp_path / "exp", tmp_path)
+    hospital = tmp_path / "hospital"
+    for k, name in enumerate(("COVID", "Pneumnia", "Normal")):
+        for i in range(4):
+            save_image(hospital / name / f"{i}.png", 50 * k + i, size=(40, 40))
+    args = [str(exp), "--external", str(hospital), "--cache-dir", str(tmp_path / "cache")]
+    assert run_command("evaluate", args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'Pneumnia'" in err[0] and "Did you mean 'pneumonia'?" in err[0]
+    assert not (exp / "evaluation.json").exists()
+
+
+@pytest.mark.slow  # decodes a DICOM folder and renders a whole report
+def test_dicom_external_set_leaves_no_patient_identifier_in_the_report(
+    assembled: dict, tmp_path: Path
+) -> None:
+    """A hospital's DICOM folder as an external set: its header values reach neither the
+    evaluation nor any file of the report."""
+    import json
+
+    from cxr_tune.config import DataSource
+    from cxr_tune.evaluate import load_externals
+    from cxr_tune.report import write_experiment_report
+    from tests.data.builders import pattern
+    from tests.data.dicom_builders import OTHER_IDS, PATIENT_ID, PATIENT_NAME, write_image
+
+    hospital = tmp_path / "hospital"
+    for k, name in enumerate(("covid", "normal", "pneumonia")):
+        for i in range(8):
+            stored = pattern(300 + 10 * k + i, 40, 40).astype(np.uint16) * 16
+            write_image(hospital / name / f"IM{i:04d}", stored, bits_stored=12)
+    exp, contenders = _experiment()
+    exp.record["data_options"] = {"image_size": 8, "seed": 0}
+    externals = load_externals(
+        exp, [DataSource.parse(str(hospital))], cache_dir=tmp_path / "cache", echo=lambda _: None
+    )
+    (name,) = externals
+    ext = externals[name]
+    datasets = {
+        "covid19_radiography": _dataset("covid19_radiography", D1),
+        "covid19_pneumonia_normal": _dataset("covid19_pneumonia_normal", D2),
+    }
+    runs = _runs()
+    for key, (run,) in runs.items():
+        width = 4 if key.startswith("covid19_radiography") else 3
+        test = np.asarray(ext.arrays.split("test").labels)
+        run["external"][name] = {"probabilities": _confident(test % width, width)}
+    plan = generalisation_plan(exp, datasets, externals)
+    evaluation = assemble(
+        exp, datasets, contenders, runs, 50, plan=plan, others={**datasets, name: ext.arrays}
+    )
+    evaluation["external_sets"] = [ext.describe(name)]
+    assert {t["test"] for t in evaluation["transfer"]} >= {name}
+    exp.evaluation = evaluation
+    out = tmp_path / "report"
+    write_experiment_report(exp, out)
+    (out / "evaluation.json").write_text(json.dumps(evaluation))
+    secrets = [PATIENT_NAME, PATIENT_ID, *OTHER_IDS, OTHER_IDS[1].replace("-", "")]
+    secrets += PATIENT_NAME.split("^")
+    written = [p for p in [*out.rglob("*"), *(tmp_path / "cache").rglob("*")] if p.is_file()]
+    assert any(p.suffix == ".png" for p in written)
+    for path in written:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, f"{secret} in {path.name}"
