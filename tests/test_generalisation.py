@@ -288,3 +288,25 @@ def test_dicom_external_set_leaves_no_patient_identifier_in_the_report(
         data = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in data, f"{secret} in {path.name}"
+
+
+def test_report_split_lines_state_the_mode_and_the_published_split() -> None:
+    from cxr_tune.report.results import split_lines
+
+    exp, _ = _experiment()
+    exp.record["data_options"] = {"split": "grouped"}
+    exp.record["datasets"][0]["published_split"] = {
+        "mode": "grouped",
+        "crossing_pairs_same_patient": 60,
+        "crossing_pairs_near_duplicate": 3,
+        "moved_total": 22,
+        "test_images": {"published": 257, "used": 279},
+    }
+    lines = split_lines(exp)
+    assert lines[0].startswith("split: `grouped`")
+    assert lines[1] == (
+        "`covid19_radiography` publishes a split: 60 same-patient and 3 near-duplicate pairs "
+        "of images lie on both sides of it; regrouped, 22 images moved to keep groups whole "
+        "(test split 279 images, published 257)"
+    )
+    assert len(lines) == 2  # the other dataset publishes no split

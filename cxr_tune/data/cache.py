@@ -250,7 +250,16 @@ def open_cache(path: Path) -> DatasetArrays:
         splits=splits,
         dataset_hash=meta["dataset_hash"],
         split_hash=meta["split_hash"],
+        published_split=_published_of(path),
     )
+
+
+def _published_of(path: Path) -> dict[str, Any] | None:
+    """The published-split audit in split.json (None where the dataset publishes no split)."""
+    try:
+        return _read_json(path / "split.json").get("published")
+    except DataError:
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

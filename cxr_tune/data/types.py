@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +111,9 @@ class DatasetArrays:
     splits: Mapping[str, SplitArrays]
     dataset_hash: str
     split_hash: str
+    # How the split treated a split the dataset publishes (``cxr_tune.data.published``): the
+    # mode, the pairs across it and the images moved; None where the dataset publishes none.
+    published_split: Mapping[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -48,6 +48,7 @@ def summary_sections(exp: Experiment, ctx: Context) -> list[Section]:
     datasets = exp.record.get("datasets", [])
     if datasets:
         section.blocks.append(_datasets_table(datasets))
+        section.blocks.append(Bullets(tuple(split_lines(exp))))
     notes = list(exp.problems) + [
         f"trial {t.trial_id} ({t.folder.name}): {'; '.join(t.problems)}"
         for t in exp.trials
@@ -114,6 +115,37 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.2f} h"
+
+
+def split_lines(exp: Experiment) -> list[str]:
+    """How each dataset was split: the ``--split`` mode, and for a dataset that publishes a
+    split, the pairs across it and the images moved (or kept) because of them."""
+    mode = exp.record.get("data_options", {}).get("split", "grouped")
+    lines = [
+        f"split: `{mode}` (grouped, stratified 70/15/15 by patient, or by near-duplicate "
+        "cluster where there is no patient id"
+        + ("; a dataset's own split kept exactly" if mode == "published" else "")
+        + ")"
+    ]
+    for info in exp.record.get("datasets", []):
+        audit = info.get("published_split")
+        if not audit:
+            continue
+        pairs = (
+            f"{audit['crossing_pairs_same_patient']} same-patient and "
+            f"{audit['crossing_pairs_near_duplicate']} near-duplicate pairs of images lie on "
+            "both sides of it"
+        )
+        if audit["mode"] == "published":
+            what = "kept exactly; its test scores include that leakage"
+        else:
+            what = f"regrouped, {audit['moved_total']} images moved to keep groups whole"
+        test = audit.get("test_images", {})
+        lines.append(
+            f"`{info.get('name')}` publishes a split: {pairs}; {what} (test split "
+            f"{test.get('used', '?')} images, published {test.get('published', '?')})"
+        )
+    return lines
 
 
 def _datasets_table(datasets: list[Mapping[str, Any]]) -> Block:

@@ -170,6 +170,7 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
                 "sizes": arrays.sizes(),
                 "dataset_hash": arrays.dataset_hash,
                 "split_hash": arrays.split_hash,
+                "published_split": arrays.published_split,
             }
             for (name, arrays), source, key in zip(
                 data.items(), request.sources, request.dataset_keys

@@ -128,6 +128,7 @@ def test_prepare_planted_cross_split_duplicate(
     assert info["patient_ids_from_names"] == {"Kermany person<N>_bacteria|virus_<M>": 3}
     notes = " ".join(entry.meta["notes"])
     assert "Patient ids read from file names: 3 images by Kermany" in notes
+    assert entry.arrays().published_split == audit  # what the experiment record keeps
     rows = {r["path"]: r for r in read_manifest(entry.path)}
     test_rows = {p for p, r in rows.items() if r["split"] == "test"}
     if mode == "published":
