@@ -320,16 +320,19 @@ def plot_transfer(transfers: Sequence[Mapping[str, Any]], path: Path) -> Path:
     fig, axes = _grid(len(models), width=4.6, height=3.8)
     for ax, model in zip(axes, models, strict=True):
         rows = [t for t in transfers if str(t["model"]) == model]
-        names = sorted({str(t["train"]) for t in rows} | {str(t["test"]) for t in rows})
-        index = {n: k for k, n in enumerate(names)}
-        values = np.full((len(names), len(names)), np.nan)
+        trained = sorted({str(t["train"]) for t in rows})
+        # Columns: the training datasets first (the diagonal), then sets only scored on.
+        scored = trained + sorted({str(t["test"]) for t in rows} - set(trained))
+        row_of = {n: k for k, n in enumerate(trained)}
+        col_of = {n: k for k, n in enumerate(scored)}
+        values = np.full((len(trained), len(scored)), np.nan)
         for t in rows:
-            values[index[t["train"]], index[t["test"]]] = t["external"]["macro_f1"]["mean"]
-            if math.isnan(values[index[t["train"]], index[t["train"]]]):
-                values[index[t["train"]], index[t["train"]]] = t["own"]["macro_f1"]["mean"]
+            values[row_of[t["train"]], col_of[t["test"]]] = t["external"]["macro_f1"]["mean"]
+            if math.isnan(values[row_of[t["train"]], col_of[t["train"]]]):
+                values[row_of[t["train"]], col_of[t["train"]]] = t["own"]["macro_f1"]["mean"]
         ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1)
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xticks(range(len(scored)), scored, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(trained)), trained, fontsize=8)
         ax.set_xlabel("scored on (test split)")
         ax.set_ylabel("trained on")
         ax.set_title(f"{model}: macro-F1", fontsize=9)
