@@ -310,3 +310,21 @@ def test_report_split_lines_state_the_mode_and_the_published_split() -> None:
         "(test split 279 images, published 257)"
     )
     assert len(lines) == 2  # the other dataset publishes no split
+
+
+def test_clinical_summary_multilabel_uses_the_covid_label() -> None:
+    from cxr_tune.data.labelmap import DatasetClasses, load_label_maps
+    from cxr_tune.generalisation import clinical_of
+
+    classes = ("COVID-19", "No Finding", "Pneumonia")
+    targets = np.array([[1, 0, 1]] * 10 + [[0, 1, 0]] * 10 + [[0, 0, 1]] * 10)
+    probabilities = np.where(targets == 1, 0.9, 0.1)
+    run = {"probabilities": probabilities.tolist()}
+    dataset = DatasetClasses("covid_chestxray", "covid_chestxray", "multilabel", classes)
+    indices = np.random.default_rng(0).integers(0, 30, size=(50, 30))
+    clinical = clinical_of("multilabel", [run], targets, dataset, indices, load_label_maps())
+    assert clinical["positive_class"]["class"] == "COVID-19"
+    assert clinical["positive_class"]["specificity_at_sensitivity_95"]["mean"] == 1.0
+    assert [row["sensitivity"]["mean"] for row in clinical["per_class"]] == [1.0, 1.0, 1.0]
+    # Every label probability is 0.9 where positive and 0.1 where not: ECE 0.1.
+    assert clinical["ece"]["mean"] == pytest.approx(0.1)

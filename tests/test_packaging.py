@@ -135,3 +135,6 @@ def test_wheel_runs_named_spaces_from_another_folder(installed_wheel: tuple[Path
     reports = list((work / "results").glob("smoke-smoke-*/report.md"))
     assert len(reports) == 1, searched.stdout[-2000:]
     assert "trials: " in searched.stdout and "Traceback" not in searched.stderr
+    # The default search scores site B as an external set, through the label map the wheel ships.
+    report = reports[0].read_text()
+    assert "## Generalisation" in report and "`phantom_b`" in report
