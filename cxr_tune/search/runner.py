@@ -194,8 +194,6 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     """Run (or resume) a search and write its report; returns counts of trial outcomes."""
     import ray
 
-    from cxr_tune.search.searcher import STUDY_DB_ENV
-
     _quiet_ray_output()
     check_before_start(request)
     previous = _previous_record(request)
@@ -204,9 +202,6 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     started_ray = _init_ray(request.ray_address)
     remote: SearchOutcome | None = None
     experiment: Experiment | None = None
-    # Pointed at this run's study for the searcher and scheduler, and put back afterwards: a
-    # second search (or a bare CellSearcher) in this process must not open this study.
-    previous_study_db = os.environ.get(STUDY_DB_ENV)
     try:
         from cxr_tune.search.resources import check_gpu_shares, check_gpus_reachable
 
@@ -219,7 +214,6 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         record = _record_for_run(request, datasets, previous)
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
         study_db = _study_location(request)
-        os.environ[STUDY_DB_ENV] = str(study_db)
         tuner = build_tuner(request, search_data, str(study_db), time_budget)
         echo(
             f"search: {request.plan.total_trials} trials -> {request.storage.experiment(request.name)}"
@@ -265,10 +259,6 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
             # Evaluation and report work on a local copy, while Ray is still up.
             remote = _finish_remote(request, datasets, echo, interrupted=interrupted)
     finally:
-        if previous_study_db is None:
-            os.environ.pop(STUDY_DB_ENV, None)
-        else:
-            os.environ[STUDY_DB_ENV] = previous_study_db
         if started_ray:
             ray.shutdown()
     if remote is not None:
@@ -458,6 +448,7 @@ def build_tuner(
     if request.resume:
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         _use_time_budget(tuner, time_budget)
+        _use_study_db(tuner, study_db)
         return tuner
     searcher = CellSearcher(plan, study_db)
     searcher.use_time_budget(time_budget)
@@ -465,7 +456,7 @@ def build_tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler_for(plan, time_budget),
+            scheduler=scheduler_for(plan, time_budget, study_db=study_db),
             num_samples=plan.total_trials,
             max_concurrent_trials=plan.max_concurrent,
             reuse_actors=True,
@@ -521,6 +512,17 @@ def _use_time_budget(tuner: Any, budget: TimeBudget | None) -> None:
         budget is not None or isinstance(run_config.stop, OverrunStopper)
     ):
         run_config.stop = OverrunStopper(budget) if budget else None
+
+
+def _use_study_db(tuner: Any, study_db: str) -> None:
+    """Point a restored tuner's searcher and scheduler at this run's study file: they were
+    unpickled with the path of the run that started the experiment. Ray offers no public way
+    to reach them (its tune config is private); a Ray Client tuner keeps them remote."""
+    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    for name in ("search_alg", "scheduler"):
+        algorithm: Any = getattr(config, name, None)
+        if hasattr(algorithm, "use_study_db"):
+            algorithm.use_study_db(study_db)
 
 
 def _trial_name(trial: Any) -> str:

@@ -6,12 +6,17 @@ per cell, created on first sight of the cell, and routes every event to it.
 
 Both schedulers here also keep a search's epoch budget per cell (``search/budget.py``): a trial
 that may not train another epoch within it is stopped where it is.
+
+What the schedulers read of Tune is small, and it is all their decisions depend on: of a trial,
+``trial_id``, ``config``, ``status`` and ``last_result`` (the result before the one being
+decided on); of the controller, ``get_trials()``. ``search/simulate.py`` drives the same
+schedulers (and the same searcher) with trials of its own that have just these, on a simulated
+clock, to replay stored learning curves without Ray running any trial.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import sqlite3
 from collections.abc import Iterable
@@ -19,12 +24,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from cxr_tune.constants import TRIAL_FILE
 from cxr_tune.metrics import learned_nothing
 from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, TimeBudget, cell_of
-from cxr_tune.trainable import TRIAL_FILE
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -34,17 +40,23 @@ if TYPE_CHECKING:
 TIME_ATTR = EPOCH_KEY
 
 
-def scheduler_for(plan: Plan, time_budget: TimeBudget | None = None) -> CellASHA | SavingFIFO:
+def scheduler_for(
+    plan: Plan, time_budget: TimeBudget | None = None, *, study_db: str | None = None
+) -> CellASHA | SavingFIFO:
     """The Tune scheduler a plan asks for: ASHA per cell, or none; both keep its epoch budget,
-    and ``time_budget`` (the experiment's time and GPU-hours) where one is given."""
-    scheduler = _scheduler_for(plan)
+    and ``time_budget`` (the experiment's time and GPU-hours) where one is given.
+
+    ``study_db`` is the run's Optuna study file, the record of which trials ended that a
+    resumed run checks its restored trials against (None: nothing to check).
+    """
+    scheduler = _scheduler_for(plan, study_db)
     scheduler.use_time_budget(time_budget, plan.rung_epochs())
     return scheduler
 
 
-def _scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
+def _scheduler_for(plan: Plan, study_db: str | None) -> CellASHA | SavingFIFO:
     if plan.scheduler.name != "asha":
-        return SavingFIFO(budget_epochs=plan.budget_epochs)
+        return SavingFIFO(budget_epochs=plan.budget_epochs, study_db=study_db)
     rung_metric, rung_mode = plan.scheduler.rung_metric(plan.space.metric, plan.space.mode)
     return CellASHA(
         metric=rung_metric,
@@ -55,10 +67,38 @@ def _scheduler_for(plan: Plan) -> CellASHA | SavingFIFO:
         max_t=plan.epochs,
         budget_epochs=plan.budget_epochs,
         no_skill_epoch=plan.scheduler.no_skill_epoch,
+        study_db=study_db,
+        seed=plan.seed,
     )
 
 
-class CellASHA(FIFOScheduler):
+class _RetiresEndedTrials:
+    """Retires, once per run of a driver, restored trials that had already ended.
+
+    Which run has checked is state of the scheduler object, not of the process: a scheduler
+    is built (or unpickled from the experiment's state by ``--resume``) once per run of a
+    driver, and the flag is never pickled, so every restored scheduler checks again.
+    """
+
+    study_db: str | None = None
+    _retired = False
+
+    def use_study_db(self, study_db: str | None) -> None:
+        """The study file this run keeps (a restored scheduler holds the starting run's)."""
+        self.study_db = study_db
+
+    def _retire_once(self, tune_controller: TuneController) -> None:
+        if not self._retired:
+            self._retired = True
+            retire_ended_trials(tune_controller, self.study_db)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_retired", None)
+        return state
+
+
+class CellASHA(_RetiresEndedTrials, FIFOScheduler):
     """Asynchronous successive halving with one bracket set per cell.
 
     Args:
@@ -70,6 +110,8 @@ class CellASHA(FIFOScheduler):
         budget_epochs: the most epochs trained per cell (None: no limit).
         no_skill_epoch: at this epoch, stop a trial that has learned nothing, whatever its rank
             at a rung (0: never; see ``metrics.learned_nothing``).
+        study_db: the run's Optuna study file (see ``retire_ended_trials``).
+        seed: seeds the draw of each new trial's bracket (with one bracket there is no draw).
     """
 
     def __init__(
@@ -83,8 +125,14 @@ class CellASHA(FIFOScheduler):
         max_t: int = 100,
         budget_epochs: int | None = None,
         no_skill_epoch: int = 0,
+        study_db: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        self.study_db = study_db
+        # Ray's ASHA draws a trial's bracket from numpy's global generator: unseeded, so two
+        # runs of one search could put a trial in different brackets.
+        self._rng = np.random.default_rng(seed)
         self._budget = BudgetKeeper(budget_epochs)
         self._no_skill_epoch = no_skill_epoch
         self._no_skill: dict[str, int] = {}
@@ -122,7 +170,14 @@ class CellASHA(FIFOScheduler):
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
         save_experiment_soon(tune_controller)
-        self._cell_of(trial).on_trial_add(tune_controller, trial)
+        scheduler = self._cell_of(trial)
+        # Ray's rule for the bracket (softmax over the brackets' rung counts, so brackets with
+        # more rungs get more trials), drawn from this scheduler's own seeded generator.
+        brackets = scheduler._brackets
+        sizes = np.array([len(b._rungs) for b in brackets], dtype=float)
+        weights = np.exp(sizes - sizes.max())
+        index = int(self._rng.choice(len(brackets), p=weights / weights.sum()))
+        scheduler._trial_info[trial.trial_id] = brackets[index]
 
     def on_trial_result(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
@@ -190,27 +245,29 @@ class CellASHA(FIFOScheduler):
         return f"ASHA per cell: {len(self._cells)} cells, {stopped} trials stopped early"
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
-        retire_ended_trials(tune_controller)
+        self._retire_once(tune_controller)
         return super().choose_trial_to_run(tune_controller)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+            pickle.dump(self.__getstate__(), f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
 
 
-class SavingFIFO(FIFOScheduler):
+class SavingFIFO(_RetiresEndedTrials, FIFOScheduler):
     """First in, first out (no early stopping), saving the experiment as each trial ends.
 
     Args:
         budget_epochs: the most epochs trained per cell (None: no limit).
+        study_db: the run's Optuna study file (see ``retire_ended_trials``).
     """
 
-    def __init__(self, budget_epochs: int | None = None) -> None:
+    def __init__(self, budget_epochs: int | None = None, study_db: str | None = None) -> None:
         super().__init__()
+        self.study_db = study_db
         self._budget = BudgetKeeper(budget_epochs)
 
     def on_trial_result(
@@ -229,7 +286,7 @@ class SavingFIFO(FIFOScheduler):
         self._budget.use_time_budget(budget, rungs)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
-        retire_ended_trials(tune_controller)
+        self._retire_once(tune_controller)
         return super().choose_trial_to_run(tune_controller)
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
@@ -259,12 +316,10 @@ def save_experiment_soon(tune_controller: TuneController) -> None:
         manager._should_force_sync_up = True
 
 
-# Controllers (one per run of a driver) whose restored trials were already checked.
-_RETIRED_FOR: set[int] = set()
 _ENDED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
 
-def retire_ended_trials(tune_controller: TuneController) -> None:
+def retire_ended_trials(tune_controller: TuneController, study_db: str | None) -> None:
     """End, without training them, restored trials that had already ended before a restart.
 
     The experiment state ``--resume`` starts from can be older than a trial's end: the driver
@@ -273,10 +328,7 @@ def retire_ended_trials(tune_controller: TuneController) -> None:
     record of which trials ended; such trials are stopped here, with their last logged result,
     instead of trained again (or failing on a checkpoint that is gone).
     """
-    if id(tune_controller) in _RETIRED_FOR:
-        return
-    _RETIRED_FOR.add(id(tune_controller))
-    ended = ended_trial_ids(os.environ.get("CXR_TUNE_STUDY_DB", ""))
+    ended = ended_trial_ids(study_db or "")
     for trial in list(tune_controller.get_trials()):
         if trial.status == Trial.PENDING and trial.trial_id in ended:
             last = logged_last_result(trial)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import pickle
 import sqlite3
 import tempfile
@@ -46,9 +45,6 @@ from cxr_tune.search.budget import EPOCH_KEY, TimeBudget, has_room
 from cxr_tune.search.plan import Cell, Plan
 from cxr_tune.spaces import Param
 
-# The runner points this at the study file of the current run (local experiment folder, or a
-# local scratch copy when the storage is remote); a restored searcher reads it too.
-STUDY_DB_ENV = "CXR_TUNE_STUDY_DB"
 STATUS_OK = "ok"
 # Study attribute set when the searcher deals no more trials in the cell (value: why).
 SEARCH_ENDED = "search_ended"
@@ -131,13 +127,17 @@ class CellSearcher(Searcher):
 
     Args:
         plan: the search plan (cells, params, samples per cell, seed).
-        study_db: default path of the SQLite study file (``$CXR_TUNE_STUDY_DB`` wins).
+        study_db: path of the SQLite study file (the local experiment folder's, or a local
+            scratch copy when the storage is remote). A searcher restored on another machine
+            is pointed at that run's file with ``use_study_db``. None keeps the studies in
+            memory, for replays (``search/simulate.py``): nothing is saved.
     """
 
-    def __init__(self, plan: Plan, study_db: str) -> None:
+    def __init__(self, plan: Plan, study_db: str | None) -> None:
         super().__init__(metric=plan.space.metric, mode=plan.space.mode)
         self._plan = plan
-        self._default_db = study_db
+        self.study_db = study_db
+        self._memory: optuna.storages.BaseStorage | None = None
         self._time_budget: TimeBudget | None = None
         self._cells: dict[str, Cell] = {c.id: c for c in plan.cells}
         self._grid = grid_points(plan.params) if plan.space.algorithm == "grid" else []
@@ -240,7 +240,7 @@ class CellSearcher(Searcher):
             "trials": self._trials,
             "told": self._told,
             "epochs": self._epochs,
-            "db": _read_db(self.study_db) if Path(self.study_db).exists() else None,
+            "db": _read_db(str(self.study_db)) if self._db_exists() else None,
         }
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
@@ -254,21 +254,37 @@ class CellSearcher(Searcher):
         self._epochs.update(state.get("epochs", {}))
         # The live file is at least as new as the checkpoint; a missing one (another machine,
         # or a lost scratch folder) is put back from the checkpoint.
-        if state.get("db") and not Path(self.study_db).exists():
+        if state.get("db") and self.study_db and not Path(self.study_db).exists():
             Path(self.study_db).parent.mkdir(parents=True, exist_ok=True)
             Path(self.study_db).write_bytes(state["db"])
         self._studies.clear()
         self._fail_orphans()
 
-    # ---- internals -----------------------------------------------------------------------
-    @property
-    def study_db(self) -> str:
-        return os.environ.get(STUDY_DB_ENV, self._default_db)
+    def use_study_db(self, study_db: str | None) -> None:
+        """Keep the studies in ``study_db`` from now on: a searcher unpickled from an
+        experiment's state holds the path of the run that started it, which need not exist
+        where the experiment resumes (remote storage resumed on another machine)."""
+        self.study_db = study_db
+        self._studies.clear()
 
+    # ---- internals -----------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_studies"] = {}  # Optuna studies hold database connections
         return state
+
+    def _db_exists(self) -> bool:
+        return bool(self.study_db) and Path(str(self.study_db)).exists()
+
+    def _open_storage(self) -> optuna.storages.BaseStorage:
+        if self.study_db is None:
+            if self._memory is None:
+                self._memory = optuna.storages.InMemoryStorage()
+            return self._memory
+        Path(self.study_db).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(
+            f"sqlite:///{self.study_db}", engine_kwargs={"connect_args": {"timeout": 60}}
+        )
 
     def _open_cells(self) -> list[Cell]:
         """Cells that may still start trials, in plan order (new trials go to the one with
@@ -312,10 +328,7 @@ class CellSearcher(Searcher):
         return self._studies[cell.id]
 
     def _open_study(self, cell: Cell) -> optuna.Study:
-        Path(self.study_db).parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{self.study_db}", engine_kwargs={"connect_args": {"timeout": 60}}
-        )
+        storage = self._open_storage()
         index = list(self._cells).index(cell.id)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
@@ -404,7 +417,7 @@ class CellSearcher(Searcher):
     def _fail_orphans(self) -> None:
         """Mark trials lost with a killed driver FAIL: asked but never reached Ray, or queued
         but never asked (left waiting, a stale point would be handed to the next trial)."""
-        if not Path(self.study_db).exists():
+        if not self._db_exists():
             return
         known = {(cell, number) for cell, number, _ in self._trials.values()}
         lost_states = (TrialState.RUNNING, TrialState.WAITING)

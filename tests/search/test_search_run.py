@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -52,10 +51,12 @@ def diverging_run(ray_local, tmp_path_factory, monkeypatch_module):
     seen: dict[str, object] = {}
     original = runner_module.build_tuner
 
-    def spy(request, data, study_db):
+    def spy(request, data, study_db, *rest):
         seen["data"] = dict(data)
-        seen["study_db_env"] = os.environ.get("CXR_TUNE_STUDY_DB")
-        return original(request, data, study_db)
+        tuner = original(request, data, study_db, *rest)
+        config = tuner._local_tuner._tune_config
+        seen["study_dbs"] = (config.search_alg.study_db, config.scheduler.study_db)
+        return tuner
 
     monkeypatch_module.setattr(runner_module, "build_tuner", spy)
     request = SearchRequest(
@@ -67,9 +68,7 @@ def diverging_run(ray_local, tmp_path_factory, monkeypatch_module):
         name="diverge",
     )
     lines: list[str] = []
-    monkeypatch_module.delenv("CXR_TUNE_STUDY_DB", raising=False)
     outcome = run_search(request, echo=lines.append)
-    seen["study_db_env_after"] = os.environ.get("CXR_TUNE_STUDY_DB")
     return outcome, seen, Path(outcome.experiment), lines
 
 
@@ -187,8 +186,7 @@ def test_a_seed_reproduces_its_search_trial(diverging_run):
     assert retrained["predictions"] == from_checkpoint["predictions"]
 
 
-def test_the_study_location_is_set_for_the_run_only(diverging_run):
+def test_the_study_location_is_handed_to_the_searcher_and_the_scheduler(diverging_run):
     outcome, seen, folder, _ = diverging_run
-    # Left set, it would make a later searcher in this process open this run's study.
-    assert seen["study_db_env"] == str(folder / "optuna.db")
-    assert seen["study_db_env_after"] is None
+    # Passed to each, not through the environment, where it would outlive the run.
+    assert seen["study_dbs"] == (str(folder / "optuna.db"), str(folder / "optuna.db"))

@@ -19,8 +19,7 @@ def plan():
 
 
 @pytest.fixture
-def searcher(plan, tmp_path, monkeypatch):
-    monkeypatch.delenv("CXR_TUNE_STUDY_DB", raising=False)
+def searcher(plan, tmp_path):
     return CellSearcher(plan, str(tmp_path / "optuna.db"))
 
 
@@ -119,16 +118,17 @@ def test_failed_trials_are_fail_with_the_reason(searcher, result, error, reason)
     assert reason in trial.user_attrs["failure_reason"]
 
 
-def test_save_and_restore_keep_the_history(searcher, plan, tmp_path, monkeypatch):
+def test_save_and_restore_keep_the_history(searcher, plan, tmp_path):
     searcher.suggest("t0")
     searcher.on_trial_complete("t0", {"epoch": 3, "val_macro_f1": 0.5, "status": "ok"})
     searcher.suggest("t1")  # still running when the driver stops
     checkpoint = tmp_path / "searcher.pkl"
     searcher.save(str(checkpoint))
-    # Another machine: the live study file is gone, the checkpoint brings it back.
-    monkeypatch.setenv("CXR_TUNE_STUDY_DB", str(tmp_path / "elsewhere" / "optuna.db"))
-    restored = CellSearcher(plan, "unused.db")
+    # Another machine: the live study file is gone, the checkpoint brings it back there.
+    restored = CellSearcher(plan, "the-starting-run.db")
+    restored.use_study_db(str(tmp_path / "elsewhere" / "optuna.db"))
     restored.restore(str(checkpoint))
+    assert (tmp_path / "elsewhere" / "optuna.db").is_file()
     restored.on_trial_complete("t1", {"epoch": 3, "val_macro_f1": 0.6, "status": "ok"})
     trials = _study(restored, "phantom/alexnet").trials + _study(restored, "phantom/vgg11").trials
     assert sorted(t.value for t in trials if t.state == TrialState.COMPLETE) == [0.5, 0.6]
