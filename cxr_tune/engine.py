@@ -39,6 +39,7 @@ from cxr_tune.constants import (
     VAL_LOSS,
 )
 from cxr_tune.data.types import DatasetArrays, SplitArrays
+from cxr_tune.losses import MaskedBCEWithLogitsLoss
 from cxr_tune.metrics import multiclass_metrics, multilabel_metrics
 from cxr_tune.models import create_model
 from cxr_tune.optim import create_optimizer
@@ -143,8 +144,9 @@ def to_device(split: SplitArrays, device: torch.device, task: Task) -> DeviceSpl
 
 
 def loss_function(task: Task) -> nn.Module:
-    """Cross-entropy for multi-class, BCE-with-logits for multi-label (as the paper)."""
-    return nn.BCEWithLogitsLoss() if task == "multilabel" else nn.CrossEntropyLoss()
+    """Cross-entropy for multi-class, BCE-with-logits for multi-label (as the paper); masked
+    multi-label entries (uncertain labels under the ``ignore`` policy) are skipped."""
+    return MaskedBCEWithLogitsLoss() if task == "multilabel" else nn.CrossEntropyLoss()
 
 
 def iterate_batches(

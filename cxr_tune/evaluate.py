@@ -481,12 +481,12 @@ def _detail(
     dataset: DatasetArrays, runs: Sequence[Mapping[str, Any]], targets: np.ndarray
 ) -> dict[str, Any]:
     """Confusion matrix (summed over seeds) or per-label scores, for the report."""
-    from cxr_tune.metrics import per_class_from_confusion, per_label_auroc
+    from cxr_tune.metrics import label_positives, per_class_from_confusion, per_label_auroc
 
     if dataset.task == "multilabel":
         probabilities = np.mean([np.asarray(r["probabilities"]) for r in runs], axis=0)
         auroc = per_label_auroc(probabilities, targets)
-        positives = targets.sum(axis=0)
+        positives = label_positives(targets)
         return {
             "per_label": [
                 {"label": c, "auroc": float(a), "positives": int(p)}

@@ -4,6 +4,10 @@ Multi-class metrics come from a confusion matrix, which the training loop accumu
 device (one ``bincount`` per batch, no host synchronisation). Multi-label metrics come from the
 predicted probabilities of the whole split. Conventions follow scikit-learn: macro averages over
 all classes, and a precision or recall with an empty denominator counts as 0.
+
+Multi-label targets are 0 or 1; any other value (the data layer's ``MASKED_LABEL``, 255: an
+uncertain CheXpert label under the ``ignore`` policy) is an entry of unknown value, left out of
+every count, score and loss here.
 """
 
 from __future__ import annotations
@@ -62,21 +66,37 @@ def multiclass_metrics(confusion: np.ndarray) -> dict[str, float]:
     }
 
 
+def known_entries(targets: np.ndarray) -> np.ndarray:
+    """Boolean mask of the multi-label entries whose value is known (0 or 1, not masked)."""
+    return np.asarray(targets) <= 1
+
+
 def multilabel_counts(probabilities: np.ndarray, targets: np.ndarray, threshold: float = 0.5):
-    """Per-label true positives, false positives and false negatives at ``threshold``."""
+    """Per-label true positives, false positives and false negatives at ``threshold``
+    (masked entries count in none of them)."""
     predicted = np.asarray(probabilities) >= threshold
-    actual = np.asarray(targets).astype(bool)
-    tp = (predicted & actual).sum(axis=0)
-    fp = (predicted & ~actual).sum(axis=0)
-    fn = (~predicted & actual).sum(axis=0)
+    known = known_entries(targets)
+    actual = np.asarray(targets) == 1
+    tp = (predicted & actual & known).sum(axis=0)
+    fp = (predicted & ~actual & known).sum(axis=0)
+    fn = (~predicted & actual & known).sum(axis=0)
     return predicted, actual, tp, fp, fn
 
 
+def label_positives(targets: np.ndarray) -> np.ndarray:
+    """Positives per label (masked entries are not positives)."""
+    return (np.asarray(targets) == 1).sum(axis=0)
+
+
 def per_label_auroc(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """AUROC per label; NaN for a label whose split lacks positives or negatives."""
-    targets = np.asarray(targets).astype(int)
+    """AUROC per label over its known entries; NaN where they lack positives or negatives."""
+    targets = np.asarray(targets)
     probabilities = np.asarray(probabilities, dtype=float)
-    return np.array([auroc(probabilities[:, j], targets[:, j]) for j in range(targets.shape[1])])
+    scores = []
+    for j in range(targets.shape[1]):
+        known = targets[:, j] <= 1
+        scores.append(auroc(probabilities[known, j], targets[known, j] == 1))
+    return np.array(scores)
 
 
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -104,9 +124,12 @@ def multilabel_metrics(
     Returns:
         ``accuracy`` (per-label, i.e. Hamming accuracy), ``subset_accuracy`` (all labels
         right), macro precision / recall / F1 over labels, ``micro_f1``, and ``macro_auroc``
-        over the labels where AUROC is defined (NaN if none is).
+        over the labels where AUROC is defined (NaN if none is). Masked entries are left out:
+        of the accuracies, the counts and each label's AUROC.
     """
     predicted, actual, tp, fp, fn = multilabel_counts(probabilities, targets, threshold)
+    known = known_entries(targets)
+    right = predicted == actual
     precision = _safe_divide(tp, tp + fp)
     recall = _safe_divide(tp, tp + fn)
     f1 = _safe_divide(2 * tp, 2 * tp + fp + fn)
@@ -114,8 +137,8 @@ def multilabel_metrics(
     auroc = per_label_auroc(probabilities, targets)
     defined = auroc[~np.isnan(auroc)]
     return {
-        "accuracy": float((predicted == actual).mean()),
-        "subset_accuracy": float((predicted == actual).all(axis=1).mean()),
+        "accuracy": float(right[known].mean()) if known.any() else 0.0,
+        "subset_accuracy": float((right | ~known).all(axis=1).mean()),
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
         "macro_f1": float(f1.mean()),
@@ -137,10 +160,13 @@ def no_skill_loss(
     train = np.asarray(train_labels)
     val = np.asarray(labels)
     if task == "multilabel":
-        positive = (train.sum(axis=0) + 1.0) / (train.shape[0] + 2.0)
-        targets = val.astype(float)
+        # Frequencies and the mean over known entries only, as the masked loss computes it.
+        known_train = train <= 1
+        positive = ((train == 1).sum(axis=0) + 1.0) / (known_train.sum(axis=0) + 2.0)
+        known = val <= 1
+        targets = (val == 1).astype(float)
         losses = -(targets * np.log(positive) + (1.0 - targets) * np.log1p(-positive))
-        return float(losses.mean())
+        return float(losses[known].mean()) if known.any() else float("nan")
     counts = np.bincount(train.astype(np.int64), minlength=num_classes) + 1.0
     frequencies = counts / counts.sum()
     return float(-np.log(frequencies[val.astype(np.int64)]).mean())

@@ -279,3 +279,24 @@ def test_gpu_compile_keeps_checkpoint_keys_and_trains():
     assert not stats.diverged
     result = evaluate(model, data, task="multiclass", num_classes=3, settings=settings)
     assert 0.0 <= result.metrics["accuracy"] <= 1.0
+
+
+def test_multilabel_loss_skips_masked_entries_and_equals_bce_without_them():
+    import torch
+    from torch import nn
+
+    from cxr_tune.engine import loss_function
+
+    logits = torch.randn(6, 4)
+    targets = (torch.rand(6, 4) < 0.5).float()
+    criterion = loss_function("multilabel")
+    assert torch.allclose(criterion(logits, targets), nn.BCEWithLogitsLoss()(logits, targets))
+    masked = targets.clone()
+    masked[:3, 2] = 255.0  # MASKED_LABEL
+    known = masked <= 1
+    expected = nn.functional.binary_cross_entropy_with_logits(logits[known], targets[known])
+    assert torch.allclose(criterion(logits, masked), expected)
+    # No gradient reaches the masked logits.
+    logits.requires_grad_(True)
+    criterion(logits, masked).backward()
+    assert torch.count_nonzero(logits.grad[:3, 2]) == 0

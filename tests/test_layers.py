@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "cxr_tune.data": 2,
     "cxr_tune.models": 2,
     "cxr_tune.optim": 2,
+    "cxr_tune.losses": 2,
     "cxr_tune.engine": 3,
     "cxr_tune.trainable": 4,
     "cxr_tune.evaluate": 5,

@@ -68,3 +68,38 @@ def test_multilabel_auroc_skips_labels_without_both_classes():
     targets = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
     probabilities = np.array([[0.9, 0.1], [0.2, 0.3], [0.8, 0.2], [0.1, 0.4]])
     assert multilabel_metrics(probabilities, targets)["macro_auroc"] == pytest.approx(1.0)
+
+
+def test_multilabel_masked_entries_are_left_out_of_every_metric():
+    rng = np.random.default_rng(5)
+    probabilities = rng.random((60, 3))
+    targets = (rng.random((60, 3)) < 0.4).astype(np.uint8)
+    masked = targets.copy()
+    masked[:20, 1] = 255  # MASKED_LABEL: value unknown
+    got = multilabel_metrics(probabilities, masked)
+    known = np.ones_like(targets, dtype=bool)
+    known[:20, 1] = False
+    predicted = probabilities >= 0.5
+    assert got["accuracy"] == pytest.approx((predicted == targets)[known].mean())
+    expected_auroc = np.mean(
+        [
+            skm.roc_auc_score(targets[:, 0], probabilities[:, 0]),
+            skm.roc_auc_score(targets[20:, 1], probabilities[20:, 1]),
+            skm.roc_auc_score(targets[:, 2], probabilities[:, 2]),
+        ]
+    )
+    assert got["macro_auroc"] == pytest.approx(expected_auroc)
+    f1_label1 = skm.f1_score(targets[20:, 1], predicted[20:, 1], zero_division=0)
+    f1_others = skm.f1_score(targets[:, [0, 2]], predicted[:, [0, 2]], average=None)
+    assert got["macro_f1"] == pytest.approx(np.mean([f1_others[0], f1_label1, f1_others[1]]))
+
+
+def test_no_skill_loss_skips_masked_entries():
+    from cxr_tune.metrics import no_skill_loss
+
+    train = np.array([[1, 0], [0, 255], [1, 1], [0, 0]], dtype=np.uint8)
+    val = np.array([[1, 255], [0, 1]], dtype=np.uint8)
+    # Positive rates over known entries, smoothed: (2+1)/(4+2) and (1+1)/(3+2).
+    p = np.array([3 / 6, 2 / 5])
+    expected = -np.mean([np.log(p[0]), np.log(1 - p[0]), np.log(p[1])])
+    assert no_skill_loss(train, val, "multilabel", 2) == pytest.approx(expected)
