@@ -19,8 +19,13 @@ the parser options, image size, split fractions and seed, and :data:`FORMAT_VERS
 dataset or size gets a new folder, an unchanged one is found again after a directory walk.
 
 The folder is written under a temporary name in the same parent and renamed into place with
-``os.replace``: a crash or Ctrl-C leaves no partial cache, only a temporary folder that the next
-``prepare`` removes.
+``os.replace``: a crash or Ctrl-C leaves no partial cache. Memory does not grow with the
+dataset beyond a few hundred bytes an image: images are decoded in chunks straight into a
+*work folder* on disk with file writes (``cxr_tune.data.stream``), the near-duplicate audit
+reads thumbnails from there a slice at a time, and ``images.npy`` is written in split order
+from it, chunk by chunk. A prepare that is interrupted (Ctrl-C, a kill, a full disk) keeps its
+work folder, and the next prepare of the same dataset resumes after the last finished chunk
+(and reuses a finished audit); the work folder is removed when the cache is published.
 """
 
 from __future__ import annotations
@@ -31,13 +36,11 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,14 @@ from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions
 from cxr_tune.data import images as image_io
 from cxr_tune.data.datasets import DATASETS, Detection
-from cxr_tune.data.dedup import DEFAULT_MAX_CLUSTER, UnionFind, cluster_with
+from cxr_tune.data.dedup import (
+    DEFAULT_MAX_CLUSTER,
+    Clusters,
+    ThumbSource,
+    UnionFind,
+    audit_pairs,
+    merge_pairs,
+)
 from cxr_tune.data.detect import resolve
 from cxr_tune.data.layouts.common import check_class_names, check_options
 from cxr_tune.data.patients import name_patient_note, name_patients
@@ -64,17 +74,33 @@ from cxr_tune.data.splits import (
     leakage_audit,
     split_hash,
 )
-from cxr_tune.data.types import SPLITS, DatasetArrays, Manifest, Record, SkipReport, SplitArrays
-from cxr_tune.errors import ConfigError, DataError
-from cxr_tune.processes import process_alive
+from cxr_tune.data.stream import (
+    TMP_PREFIX,
+    ImageFacts,
+    RowReader,
+    WorkFolder,
+    copy_rows,
+    create_rows,
+    decode_into,
+    decoder,
+)
+from cxr_tune.data.types import (
+    MASKED_LABEL,
+    SPLITS,
+    DatasetArrays,
+    Manifest,
+    Record,
+    SkipReport,
+    SplitArrays,
+)
+from cxr_tune.errors import ConfigError, CxrTuneError, DataError
 
 # Bump when the cache's content or meaning changes: old folders are then rebuilt, never misread.
 # 2: lung masks (masks.npy) where the dataset ships them.
 FORMAT_VERSION = 2
 # Below this many images a process pool costs more than it saves.
 _POOL_MIN_IMAGES = 256
-_COPY_CHUNK = 1024
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = TMP_PREFIX
 
 
 @dataclass(frozen=True)
@@ -251,6 +277,7 @@ def open_cache(path: Path) -> DatasetArrays:
         dataset_hash=meta["dataset_hash"],
         split_hash=meta["split_hash"],
         published_split=_published_of(path),
+        uncertain_policy=meta.get("uncertain_policy"),
     )
 
 
@@ -288,17 +315,6 @@ def _valid_meta(final: Path, key: str) -> dict[str, Any] | None:
 # --- building -------------------------------------------------------------------------------
 
 
-@dataclass
-class _Decoded:
-    """What the decode pass keeps in memory (pixels go straight to disk)."""
-
-    kept: list[int]
-    thumbs: np.ndarray
-    info: list[dict[str, Any]]
-    skipped: SkipReport
-    seconds: float
-
-
 def _build(
     final: Path,
     manifest: Manifest,
@@ -307,19 +323,30 @@ def _build(
     key: str,
     progress: bool | None,
 ) -> dict[str, Any]:
+    """Decode (resuming earlier work), audit, split and write, then publish the cache folder.
+
+    An error in the data (nothing decodable) discards the work folder; an interruption
+    (Ctrl-C, a kill, a full disk) keeps it, so the next prepare resumes.
+    """
     parent = final.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(parent)
+        work = WorkFolder.acquire(parent, final.name)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-{os.getpid()}-", dir=parent))
     except OSError as err:
         raise DataError(f"The cache folder '{parent}' cannot be written: {err.strerror}.") from None
     try:
-        meta = _write_cache(tmp, manifest, detection, options, key, progress)
+        meta = _write_cache(tmp, work, manifest, detection, options, key, progress)
         _publish(tmp, final)
+    except CxrTuneError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        work.remove()
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        work.release()
         raise
+    work.remove()
     return meta
 
 
@@ -335,16 +362,9 @@ def _publish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def _remove_stale_temporaries(parent: Path) -> None:
-    """Delete temporary folders left by a prepare that was killed (its process is gone)."""
-    for entry in parent.glob(f"{_TMP_PREFIX}*"):
-        pid_text = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 2 else ""
-        if pid_text.isdigit() and not process_alive(int(pid_text)):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
 def _write_cache(
     tmp: Path,
+    work: WorkFolder,
     manifest: Manifest,
     detection: Detection,
     options: DataOptions,
@@ -357,37 +377,33 @@ def _write_cache(
             f"({manifest.skipped.total} files skipped)."
         )
     size = options.image_size
-    scratch = tmp / "decoded.npy"
-    decoded_images = np.lib.format.open_memmap(
-        scratch, mode="w+", dtype=np.uint8, shape=(len(manifest.records), size, size)
-    )
-    decoded = _decode_all(manifest.records, size, decoded_images, options.workers, progress)
-    if not decoded.kept:
+    paths = [str(r.path) for r in manifest.records]
+    workers = _worker_count(options.workers, len(paths))
+    decoded = decode_into(work, paths, size, workers, progress)
+    del paths
+    if not len(decoded.kept):
         raise DataError(
             f"The folder '{manifest.root}' holds no decodable image: all "
             f"{len(manifest.records)} files were skipped ({_reasons(decoded.skipped)})."
         )
-    records, name_ids = name_patients([manifest.records[i] for i in decoded.kept])
+    records, name_ids = name_patients([manifest.records[int(i)] for i in decoded.kept])
     skipped = SkipReport()
     skipped.merge(manifest.skipped)
     skipped.merge(decoded.skipped)
     ids = [_record_id(r, manifest.root) for r in records]
 
-    groups, dedup = _group(
-        records, ids, decoded.thumbs, options.near_duplicate_similarity, progress
-    )
+    thumbs = RowReader(work.thumbs, decoded.kept)
+    groups, dedup = _group(records, ids, thumbs, options.near_duplicate_similarity, progress, work)
     split, plan = _split(records, groups, options)
     check_splits_filled(split, groups, where=str(manifest.root), fractions=options.fractions)
     classes, labels, label_report = _labels(manifest, records, split, options.min_label_positives)
     order = np.concatenate([split[s] for s in SPLITS])
     offsets = _offsets(split)
 
-    _write_images(tmp / "images.npy", decoded_images[: len(records)], order)
-    del decoded_images
-    scratch.unlink()
+    copy_rows(RowReader(work.pixels, decoded.kept[order]), tmp / "images.npy")
     np.save(tmp / "labels.npy", np.ascontiguousarray(labels[order]))
     masks, mask_note = _write_masks(tmp / "masks.npy", records, order, size, options.workers)
-    _write_manifest(tmp / "manifest.csv", records, ids, groups, decoded.info, order, offsets)
+    _write_manifest(tmp / "manifest.csv", records, ids, groups, decoded.facts, order, offsets)
     audit = leakage_audit(groups, split)
     published = published_audit(
         [r.split for r in records], [r.group for r in records], groups, split, plan, options.split
@@ -420,8 +436,10 @@ def _write_cache(
         "sizes": {s: int(stop - start) for s, (start, stop) in offsets.items()},
         "offsets": offsets,
         "counts": _counts(manifest.task, classes, labels, split),
-        "dataset_hash": _dataset_hash(manifest, classes, records, ids, decoded.info),
+        "dataset_hash": _dataset_hash(manifest, classes, records, ids, decoded.facts),
         "split_hash": s_hash,
+        "uncertain_policy": manifest.uncertain_policy,
+        "masked_labels": int((labels == MASKED_LABEL).sum()) if labels.ndim == 2 else 0,
         "labels_dropped": label_report,
         "skipped_total": skipped.total,
         "masks": masks,
@@ -431,9 +449,11 @@ def _write_cache(
         + published_notes(published)
         + _split_notes(audit, dedup)
         + mask_note,
-        "image_modes": dict(Counter(info["mode"] for info in decoded.info).most_common()),
-        "image_sizes": _size_stats(decoded.info),
+        "image_modes": _mode_counts(decoded.facts),
+        "image_sizes": _size_stats(decoded.facts),
         "decode_seconds": round(decoded.seconds, 3),
+        "decode_resumed_images": decoded.resumed,
+        "audit_seconds": dedup.get("seconds", 0.0),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(),
     }
@@ -457,86 +477,58 @@ def _worker_count(requested: int, n_images: int) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def _decoded_stream(paths: Sequence[str], size: int, workers: int) -> Iterator[image_io.Decoded]:
-    """Decoded files in input order (``map`` keeps it: deterministic whatever the pool does)."""
-    decode = partial(image_io.decode_file, size=size)
-    if workers <= 1:
-        yield from map(decode, paths)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn, not fork: the caller may be a Ray driver with threads running.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(decode, paths, chunksize=16)
-
-
-def _decode_all(
-    records: Sequence[Record],
-    size: int,
-    out: np.ndarray,
-    workers: int,
-    progress: bool | None,
-) -> _Decoded:
-    from tqdm import tqdm
-
-    started = time.perf_counter()
-    paths = [str(r.path) for r in records]
-    kept: list[int] = []
-    thumbs: list[np.ndarray] = []
-    info: list[dict[str, Any]] = []
-    skipped = SkipReport()
-    stream = _decoded_stream(paths, size, _worker_count(workers, len(paths)))
-    bar = tqdm(
-        stream,
-        total=len(paths),
-        desc="decoding",
-        unit="img",
-        file=sys.stderr,
-        disable=None if progress is None else not progress,
-    )
-    for i, result in enumerate(bar):
-        if result.skip is not None or result.pixels is None or result.thumb is None:
-            skipped.add(result.skip or image_io.SKIP_UNDECODABLE, paths[i])
-            continue
-        out[len(kept)] = result.pixels
-        kept.append(i)
-        thumbs.append(result.thumb)
-        info.append(
-            {
-                "mode": result.mode,
-                "width": result.width,
-                "height": result.height,
-                "format": result.format,
-                "digest": result.digest,
-            }
-        )
-    side = image_io.THUMB_SIZE
-    stacked = np.stack(thumbs) if thumbs else np.zeros((0, side, side), dtype=np.uint8)
-    return _Decoded(kept, stacked, info, skipped, time.perf_counter() - started)
-
-
 def _group(
     records: Sequence[Record],
     ids: Sequence[str],
-    thumbs: np.ndarray,
+    thumbs: ThumbSource,
     min_similarity: float,
     progress: bool | None = False,
-) -> tuple[list[str], dict[str, float | int]]:
+    work: WorkFolder | None = None,
+) -> tuple[list[str], dict[str, Any]]:
     """Group ids: patients where the layout has them, joined by near-duplicate clusters.
 
-    Patients are merged first and without a size cap; near-duplicates then join images (or
-    whole patients) closest pair first, capped (see ``cxr_tune.data.dedup``).
+    Patients are merged first and without a size cap; near-duplicates across patients then
+    join images (or whole patients) closest pair first, capped (see ``cxr_tune.data.dedup``).
+    The audit's pairs are saved in the work folder, so a resumed prepare does not redo it.
     """
     sets = UnionFind(len(records))
     first_of: dict[str, int] = {}
+    patient = np.full(len(records), -1, dtype=np.int64)
     for i, record in enumerate(records):
         if record.group is not None:
-            sets.union(first_of.setdefault(record.group, i), i)
-    clusters = cluster_with(sets, thumbs, min_similarity, DEFAULT_MAX_CLUSTER, progress)
+            first = first_of.setdefault(record.group, i)
+            patient[i] = first
+            sets.union(first, i)
+    saved = work.saved("pairs") if work is not None else None
+    if saved is not None and saved["min_similarity"] == min_similarity:
+        pairs, method, seconds = saved["pairs"], str(saved["method"]), float(saved["seconds"])
+        stats: dict[str, Any] = {}
+    else:
+        found = audit_pairs(thumbs, patient, min_similarity, progress=progress)
+        pairs, method, seconds, stats = found.pairs, found.method, found.seconds, found.stats
+        if work is not None:
+            work.save(
+                "pairs",
+                pairs=pairs,
+                method=np.array(method),
+                seconds=np.array(seconds),
+                min_similarity=np.array(min_similarity),
+            )
+    refused = merge_pairs(sets, pairs, DEFAULT_MAX_CLUSTER)
+    clusters = Clusters(sets.roots(), int(len(pairs)), refused, min_similarity, DEFAULT_MAX_CLUSTER)
+    names = _group_names(records, ids, clusters.ids)
+    summary: dict[str, Any] = dict(clusters.summary())
+    summary["patient_groups"] = len(first_of)
+    summary["method"] = method
+    summary["seconds"] = round(seconds, 3)
+    summary.update({f"index_{k}": v for k, v in stats.items()})
+    return names, summary
+
+
+def _group_names(records: Sequence[Record], ids: Sequence[str], roots: np.ndarray) -> list[str]:
+    """One name per image: its patients joined by ``+``, else its near-duplicate cluster."""
     members: dict[int, list[int]] = {}
-    for i, root in enumerate(clusters.ids):
+    for i, root in enumerate(roots):
         members.setdefault(int(root), []).append(i)
     names: list[str] = [""] * len(records)
     for items in members.values():
@@ -549,9 +541,7 @@ def _group(
             name = f"image:{ids[items[0]]}"
         for i in items:
             names[i] = name
-    summary = clusters.summary()
-    summary["patient_groups"] = len(first_of)
-    return names, summary
+    return names
 
 
 def _stratum(record: Record) -> str:
@@ -588,12 +578,14 @@ def _labels(
     if manifest.task == "multiclass":
         index = {name: k for k, name in enumerate(manifest.classes)}
         return manifest.classes, np.array([index[r.labels[0]] for r in records], np.int64), {}
-    vocab = sorted({label for r in records for label in r.labels})
+    vocab = sorted({label for r in records for label in (*r.labels, *r.masked)})
     column = {name: k for k, name in enumerate(vocab)}
     hot = np.zeros((len(records), len(vocab)), dtype=np.uint8)
     for i, record in enumerate(records):
         hot[i, [column[label] for label in record.labels]] = 1
-    per_split = {s: hot[idx].sum(axis=0) for s, idx in split.items()}
+        if record.masked:
+            hot[i, [column[label] for label in record.masked]] = MASKED_LABEL
+    per_split = {s: (hot[idx] == 1).sum(axis=0) for s, idx in split.items()}
     dropped = {
         name: {s: int(per_split[s][k]) for s in SPLITS}
         for k, name in enumerate(vocab)
@@ -647,22 +639,11 @@ def _offsets(split: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
     return offsets
 
 
-def _write_images(path: Path, source: np.ndarray, order: np.ndarray) -> None:
-    """Copy rows of ``source`` in ``order`` into a new .npy, in chunks (bounded memory)."""
-    out = np.lib.format.open_memmap(
-        path, mode="w+", dtype=np.uint8, shape=(len(order),) + source.shape[1:]
-    )
-    for start in range(0, len(order), _COPY_CHUNK):
-        chunk = order[start : start + _COPY_CHUNK]
-        out[start : start + len(chunk)] = source[chunk]
-    out.flush()
-    del out
-
-
 def _write_masks(
     path: Path, records: Sequence[Record], order: np.ndarray, size: int, workers: int
 ) -> tuple[int, list[str]]:
-    """Decode the lung masks of the images, in cache order, into ``path`` (1 = lung).
+    """Decode the lung masks of the images, in cache order, into ``path`` (1 = lung), a chunk
+    at a time with file writes.
 
     Masks are kept only when every image has a decodable one (a probe then blanks the same
     region kind on every image); otherwise none are, and a note says why.
@@ -678,16 +659,20 @@ def _write_masks(
             f"Lung masks not kept: {len(records) - with_mask} of {len(records)} images have none."
         ]
     paths = [str(records[int(i)].mask) for i in order]
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
-    stream = _decoded_stream(paths, size, _worker_count(workers, len(paths)))
-    for row, result in enumerate(stream):
-        if result.pixels is None:
-            del out
-            path.unlink()
-            return 0, [f"Lung masks not kept: '{paths[row]}' cannot be decoded ({result.skip})."]
-        out[row] = result.pixels > 127
-    out.flush()
-    del out
+    offset = create_rows(path, len(paths), (size, size))
+    with (
+        decoder(size, _worker_count(workers, len(paths))) as decode_many,
+        open(path, "r+b") as out,
+    ):
+        out.seek(offset)
+        for row, result in enumerate(decode_many(paths)):
+            if result.pixels is None:
+                out.close()
+                path.unlink()
+                return 0, [
+                    f"Lung masks not kept: '{paths[row]}' cannot be decoded ({result.skip})."
+                ]
+            out.write((result.pixels > 127).astype(np.uint8).tobytes())
     return len(paths), []
 
 
@@ -696,7 +681,7 @@ def _write_manifest(
     records: Sequence[Record],
     ids: Sequence[str],
     groups: Sequence[str],
-    info: Sequence[Mapping[str, Any]],
+    facts: ImageFacts,
     order: np.ndarray,
     offsets: Mapping[str, Sequence[int]],
 ) -> None:
@@ -709,7 +694,7 @@ def _write_manifest(
         writer = csv.writer(handle)
         writer.writerow([*columns, "format", "digest"])
         for row, i in enumerate(order):
-            record, meta = records[int(i)], info[int(i)]
+            record, meta = records[int(i)], facts.row(int(i))
             writer.writerow(
                 [
                     row,
@@ -751,7 +736,8 @@ def _counts(
         if task == "multiclass":
             per = np.bincount(part, minlength=len(classes))
         else:
-            per = part.sum(axis=0) if len(part) else np.zeros(len(classes), dtype=np.int64)
+            # Positives only: a masked entry (MASKED_LABEL) is not one.
+            per = (part == 1).sum(axis=0) if len(part) else np.zeros(len(classes), np.int64)
         counts[name] = {c: int(per[k]) for k, c in enumerate(classes)}
     return counts
 
@@ -761,7 +747,7 @@ def _dataset_hash(
     classes: Sequence[str],
     records: Sequence[Record],
     ids: Sequence[str],
-    info: Sequence[Mapping[str, Any]],
+    facts: ImageFacts,
 ) -> str:
     """Content hash: which file (bytes digest) has which labels and patient, and the classes.
 
@@ -772,24 +758,30 @@ def _dataset_hash(
     digest.update(json.dumps([manifest.dataset, manifest.task, list(classes)]).encode())
     for i in np.argsort(ids, kind="stable"):
         record = records[int(i)]
-        line = [ids[int(i)], list(record.labels), record.group, info[int(i)]["digest"]]
+        line = [ids[int(i)], list(record.labels), record.group, facts.digest[int(i)].decode()]
+        if record.masked:
+            line.append(list(record.masked))
         digest.update(json.dumps(line).encode())
     return digest.hexdigest()[:16]
 
 
-def _size_stats(info: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    if not info:
+def _size_stats(facts: ImageFacts) -> dict[str, Any]:
+    if not len(facts):
         return {}
-    widths = np.array([m["width"] for m in info])
-    heights = np.array([m["height"] for m in info])
-    common = Counter(f"{m['width']}x{m['height']}" for m in info).most_common(3)
+    widths, heights = facts.width, facts.height
+    pairs, counts = np.unique(np.stack([widths, heights], axis=1), axis=0, return_counts=True)
+    top = np.argsort(-counts, kind="stable")[:3]
     return {
-        "images": len(info),
+        "images": len(facts),
         "min": [int(widths.min()), int(heights.min())],
         "median": [int(np.median(widths)), int(np.median(heights))],
         "max": [int(widths.max()), int(heights.max())],
-        "most_common": [[size, n] for size, n in common],
+        "most_common": [[f"{pairs[k][0]}x{pairs[k][1]}", int(counts[k])] for k in top],
     }
+
+
+def _mode_counts(facts: ImageFacts) -> dict[str, int]:
+    return dict(Counter(m.decode() for m in facts.mode).most_common())
 
 
 def _versions() -> dict[str, str]:

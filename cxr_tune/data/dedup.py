@@ -18,15 +18,32 @@ reports the largest cluster and the refused merges, so a loose threshold shows.
 Calibration on phantom images at 256 px (a worst case: its distinct patients share one anatomy
 template and differ far less than real radiographs): flips score 1.0, centre crops of 10-20% and
 rotations up to 5 degrees and off-centre crops of 5-10% >= 0.99, 8-degree rotations >= 0.983.
-Of distinct pairs, 0.08% score above 0.985. The comparison is float32 matrix products in row
-blocks, O(N^2) (about a minute for 21,000 images on two busy cores); flips cost
-little (they only change signs, see ``near_duplicate_pairs``).
+Of distinct pairs, 0.08% score above 0.985.
+
+Two ways to find the pairs, with the same definition of a pair:
+
+- ``exact`` compares every pair: float32 matrix products in row blocks, O(N^2) (about a minute
+  for 21,000 images on two busy cores; hours at 224,000). Used up to :data:`EXACT_MAX_IMAGES`.
+- ``index`` (above that) compares each image only with the images near it. The signatures are
+  split into cells by spherical k-means (about :data:`CELL_SIZE` images a cell, trained on a
+  seeded sample, so the result is deterministic); every variant of every image (the queries)
+  is compared with the members of the :data:`PROBES` cells whose centres are closest to it. A
+  near-duplicate lies within 10 degrees of its query, so it sits in one of the query's nearest
+  cells unless it lies on a far boundary: the pairs missed are few, and
+  ``scripts/bench/scale.py`` measures the share found against ``exact`` (the recall).
+
+Images of one group (a patient, where the layout has ids) share a split whatever they look
+like, so :func:`audit_pairs` keeps only pairs across groups.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,6 +65,17 @@ CORNER_SCALES: tuple[float, ...] = (0.95, 0.9)
 _LOW = 8
 _INPUT = 32
 _BLOCK_ROWS = 128
+# Up to this many images the audit compares every pair; above it, through the index.
+EXACT_MAX_IMAGES = 8192
+# Mean images per index cell, and cells probed per query (measured: scripts/bench/scale.py).
+CELL_SIZE = 200
+PROBES = 16
+# Images whose variants are compared at once, and query rows scored against the cell centres
+# at once (bounded memory: about 40 MB each).
+_QUERY_IMAGES = 512
+_CENTRE_ROWS = 8192
+_KMEANS_ITERATIONS = 10
+_KMEANS_SAMPLE_PER_CELL = 48
 
 
 @dataclass(frozen=True)
@@ -122,6 +150,47 @@ def _rotate(thumbs: np.ndarray, degrees: float) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
+def _variant_images(
+    thumbs: np.ndarray,
+    scales: Sequence[float],
+    angles: Sequence[float],
+    corner_scales: Sequence[float],
+) -> list[np.ndarray]:
+    """The variants of (N, T, T) float thumbnails as (N, 32, 32) images (the reference
+    definition: :func:`variant_signatures` applies the same maps, composed into one matrix)."""
+    t = thumbs.shape[1]
+    bases = []
+    for scale in scales:
+        margin = int(round(t * (1.0 - scale) / 2.0))
+        bases.append(_resample(thumbs[:, margin : t - margin, margin : t - margin], _INPUT))
+    bases.extend(_resample(_rotate(thumbs, angle), _INPUT) for angle in angles)
+    for scale in corner_scales:
+        k = int(round(t * scale))
+        for top, left in ((0, 0), (0, t - k), (t - k, 0), (t - k, t - k)):
+            bases.append(_resample(thumbs[:, top : top + k, left : left + k], _INPUT))
+    return bases
+
+
+def _coefficients(images: np.ndarray) -> np.ndarray:
+    """The 63 low-frequency AC DCT coefficients of (N, S, S) images, not normalised."""
+    dct = _dct_matrix(images.shape[1])[:_LOW]
+    return (dct @ images @ dct.T).reshape(len(images), -1)[:, 1:]
+
+
+@lru_cache(maxsize=4)
+def _variant_map(
+    t: int, scales: tuple[float, ...], angles: tuple[float, ...], corners: tuple[float, ...]
+) -> np.ndarray:
+    """(T*T, V*63) float32: the coefficients of every variant as one linear map of the pixels.
+
+    Cropping, bilinear resampling, rotation and the DCT are all linear in the pixel values, so
+    the map is found once by pushing the T*T unit images through the reference definition.
+    """
+    basis = np.eye(t * t).reshape(t * t, t, t)
+    images = _variant_images(basis, scales, angles, corners)
+    return np.concatenate([_coefficients(b) for b in images], axis=1).astype(np.float32)
+
+
 def variant_signatures(
     thumbs: np.ndarray,
     scales: Sequence[float] = SCALES,
@@ -133,20 +202,19 @@ def variant_signatures(
     Variants are the centre crops at ``scales``, the whole image rotated by ``angles``, and
     crops of ``corner_scales`` anchored at each corner (an off-centre crop), all resampled to
     32 px. Flips need no variants of their own: flipping an image only changes the signs of its
-    odd-frequency DCT coefficients (see :func:`near_duplicate_pairs`).
+    odd-frequency DCT coefficients (see :func:`near_duplicate_pairs`). Computed as one matrix
+    product (see ``_variant_map``).
     """
-    thumbs = np.asarray(thumbs, dtype=np.float64)
-    t = thumbs.shape[1]
-    bases = []
-    for scale in scales:
-        margin = int(round(t * (1.0 - scale) / 2.0))
-        bases.append(_resample(thumbs[:, margin : t - margin, margin : t - margin], _INPUT))
-    bases.extend(_resample(_rotate(thumbs, angle), _INPUT) for angle in angles)
-    for scale in corner_scales:
-        k = int(round(t * scale))
-        for top, left in ((0, 0), (0, t - k), (t - k, 0), (t - k, t - k)):
-            bases.append(_resample(thumbs[:, top : top + k, left : left + k], _INPUT))
-    return np.stack([signatures(base) for base in bases])
+    thumbs = np.asarray(thumbs)
+    n, t = thumbs.shape[0], thumbs.shape[1]
+    linear = _variant_map(t, tuple(scales), tuple(angles), tuple(corner_scales))
+    flat = thumbs.reshape(n, t * t).astype(np.float32)
+    coefficients = (flat @ linear).reshape(n, -1, _LOW * _LOW - 1).transpose(1, 0, 2)
+    norms = np.linalg.norm(coefficients, axis=2, keepdims=True)
+    # A flat image has no AC energy, but float32 rounding leaves a trace of it: below this
+    # share of the pixel sum, a variant counts as flat (a zero signature, similar to nothing).
+    floor = 1e-6 * np.abs(flat).sum(axis=1)[None, :, None]
+    return (coefficients / np.where(norms > floor, norms, np.inf)).astype(np.float32)
 
 
 def _flip_signs() -> np.ndarray:
@@ -275,3 +343,307 @@ def cluster_with(
     pairs, _ = near_duplicate_pairs(thumbs, min_similarity, progress)
     refused = merge_pairs(sets, pairs, max_cluster)
     return Clusters(sets.roots(), int(len(pairs)), refused, min_similarity, max_cluster)
+
+
+# --- the audit at scale ---------------------------------------------------------------------
+
+
+class ThumbSource(Protocol):
+    """Thumbnails read a slice at a time: an array, or a reader of rows on disk."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Near-duplicate pairs across groups, and how they were found.
+
+    Attributes:
+        pairs: (P, 2) int64 pairs (i, j), i < j, in different groups, most similar first.
+        similarities: (P,) float32, the best similarity of each pair over variants and flips.
+        method: ``exact`` (every pair compared) or ``index`` (near cells only).
+        seconds: time taken.
+        stats: what the index did (cells, probes, candidate comparisons).
+    """
+
+    pairs: np.ndarray
+    similarities: np.ndarray
+    method: str
+    seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def audit_pairs(
+    thumbs: ThumbSource,
+    groups: np.ndarray | None = None,
+    min_similarity: float = DEFAULT_SIMILARITY,
+    *,
+    method: str = "auto",
+    probes: int = PROBES,
+    cell_size: int = CELL_SIZE,
+    progress: bool | None = False,
+) -> Audit:
+    """Near-duplicate pairs of images in different groups.
+
+    Args:
+        thumbs: (N, T, T) uint8 thumbnails, read a slice at a time.
+        groups: (N,) int group of each image (a patient), or -1 where it has none; pairs
+            within one group are dropped (its images share a split anyway). None: no groups.
+        min_similarity: cosine at or above which a pair counts.
+        method: ``exact``, ``index``, or ``auto`` (exact up to EXACT_MAX_IMAGES images).
+        probes: cells each query is compared with (index only).
+        cell_size: mean images per cell (index only).
+        progress: progress bar on stderr (None: when stderr is a terminal).
+
+    Returns:
+        The pairs found, most similar first.
+    """
+    started = time.perf_counter()
+    n = len(thumbs)
+    if method == "auto":
+        method = "exact" if n <= EXACT_MAX_IMAGES else "index"
+    if method not in ("exact", "index"):
+        raise ValueError(f"The value of `method` is {method!r}, but must be exact, index or auto.")
+    stats: dict[str, Any] = {}
+    if n < 2:
+        pairs, sims = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32)
+    elif method == "exact":
+        pairs, sims = near_duplicate_pairs(thumbs[0:n], min_similarity, progress)
+    else:
+        pairs, sims, stats = _indexed_pairs(
+            thumbs, min_similarity, probes=probes, cell_size=cell_size, progress=progress
+        )
+    if groups is not None and len(pairs):
+        groups = np.asarray(groups)
+        a, b = groups[pairs[:, 0]], groups[pairs[:, 1]]
+        across = (a != b) | (a < 0)
+        pairs, sims = pairs[across], sims[across]
+    return Audit(pairs, sims, method, time.perf_counter() - started, stats)
+
+
+def _signatures_in_chunks(thumbs: ThumbSource, chunk: int = 4096) -> np.ndarray:
+    n = len(thumbs)
+    out = np.empty((n, _LOW * _LOW - 1), dtype=np.float32)
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = signatures(thumbs[start : min(n, start + chunk)])
+    return out
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Signatures sorted by cell: cell ``c`` holds images ``members[start[c]:start[c + 1]]``,
+    whose folded signatures are ``folded[start[c]:start[c + 1]]`` (and plain ones ``plain``)."""
+
+    centres: np.ndarray
+    members: np.ndarray
+    folded: np.ndarray
+    plain: np.ndarray
+    start: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def _odd_coefficients() -> np.ndarray:
+    """(63,) True where some flip changes the coefficient's sign (an odd frequency)."""
+    return (_flip_signs() < 0).any(axis=0)
+
+
+def fold(vectors: np.ndarray) -> np.ndarray:
+    """Flip-invariant signatures: odd-frequency coefficients replaced by their magnitude.
+
+    For unit signatures a, b and any flip s, fold(a) . fold(b) >= a . (s * b): the folded
+    similarity bounds the best flipped one from above, so comparing folded signatures misses
+    no pair at a threshold (a candidate is then checked under each flip). One query per
+    variant instead of four.
+    """
+    out = np.array(vectors, dtype=np.float32, copy=True)
+    odd = _odd_coefficients()
+    out[..., odd] = np.abs(out[..., odd])
+    return out
+
+
+def _nearest_cells(vectors: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) the k cells whose centres are most similar to each vector, in row blocks."""
+    out = np.empty((len(vectors), k), dtype=np.int64)
+    for lo in range(0, len(vectors), _CENTRE_ROWS):
+        scores = vectors[lo : lo + _CENTRE_ROWS] @ centres.T
+        if k == 1:
+            out[lo : lo + len(scores), 0] = scores.argmax(axis=1)
+        elif k >= centres.shape[0]:
+            out[lo : lo + len(scores)] = np.argsort(-scores, axis=1)[:, :k]
+        else:
+            out[lo : lo + len(scores)] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _train_centres(vectors: np.ndarray, cells: int, seed: int = 0) -> np.ndarray:
+    """Spherical k-means on a seeded sample of the (non-zero) vectors: (cells, 63)."""
+    rng = np.random.default_rng(seed)
+    usable = np.flatnonzero(np.abs(vectors).sum(axis=1) > 0)
+    size = min(len(usable), cells * _KMEANS_SAMPLE_PER_CELL)
+    sample = vectors[np.sort(rng.choice(usable, size=size, replace=False))]
+    centres = sample[rng.choice(len(sample), size=cells, replace=False)].copy()
+    for _ in range(_KMEANS_ITERATIONS):
+        assigned = _nearest_cells(sample, centres, 1)[:, 0]
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assigned, sample)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        empty = norms[:, 0] < 1e-9
+        # An empty cell restarts at a random sample point, so every cell stays in use.
+        sums[empty] = sample[rng.choice(len(sample), size=int(empty.sum()), replace=False)]
+        norms[empty] = 1.0
+        centres = (sums / norms).astype(np.float32)
+    return centres
+
+
+def _build_index(plain: np.ndarray, cell_size: int) -> _Index:
+    folded = fold(plain)
+    usable = int((np.abs(folded).sum(axis=1) > 0).sum())
+    cells = max(1, min(len(folded) // max(1, cell_size), usable))
+    centres = _train_centres(folded, cells)
+    assigned = _nearest_cells(folded, centres, 1)[:, 0]
+    members = np.argsort(assigned, kind="stable")
+    start = np.searchsorted(assigned[members], np.arange(cells + 1))
+    return _Index(
+        centres,
+        members,
+        np.ascontiguousarray(folded[members]),
+        np.ascontiguousarray(plain[members]),
+        start,
+    )
+
+
+def _indexed_pairs(
+    thumbs: ThumbSource,
+    min_similarity: float,
+    *,
+    probes: int,
+    cell_size: int,
+    progress: bool | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from threadpoolctl import threadpool_limits
+
+    # Thousands of small products (a cell's queries by its members): BLAS threads cost more to
+    # wake than they save, and on a busy machine far more (measured: 23x slower with 2 threads
+    # than with one, on two cores shared with other work).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _indexed_pairs_serial(thumbs, min_similarity, probes, cell_size, progress)
+
+
+def _indexed_pairs_serial(
+    thumbs: ThumbSource,
+    min_similarity: float,
+    probes: int,
+    cell_size: int,
+    progress: bool | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from tqdm import tqdm
+
+    n = len(thumbs)
+    index = _build_index(_signatures_in_chunks(thumbs), cell_size)
+    cells = len(index.centres)
+    probes = max(1, min(probes, cells))
+    keys: list[np.ndarray] = []
+    sims: list[np.ndarray] = []
+    counts = np.zeros(2, dtype=np.int64)
+    disable = None if progress is None else not progress
+    bar = tqdm(total=n, desc="near-duplicates", unit="img", file=sys.stderr, disable=disable)
+    for lo in range(0, n, _QUERY_IMAGES):
+        chunk = thumbs[lo : min(n, lo + _QUERY_IMAGES)]
+        # (V * m, 63): row r is image lo + r % m.
+        queries = variant_signatures(chunk).reshape(-1, _LOW * _LOW - 1)
+        found_key, found_sim = _search(
+            index, queries, lo, len(chunk), n, probes, min_similarity, counts
+        )
+        keys.append(found_key)
+        sims.append(found_sim)
+        bar.update(len(chunk))
+    bar.close()
+    key, sim = _best_per_key(np.concatenate(keys), np.concatenate(sims))
+    pairs = np.stack([key // n, key % n], axis=1).astype(np.int64)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -sim))
+    variants = len(SCALES) + len(ANGLES) + 4 * len(CORNER_SCALES)
+    stats = {
+        "cells": cells,
+        "probes": probes,
+        "largest_cell": int(np.diff(index.start).max()),
+        "comparisons": int(counts[0]),
+        "candidates": int(counts[1]),
+        # Exact compares every image with every variant of every other, under four flips.
+        "work_vs_exact": float(counts[0] / max(1.0, 4.0 * variants * n * n)),
+    }
+    return pairs[order], sim[order], stats
+
+
+def _search(
+    index: _Index,
+    queries: np.ndarray,
+    first: int,
+    images: int,
+    n: int,
+    probes: int,
+    min_similarity: float,
+    counts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compare query rows with the members of their nearest cells (folded), then check each
+    candidate under the four flips.
+
+    Returns:
+        (pair keys low * n + high, similarities), one entry per pair; ``counts`` gains the
+        comparisons and candidates made.
+    """
+    folded = fold(queries)
+    nearest = _nearest_cells(folded, index.centres, probes)
+    cell_of = nearest.ravel()
+    row_of = np.repeat(np.arange(len(queries)), probes)
+    order = np.argsort(cell_of, kind="stable")
+    cell_of, row_of = cell_of[order], row_of[order]
+    bounds = np.searchsorted(cell_of, np.arange(len(index.centres) + 1))
+    signs = _flip_signs()
+    keys: list[np.ndarray] = []
+    sims: list[np.ndarray] = []
+    for cell in np.flatnonzero(np.diff(bounds)):
+        lo, hi = index.start[cell], index.start[cell + 1]
+        if lo == hi:
+            continue
+        rows = row_of[bounds[cell] : bounds[cell + 1]]
+        scores = folded[rows] @ index.folded[lo:hi].T
+        counts[0] += scores.size
+        r, m = np.nonzero(scores >= min_similarity)
+        if not len(r):
+            continue
+        counts[1] += len(r)
+        # The best flip: (q * b) summed with each flip's signs.
+        exact = ((queries[rows[r]] * index.plain[lo + m]) @ signs.T).max(axis=1)
+        hit = exact >= min_similarity
+        i = index.members[lo + m[hit]]
+        j = first + rows[r[hit]] % images
+        keep = i != j
+        keys.append(np.minimum(i, j)[keep] * n + np.maximum(i, j)[keep])
+        sims.append(exact[hit][keep])
+    if not keys:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return _best_per_key(np.concatenate(keys), np.concatenate(sims))
+
+
+def _best_per_key(keys: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One entry per key, with its highest similarity."""
+    if not len(keys):
+        return keys.astype(np.int64), sims.astype(np.float32)
+    order = np.lexsort((-sims, keys))
+    keys, sims = keys[order], sims[order]
+    first = np.concatenate([[True], keys[1:] != keys[:-1]])
+    return keys[first].astype(np.int64), sims[first].astype(np.float32)
+
+
+def pair_recall(found: np.ndarray, reference: np.ndarray) -> float:
+    """Share of the ``reference`` pairs (e.g. the exact audit's) that ``found`` holds too."""
+    if not len(reference):
+        return 1.0
+    n = int(max(found.max(initial=0), reference.max(initial=0))) + 1
+    found_keys = np.asarray(found, np.int64)[:, 0] * n + np.asarray(found, np.int64)[:, 1]
+    reference_keys = (
+        np.asarray(reference, np.int64)[:, 0] * n + np.asarray(reference, np.int64)[:, 1]
+    )
+    return float(np.isin(reference_keys, found_keys).mean())

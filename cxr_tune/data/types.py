@@ -15,6 +15,12 @@ from cxr_tune.config import Task
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # The splits a search may read. The test split is read once, by the final evaluation.
 SEARCH_SPLITS: tuple[str, ...] = ("train", "val")
+# A multi-label entry whose value is unknown (CheXpert's uncertain labels under the ``ignore``
+# policy): it counts neither as positive nor as negative, and the loss and the metrics skip it.
+MASKED_LABEL = 255
+# How a layout maps uncertain labels: positive, negative, or masked (the CheXpert paper's
+# U-Ones, U-Zeros and U-Ignore).
+UNCERTAIN_POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class Record:
         split: a split fixed by the layout itself (an imagefolder's train/val/test folders).
         mask: the image's lung mask file, where the dataset ships one (Dataset 1's masks/);
             never a training image, kept for probes that blank the lungs.
+        masked: multi-label only: labels whose value is unknown for this image (stored as
+            :data:`MASKED_LABEL`, skipped by the loss and the metrics).
     """
 
     path: Path
@@ -37,6 +45,7 @@ class Record:
     source: str | None = None
     split: str | None = None
     mask: Path | None = None
+    masked: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,7 +78,11 @@ class SkipReport:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a layout parser found in a dataset folder, before any image is decoded."""
+    """What a layout parser found in a dataset folder, before any image is decoded.
+
+    ``uncertain_policy`` is the policy applied to uncertain labels (one of
+    :data:`UNCERTAIN_POLICIES`) where the layout has them, else None.
+    """
 
     dataset: str
     root: Path
@@ -78,6 +91,7 @@ class Manifest:
     records: tuple[Record, ...]
     skipped: SkipReport = field(default_factory=SkipReport)
     notes: tuple[str, ...] = ()
+    uncertain_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,8 @@ class SplitArrays:
 
     Attributes:
         images: uint8 array (N, H, W), grayscale, already at the run's image size.
-        labels: int64 class indices (N,) for multi-class; uint8 multi-hot (N, C) for multi-label.
+        labels: int64 class indices (N,) for multi-class; uint8 multi-hot (N, C) for multi-label,
+            where :data:`MASKED_LABEL` marks an entry of unknown value.
         masks: uint8 lung masks (N, H, W), 1 = lung, aligned with ``images``, where the dataset
             has them (Dataset 1's masks/, the phantom's test split); else None. Never used for
             training: probes blank the lungs with them.
@@ -102,7 +117,11 @@ class SplitArrays:
 
 @dataclass(frozen=True)
 class DatasetArrays:
-    """A decoded, split dataset: what the driver hands to trials through Ray's object store."""
+    """A decoded, split dataset: what the driver hands to trials through Ray's object store.
+
+    ``uncertain_policy`` says how uncertain labels were mapped (``ones``, ``zeros``, or
+    ``ignore``: masked), for datasets that have them (CheXpert); None otherwise.
+    """
 
     name: str
     task: Task
@@ -114,6 +133,7 @@ class DatasetArrays:
     # How the split treated a split the dataset publishes (``cxr_tune.data.published``): the
     # mode, the pairs across it and the images moved; None where the dataset publishes none.
     published_split: Mapping[str, Any] | None = None
+    uncertain_policy: str | None = None
 
     @property
     def num_classes(self) -> int:

@@ -16,6 +16,8 @@ from cxr_tune.errors import DataError
 from tests.data import builders
 from tests.data.builders import Expected
 
+_real_write_manifest = cache_module._write_manifest
+
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Expected:
@@ -119,8 +121,11 @@ def test_changed_image_size_rebuilds_same_dataset_hash(
     assert large.meta["dataset_hash"] == small.meta["dataset_hash"]
 
 
-def test_interrupted_prepare_leaves_no_cache(
-    dataset: Expected, options: DataOptions, monkeypatch: pytest.MonkeyPatch
+def test_interrupted_prepare_leaves_no_cache_and_resumes(
+    dataset: Expected,
+    options: DataOptions,
+    monkeypatch: pytest.MonkeyPatch,
+    count_decodes: list[str],
 ) -> None:
     def explode(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -128,10 +133,16 @@ def test_interrupted_prepare_leaves_no_cache(
     monkeypatch.setattr(cache_module, "_write_manifest", explode)
     with pytest.raises(KeyboardInterrupt):
         prepare(DataSource(None, dataset.root), options)
-    assert list(options.cache_dir.iterdir()) == []
-    monkeypatch.undo()
+    # No cache is published; only the hidden work folder stays, for the next prepare.
+    left = [p.name for p in options.cache_dir.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".work-")
+    assert len(count_decodes) == dataset.images
+    monkeypatch.setattr(cache_module, "_write_manifest", _real_write_manifest)
+    count_decodes.clear()
     entry = prepare(DataSource(None, dataset.root), options)
-    assert entry.built and [p.name for p in options.cache_dir.iterdir()] == [entry.path.name]
+    assert entry.built and count_decodes == []  # every chunk was finished: nothing decoded
+    assert entry.meta["decode_resumed_images"] == dataset.images
+    assert [p.name for p in options.cache_dir.iterdir()] == [entry.path.name]
 
 
 def test_killed_prepare_temporaries_are_cleaned(dataset: Expected, options: DataOptions) -> None:
@@ -207,3 +218,77 @@ def test_tiny_image_size_is_a_config_error(dataset: Expected, tmp_path: Path) ->
 
     with pytest.raises(ConfigError, match="`image_size` is 4"):
         prepare(DataSource(None, dataset.root), DataOptions(image_size=4, cache_dir=tmp_path))
+
+
+_SLOW_PREPARE = """
+import sys, time
+from pathlib import Path
+from cxr_tune.config import DataSource
+from cxr_tune.data import DataOptions, images, stream
+from cxr_tune.data.cache import prepare
+
+stream.CHUNK_IMAGES = 4
+real = images.decode_file
+
+def slow(path, size):
+    time.sleep(0.1)
+    return real(path, size)
+
+images.decode_file = slow
+options = DataOptions(image_size=32, cache_dir=Path(sys.argv[2]), workers=1)
+prepare(DataSource(None, Path(sys.argv[1])), options)
+"""
+
+
+def test_prepare_resumes_after_a_kill(
+    dataset: Expected,
+    options: DataOptions,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    count_decodes: list[str],
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cxr_tune.data import stream
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_PREPARE, str(dataset.root), str(options.cache_dir)], env=env
+    )
+    chunks: list[Path] = []
+    deadline = time.monotonic() + 60
+    while len(chunks) < 2 and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+        chunks = list(options.cache_dir.glob(".work-*/chunks/*.json"))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    finished = len(list(options.cache_dir.glob(".work-*/chunks/*.json")))
+    assert 2 <= finished < 4, "the child should be killed part-way through"
+    monkeypatch.setattr(stream, "CHUNK_IMAGES", 4)
+    resumed = prepare(DataSource(None, dataset.root), options)
+    # Only the chunks the killed process had not finished were decoded again.
+    assert len(count_decodes) == dataset.images - 4 * finished
+    assert resumed.meta["decode_resumed_images"] == 4 * finished
+    clean = prepare(
+        DataSource(None, dataset.root),
+        DataOptions(image_size=32, cache_dir=tmp_path / "clean", workers=1),
+    )
+    np.testing.assert_array_equal(
+        np.load(resumed.path / "images.npy"), np.load(clean.path / "images.npy")
+    )
+    assert resumed.meta["split_hash"] == clean.meta["split_hash"]
+    assert not list(options.cache_dir.glob(".work-*"))
+
+
+def test_cache_rows_are_the_decoded_files_in_manifest_order(
+    dataset: Expected, options: DataOptions
+) -> None:
+    entry = prepare(DataSource(None, dataset.root), options)
+    images = np.load(entry.path / "images.npy")
+    for row in read_manifest(entry.path):
+        pixels = image_io.decode_file(dataset.dataset_root / row["path"], 32).pixels
+        np.testing.assert_array_equal(images[int(row["index"])], pixels)

@@ -11,6 +11,7 @@ from cxr_tune.data.dedup import (
     merge_pairs,
     near_duplicate_pairs,
     signatures,
+    variant_signatures,
 )
 from cxr_tune.data.images import decode_file
 from tests.data.builders import D2_COPY_KINDS, pattern, save_copy, save_image
@@ -78,3 +79,94 @@ def test_flip_signs_equal_explicit_flips() -> None:
     plain = signatures(thumbs)
     for sign, flipped in zip(_flip_signs(), flips, strict=True):
         np.testing.assert_allclose(plain * sign, signatures(flipped), atol=1e-5)
+
+
+def test_variant_signatures_equal_the_reference_pipeline() -> None:
+    from cxr_tune.data.dedup import ANGLES, CORNER_SCALES, SCALES, _variant_images
+
+    thumbs = np.random.default_rng(3).integers(0, 256, size=(20, 32, 32)).astype(np.uint8)
+    images = _variant_images(thumbs.astype(np.float64), SCALES, ANGLES, CORNER_SCALES)
+    reference = np.stack([signatures(image) for image in images])
+    np.testing.assert_allclose(variant_signatures(thumbs), reference, atol=1e-5)
+
+
+def test_fold_bounds_the_best_flip_from_above() -> None:
+    from cxr_tune.data.dedup import _flip_signs, fold
+
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((2, 500, 63)).astype(np.float32)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    best_flip = np.max([(a * (s * b)).sum(axis=1) for s in _flip_signs()], axis=0)
+    folded = (fold(a) * fold(b)).sum(axis=1)
+    assert (folded >= best_flip - 1e-6).all()
+    np.testing.assert_allclose(np.linalg.norm(fold(a), axis=1), 1.0, atol=1e-6)
+
+
+def _planted_set(n_distinct: int = 600) -> tuple[np.ndarray, np.ndarray, set[tuple[int, int]]]:
+    """Distinct thumbnails, then augmented copies of 40 of them, each under a new group.
+
+    Returns thumbnails, groups, and the planted (original, copy) pairs.
+    """
+    from PIL import Image
+
+    from cxr_tune.data.images import make_thumb
+
+    def copy(image: Image.Image, kind: str) -> Image.Image:
+        side = image.size[0]
+        if kind == "hflip":
+            return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if kind == "vflip":
+            return image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        if kind == "crop":
+            return image.crop((4, 4, side - 4, side - 4)).resize((side, side))
+        if kind == "offcrop":
+            return image.crop((4, 0, side, side - 4)).resize((side, side))
+        return image.rotate(3, resample=Image.Resampling.BILINEAR, fillcolor=10)
+
+    originals = [Image.fromarray(pattern(s, 48, 48)) for s in range(n_distinct)]
+    thumbs = [make_thumb(image) for image in originals]
+    planted = set()
+    for k in range(40):
+        source = (17 * k) % n_distinct
+        thumbs.append(make_thumb(copy(originals[source], D2_COPY_KINDS[k % 5])))
+        planted.add((source, len(thumbs) - 1))
+    groups = np.arange(len(thumbs))
+    return np.stack(thumbs), groups, planted
+
+
+def test_audit_index_finds_the_planted_near_duplicates() -> None:
+    from cxr_tune.data.dedup import audit_pairs, pair_recall
+
+    thumbs, groups, planted = _planted_set()
+    exact = audit_pairs(thumbs, groups, method="exact")
+    index = audit_pairs(thumbs, groups, method="index", cell_size=20, probes=3)
+    assert index.method == "index" and index.stats["cells"] == len(thumbs) // 20
+    assert index.stats["work_vs_exact"] < 0.25  # it did not compare every pair
+    found = {tuple(p) for p in index.pairs.tolist()}
+    assert planted <= found
+    assert pair_recall(index.pairs, exact.pairs) >= 0.99
+    # Where both found a pair, they agree on its similarity (the same definition).
+    common = {tuple(p): s for p, s in zip(exact.pairs.tolist(), exact.similarities)}
+    for pair, sim in zip(index.pairs.tolist(), index.similarities):
+        if tuple(pair) in common:
+            assert abs(common[tuple(pair)] - sim) < 1e-4
+
+
+def test_audit_keeps_only_pairs_across_groups() -> None:
+    from cxr_tune.data.dedup import audit_pairs
+
+    thumbs, groups, planted = _planted_set(n_distinct=200)
+    source, copy = sorted(planted)[0]
+    groups[copy] = groups[source]  # the copy filed under its original's patient
+    for method in ("exact", "index"):
+        found = {tuple(p) for p in audit_pairs(thumbs, groups, method=method).pairs.tolist()}
+        assert (source, copy) not in found
+        assert planted - {(source, copy)} <= found
+
+
+def test_audit_auto_compares_every_pair_of_a_small_set() -> None:
+    from cxr_tune.data.dedup import audit_pairs
+
+    thumbs, _, _ = _planted_set(n_distinct=100)
+    assert audit_pairs(thumbs).method == "exact"
