@@ -34,7 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--seed", type=int, default=0, help="split seed (0)")
         sub.add_argument("--workers", type=int, default=0, help="decoding processes (0: auto)")
         sub.add_argument(
-            "--views", help="covid_chestxray: comma-separated views to keep (default: frontal)"
+            "--views",
+            help="covid_chestxray, nih_chestxray14, chexpert: comma-separated views to keep "
+            "(default: frontal)",
+        )
+        sub.add_argument(
+            "--uncertain",
+            help="chexpert: uncertain labels (-1) count as ones, zeros, or are ignored "
+            "(masked in the loss and metrics; the default)",
         )
         sub.add_argument(
             "--split",
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir(),
         workers=args.workers,
-        parser_options={"views": args.views} if args.views else {},
+        parser_options=_parser_options(args),
         split=check_split_mode(args.split),
     )
     entry = prepare(source, options, progress=None)
@@ -102,6 +109,12 @@ def run_labels(paths: list[str], label_map: str | None) -> int:
             if train is not test:
                 print("\n".join(shared_classes(train, test, maps).describe()))
     return 0
+
+
+def _parser_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The layout options given on the command line (checked by the layout that reads them)."""
+    given = {"views": args.views, "uncertain": args.uncertain}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def parse_source(text: str, key: str | None) -> Any:
@@ -151,6 +164,8 @@ def summarise(entry: Any) -> dict[str, Any]:
         "image_stats_from": f"all {meta['image_sizes'].get('images', 0)} decoded images",
         "skipped": entry.skipped(),
         "labels_dropped": meta["labels_dropped"],
+        "uncertain_policy": meta.get("uncertain_policy"),
+        "masked_labels": meta.get("masked_labels", 0),
         "notes": meta["notes"],
         "split": {
             "hash": split["hash"],
@@ -177,6 +192,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{'labels' if s['task'] == 'multilabel' else 'classes'}, cache images {s['image_size']} px",
         f"  cache:    {cache['path']} ({'built now' if cache['built_now'] else 'reused'}, "
         f"{cache['seconds']:.1f} s)",
+        *_policy_lines(s),
         "",
         _count_table(s),
         "",
@@ -218,6 +234,15 @@ def _published_line(split: dict[str, Any]) -> str:
         f"same-patient and {audit['crossing_pairs_near_duplicate']} near-duplicate pairs "
         "crossed it"
     )
+
+
+def _policy_lines(s: dict[str, Any]) -> list[str]:
+    if not s.get("uncertain_policy"):
+        return []
+    return [
+        f"  uncertain labels: {s['uncertain_policy']} "
+        f"({s['masked_labels']} label values masked in the loss and metrics)"
+    ]
 
 
 def _count_table(s: dict[str, Any]) -> str:

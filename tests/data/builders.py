@@ -462,9 +462,235 @@ def build_imagefolder_splits(parent: Path, with_val: bool = True) -> Expected:
     )
 
 
+# --- NIH ChestX-ray14 -----------------------------------------------------------------------
+
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+# Label combinations dealt to patients in turn (each patient has two images with one combination).
+NIH_COMBOS: tuple[str, ...] = (
+    "Effusion",
+    "Infiltration",
+    "Effusion|Infiltration",
+    "No Finding",
+    "Atelectasis",
+)
+
+
+def build_nih_chestxray14(
+    parent: Path, train_patients: int = 40, test_patients: int = 15
+) -> Expected:
+    """NIH ChestX-ray14 as the Kaggle zip unpacks it: ``archive/`` holding Data_Entry_2017.csv
+    (trailing-comma header, bracketed size columns), images_001/images/ and images_002/images/,
+    train_val_list.txt and test_list.txt, BBox_List_2017.csv.
+
+    Patients have two images each (``<8-digit patient>_<3-digit follow-up>.png``); the label
+    combinations of NIH_COMBOS are dealt in turn, so every kept finding reaches every split.
+    Quirks: one Hernia patient (too rare: dropped as a label), an AP and a PA view, a row whose
+    file is missing, a row listed twice, a row on neither split list, an image that no row lists,
+    .DS_Store and a .txt in an image folder.
+    """
+    root = parent / "archive"
+    rows: list[list[str]] = []
+    groups: dict[str, str] = {}
+    train_names: list[str] = []
+    test_names: list[str] = []
+    counts: dict[str, int] = {}
+    seed = 7000
+
+    def add(patient: int, follow_up: int, findings: str, *, write: bool = True) -> str:
+        nonlocal seed
+        seed += 1
+        name = f"{patient:08d}_{follow_up:03d}.png"
+        folder = "images_001" if patient % 2 else "images_002"
+        if write:
+            save_image(root / folder / "images" / name, seed, "L", (64, 64))
+        view = "AP" if seed % 3 == 0 else "PA"
+        rows.append(
+            [
+                name,
+                findings,
+                str(follow_up),
+                str(patient),
+                "58",
+                "M",
+                view,
+                "2500",
+                "2048",
+                "0.143",
+                "0.143",
+                "",
+            ]
+        )
+        return f"{folder}/images/{name}"
+
+    patients = train_patients + test_patients
+    for p in range(patients):
+        patient = 11 + p
+        findings = NIH_COMBOS[p % len(NIH_COMBOS)]
+        for follow_up in range(2):
+            rel = add(patient, follow_up, findings)
+            groups[rel] = f"patient:{patient}"
+            (test_names if p >= train_patients else train_names).append(rel.rsplit("/", 1)[-1])
+            for label in findings.split("|"):
+                if label != "No Finding":
+                    counts[label] = counts.get(label, 0) + 1
+    kept = len(rows)
+    hernia = add(9, 0, "Hernia|Effusion")  # the only Hernia: dropped as a label, image kept
+    groups[hernia] = "patient:9"
+    train_names.append(hernia.rsplit("/", 1)[-1])
+    counts["Effusion"] += 1
+    add(8, 0, "Effusion", write=False)  # listed, file missing
+    train_names.append("00000008_000.png")
+    rows.append(list(rows[0]))  # listed twice
+    add(7, 0, "Mass")  # on neither split list
+    save_image(root / "images_002" / "images" / "00000006_000.png", 9991)  # no row lists it
+    write_junk(root / "images_001" / "images")
+    lines = [NIH_HEADER] + [",".join(r) for r in rows]
+    (root / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
+    (root / "train_val_list.txt").write_text("\n".join(train_names) + "\n")
+    (root / "test_list.txt").write_text("\n".join(test_names) + "\n")
+    (root / "BBox_List_2017.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h]\n")
+    return Expected(
+        root=root,
+        dataset_root=root,
+        dataset="nih_chestxray14",
+        classes=tuple(sorted(counts)),
+        counts=counts,
+        images=kept + 1,
+        skips={
+            SKIP_SYSTEM: 2,
+            SKIP_NOT_IMAGE: 1,
+            "listed in Data_Entry, file missing": 1,
+            "listed twice in Data_Entry": 1,
+            "in neither train_val_list.txt nor test_list.txt": 1,
+            "in the image folders but not in Data_Entry": 1,
+        },
+        groups=groups,
+        dropped_labels=("Hernia",),
+        notes=("Official split kept", "BBox_List_2017.csv"),
+    )
+
+
+# --- CheXpert --------------------------------------------------------------------------------
+
+CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+# Per patient in turn: observation -> value ("1.0", "0.0", "-1.0"; unnamed ones are blank).
+CHEXPERT_ROWS: tuple[dict[str, str], ...] = (
+    {"Cardiomegaly": "1.0", "Edema": "-1.0", "Support Devices": "1.0"},
+    {"Edema": "1.0", "Pleural Effusion": "1.0", "Cardiomegaly": "0.0"},
+    {"No Finding": "1.0"},
+    {"Pleural Effusion": "1.0", "Cardiomegaly": "-1.0"},
+    {"Edema": "-1.0", "Support Devices": "1.0", "Pleural Effusion": "0.0"},
+)
+CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
+
+
+def chexpert_expected_labels(values: dict[str, str], policy: str) -> tuple[set[str], set[str]]:
+    """(positive labels, masked labels) of one row under an uncertain-label policy."""
+    positive = {name for name, v in values.items() if v == "1.0"}
+    uncertain = {name for name, v in values.items() if v == "-1.0"}
+    if policy == "ones":
+        return positive | uncertain, set()
+    return positive, (uncertain if policy == "ignore" else set())
+
+
+def build_chexpert(parent: Path, train_patients: int = 60, valid_patients: int = 15) -> Expected:
+    """CheXpert-v1.0-small under ``parent`` (as unzipped: Path is relative to ``parent``).
+
+    Every patient has one study with a frontal view (AP or PA) and a lateral view (skipped by
+    default); train patients get CHEXPERT_ROWS in turn (with uncertain values), valid.csv
+    patients the same without uncertainty (the radiologists' labels have none). Quirks: a row
+    whose file is missing, a row listed twice, an image no row lists, .DS_Store in a study.
+    ``Expected`` is for the default policy (ignore); ``chexpert_expected_labels`` gives any
+    policy's labels per row, and ``Expected.groups`` maps each kept image to its patient.
+    """
+    root = parent / "CheXpert-v1.0-small"
+    seed = 8000
+    counts: dict[str, int] = {}
+    groups: dict[str, str] = {}
+    kept = 0
+
+    def patient_rows(split: str, first: int, n: int) -> list[list[str]]:
+        nonlocal seed, kept
+        rows = []
+        for p in range(n):
+            number = first + p
+            values = dict(CHEXPERT_ROWS[p % len(CHEXPERT_ROWS)])
+            if split == "valid":
+                values = {k: ("1.0" if v == "-1.0" else v) for k, v in values.items()}
+            study = f"{split}/patient{number:05d}/study1"
+            for view, fl, appa in (
+                ("view1_frontal", "Frontal", "AP" if p % 2 else "PA"),
+                ("view2_lateral", "Lateral", ""),
+            ):
+                seed += 1
+                save_image(root / study / f"{view}.jpg", seed, "L", (64, 72))
+                labels = [values.get(name, "") for name in CHEXPERT_OBSERVATIONS]
+                rows.append(
+                    [f"CheXpert-v1.0-small/{study}/{view}.jpg", "Female", "68", fl, appa, *labels]
+                )
+                if fl == "Frontal":
+                    kept += 1
+                    groups[f"{study}/{view}.jpg"] = f"patient:{number}"
+                    for name in chexpert_expected_labels(values, "ignore")[0]:
+                        counts[name] = counts.get(name, 0) + 1
+        return rows
+
+    train = patient_rows("train", 1, train_patients)
+    valid = patient_rows("valid", 64541, valid_patients)
+    missing = list(train[0])
+    missing[0] = "CheXpert-v1.0-small/train/patient09999/study1/view1_frontal.jpg"
+    train += [missing, list(train[2])]  # a missing file, a row listed twice
+    save_image(root / "train" / "patient09998" / "study1" / "view1_frontal.jpg", 9992)
+    write_junk(root / "train" / "patient00001" / "study1")
+    for name, rows in (("train.csv", train), ("valid.csv", valid)):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CHEXPERT_HEADER)
+        writer.writerows(rows)
+        (root / name).write_text(buffer.getvalue())
+    return Expected(
+        root=parent,
+        dataset_root=root,
+        dataset="chexpert",
+        classes=tuple(sorted(counts)),
+        counts=counts,
+        images=kept,
+        skips={
+            SKIP_SYSTEM: 2,
+            SKIP_NOT_IMAGE: 1,
+            "view not chosen (Lateral)": train_patients + valid_patients,
+            "listed in train.csv, file missing": 1,
+            "listed twice in the CSV files": 1,
+            "in train/ or valid/ but in no CSV file": 1,
+        },
+        groups=groups,
+        notes=("Uncertain labels (-1): policy ignore", "valid.csv is the test split"),
+    )
+
+
 BUILDERS = {
     "covid19_radiography": build_covid19_radiography,
     "covid19_pneumonia_normal": build_covid19_pneumonia_normal,
     "covid_chestxray": build_covid_chestxray,
+    "nih_chestxray14": build_nih_chestxray14,
+    "chexpert": build_chexpert,
     "imagefolder": build_imagefolder,
 }

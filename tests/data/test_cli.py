@@ -100,3 +100,17 @@ def test_bad_input_is_one_line_and_exit_2(
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_inspect_states_the_uncertain_label_policy(
+    layouts: dict[str, Expected], tmp_path: Path
+) -> None:
+    expected = layouts["chexpert"]
+    args = ("inspect", str(expected.root), "--image-size", "32", "--uncertain")
+    zeros = run_cli(*args, "zeros", cache=tmp_path)
+    assert zeros.returncode == 0, zeros.stderr
+    assert "uncertain labels: zeros (0 label values masked" in zeros.stdout
+    assert "policy zeros (U-Zeros, counted as negative)" in zeros.stdout
+    bad = run_cli(*args, "maybe", cache=tmp_path)
+    assert bad.returncode == 2
+    assert "Unknown value 'maybe'" in bad.stderr and "Traceback" not in bad.stderr

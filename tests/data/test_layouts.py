@@ -173,3 +173,145 @@ def test_named_class_folder_twice_in_different_case_is_refused(tmp_path: Path) -
     builders.save_image(tmp_path / "Data" / "COVID" / "x.png", 99)
     with pytest.raises(DataError, match=r"'COVID' and 'covid', which differ only in case"):
         DATASETS.get("covid19_pneumonia_normal").parse(tmp_path / "Data", {})
+
+
+# --- NIH ChestX-ray14 and CheXpert ----------------------------------------------------------
+
+
+def test_nih_chestxray14_labels_groups_and_views(layouts: dict[str, Expected]) -> None:
+    expected = layouts["nih_chestxray14"]
+    parse = DATASETS.get("nih_chestxray14").parse
+    manifest = parse(expected.dataset_root, {})
+    by_path = {r.path.relative_to(expected.dataset_root).as_posix(): r for r in manifest.records}
+    assert {k: r.group for k, r in by_path.items()} == expected.groups
+    # "No Finding" is no positive label; "Effusion|Infiltration" is two.
+    labels = {r.labels for r in manifest.records}
+    assert () in labels and ("Effusion", "Infiltration") in labels
+    assert all("No Finding" not in r.labels for r in manifest.records)
+    only_pa = parse(expected.dataset_root, {"views": "pa"})
+    assert 0 < len(only_pa.records) < len(manifest.records)
+    assert only_pa.skipped.counts["view not chosen (AP)"] > 0
+    with pytest.raises(ConfigError, match="Unknown view 'PAA'. Did you mean 'PA'"):
+        parse(expected.dataset_root, {"views": ["PAA"]})
+
+
+def test_nih_chestxray14_official_split_is_kept(
+    layouts: dict[str, Expected], options: DataOptions
+) -> None:
+    expected = layouts["nih_chestxray14"]
+    root = expected.dataset_root
+    test_names = set((root / "test_list.txt").read_text().split())
+    train_names = set((root / "train_val_list.txt").read_text().split())
+    entry = prepare(DataSource(None, expected.root), options)
+    rows = read_manifest(entry.path)
+    split_of = {row["path"].rsplit("/", 1)[-1]: row["split"] for row in rows}
+    assert {n for n, s in split_of.items() if s == "test"} == test_names & set(split_of)
+    assert {n for n, s in split_of.items() if s != "test"} == train_names & set(split_of)
+    assert entry.meta["sizes"]["val"] > 0
+    assert entry.split_info()["fixed_by_layout"] and entry.split_info()["audit"]["crossing"] == 0
+    # Patient-wise: no patient has images in two splits.
+    splits_of_group: dict[str, set[str]] = {}
+    for row in rows:
+        splits_of_group.setdefault(row["group"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits_of_group.values())
+
+
+def test_nih_chestxray14_without_split_lists_splits_by_patient(tmp_path: Path) -> None:
+    root = builders.build_nih_chestxray14(tmp_path, train_patients=10, test_patients=5).dataset_root
+    (root / "test_list.txt").unlink()
+    manifest = DATASETS.get("nih_chestxray14").parse(root, {})
+    assert all(r.split is None for r in manifest.records)
+    assert any("split by patient instead of the official split" in n for n in manifest.notes)
+
+
+@pytest.mark.parametrize("policy", ["ones", "zeros", "ignore"])
+def test_chexpert_uncertain_label_policies(layouts: dict[str, Expected], policy: str) -> None:
+    expected = layouts["chexpert"]
+    manifest = DATASETS.get("chexpert").parse(expected.dataset_root, {"uncertain": policy})
+    assert manifest.uncertain_policy == policy
+    assert any(f"policy {policy}" in note for note in manifest.notes)
+    rows = _chexpert_rows(expected.dataset_root)
+    for record in manifest.records:
+        rel = record.path.relative_to(expected.dataset_root).as_posix()
+        positive, masked = builders.chexpert_expected_labels(rows[rel], policy)
+        assert set(record.labels) == positive, rel
+        assert set(record.masked) == masked, rel
+    assert any(r.masked for r in manifest.records) == (policy == "ignore")
+
+
+def _chexpert_rows(root: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    rows: dict[str, dict[str, str]] = {}
+    for name in ("train.csv", "valid.csv"):
+        with open(root / name, newline="") as handle:
+            for row in csv.DictReader(handle):
+                rel = row["Path"].split("/", 1)[1]
+                rows[rel] = {k: v for k, v in row.items() if k in builders.CHEXPERT_OBSERVATIONS}
+    return rows
+
+
+def test_chexpert_lateral_views_filtered_by_default(layouts: dict[str, Expected]) -> None:
+    expected = layouts["chexpert"]
+    parse = DATASETS.get("chexpert").parse
+    default = parse(expected.dataset_root, {})
+    assert all("frontal" in r.path.name for r in default.records)
+    both = parse(expected.dataset_root, {"chexpert": {"views": "Frontal,Lateral"}})
+    assert any("lateral" in r.path.name for r in both.records)
+    assert "view not chosen (Lateral)" not in both.skipped.counts
+    only_pa = parse(expected.dataset_root, {"views": ["PA"]})
+    assert 0 < len(only_pa.records) < len(default.records)
+
+
+def test_chexpert_bad_options_suggest_the_right_one(layouts: dict[str, Expected]) -> None:
+    root = layouts["chexpert"].dataset_root
+    parse = DATASETS.get("chexpert").parse
+    with pytest.raises(ConfigError, match="Unknown value 'ignor'. Did you mean 'ignore'"):
+        parse(root, {"uncertain": "ignor"})
+    with pytest.raises(ConfigError, match="Unknown view 'frontl'. Did you mean 'Frontal'"):
+        parse(root, {"views": "frontl"})
+    with pytest.raises(ConfigError, match="Did you mean 'uncertain'"):
+        parse(root, {"uncertian": "ones"})
+
+
+def test_chexpert_valid_csv_is_the_test_split_and_masks_reach_the_cache(
+    layouts: dict[str, Expected], options: DataOptions
+) -> None:
+    import numpy as np
+
+    from cxr_tune.data.types import MASKED_LABEL
+
+    expected = layouts["chexpert"]
+    entry = prepare(DataSource(None, expected.root), options)
+    rows = read_manifest(entry.path)
+    assert {r["split"] for r in rows if r["path"].startswith("valid/")} == {"test"}
+    assert {r["split"] for r in rows if r["path"].startswith("train/")} == {"train", "val"}
+    assert entry.meta["uncertain_policy"] == "ignore"
+    arrays = entry.arrays()
+    assert arrays.uncertain_policy == "ignore"
+    labels = np.concatenate([arrays.split(s).labels for s in ("train", "val", "test")])
+    masked = labels == MASKED_LABEL
+    assert masked.any() and not masked[[r["split"] == "test" for r in rows]].any()
+    assert entry.meta["masked_labels"] == int(masked.sum())
+    ones = prepare(
+        DataSource(None, expected.root),
+        DataOptions(
+            image_size=32,
+            cache_dir=options.cache_dir,
+            workers=1,
+            parser_options={"uncertain": "ones"},
+        ),
+    )
+    assert ones.path != entry.path and ones.meta["masked_labels"] == 0
+    totals = {
+        c: sum(ones.meta["counts"][s][c] for s in ("train", "val", "test"))
+        for c in ones.meta["classes"]
+    }
+    assert totals["Edema"] > expected.counts["Edema"]  # uncertain Edema counted as positive
+
+
+def test_chexpert_detected_from_the_folder_above(layouts: dict[str, Expected]) -> None:
+    expected = layouts["chexpert"]
+    found = resolve(DataSource(None, expected.root))
+    assert (found.dataset, found.root) == ("chexpert", expected.dataset_root)
+    assert "train.csv" in found.reason
