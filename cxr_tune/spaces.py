@@ -13,6 +13,7 @@ A space is flat and declarative (no code, no expressions)::
     search: {algorithm: optuna, num_samples: 32, max_concurrent: 8, seed: 0,
              initial: [{lr: 1.0e-4, optimizer: adam}],
              budget_epochs: 400}                    # optional: most trial-epochs per cell
+    data: {uncertain: ignore}                       # optional: dataset layout options
     scheduler: {name: asha, grace_period: 2, reduction_factor: 3}
     evaluation: {seeds: 3, bootstrap: 1000}
 
@@ -49,6 +50,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "scheduler",
     "evaluation",
     "resources",
+    "data",
 )
 
 
@@ -189,6 +191,9 @@ class SearchSpace:
     eval_seeds: int | None = None
     bootstrap: int = 1000
     resources: ResourceSpec = field(default_factory=ResourceSpec)
+    # Dataset layout options (``views``, ``uncertain``...), flat or keyed by dataset name; the
+    # layouts check names and values when they read a dataset.
+    data_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -294,8 +299,26 @@ def parse_space(raw: Any, *, source: str, default_name: str = "space") -> Search
         ),
         bootstrap=where.integer(evaluation.get("bootstrap", 1000), "evaluation.bootstrap", low=100),
         resources=_parse_resources(where, mapping.get("resources", {})),
+        data_options=_parse_data(where, mapping.get("data", {})),
     )
     return space
+
+
+def _parse_data(where: _Where, raw: Any) -> dict[str, Any]:
+    """``data:``: layout options, flat (``{uncertain: ones}``) or per dataset
+    (``{chexpert: {uncertain: ones}}``); values are strings, lists of strings or such maps."""
+    options = where.mapping(raw, "data")
+    for key, value in options.items():
+        values = value.values() if isinstance(value, dict) else [value]
+        for item in values:
+            items = item if isinstance(item, list) else [item]
+            if not all(isinstance(v, str) for v in items):
+                where.fail(
+                    f"data.{key}",
+                    f"the value is {value!r}, but must be a name, a list of names or a mapping "
+                    "of them (e.g. uncertain: ignore, views: [PA, AP])",
+                )
+    return dict(options)
 
 
 def _parse_resources(where: _Where, raw: Any) -> ResourceSpec:

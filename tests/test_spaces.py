@@ -118,6 +118,7 @@ def _space(text: str):
             r"params.lr: a grid search needs `choice` domains only",
         ),
         ("- a list", r"x.yaml: top level: expected a mapping"),
+        ("data: {uncertain: 1}", r"data.uncertain: the value is 1, but must be a name"),
     ],
 )
 def test_bad_space_gives_one_message_naming_file_and_key(text, message):
@@ -169,3 +170,8 @@ def test_empty_space_file_is_an_error_naming_the_file(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"empty.yaml: the file is empty .* `params` or `cells`"):
         load_space(str(path))
+
+
+def test_space_data_options_are_kept_flat_or_per_dataset():
+    space = _space("data: {uncertain: ones, chexpert: {views: [PA, AP]}}")
+    assert space.data_options == {"uncertain": "ones", "chexpert": {"views": ["PA", "AP"]}}

@@ -148,6 +148,14 @@ def split_lines(exp: Experiment) -> list[str]:
     return lines
 
 
+# How each uncertain-label policy (CheXpert) treats a label of -1, as the report states it.
+UNCERTAIN_MEANING = {
+    "ones": "U-Ones: counted as positive",
+    "zeros": "U-Zeros: counted as negative",
+    "ignore": "U-Ignore: masked in the loss and the metrics",
+}
+
+
 def _datasets_table(datasets: list[Mapping[str, Any]]) -> Block:
     rows = []
     for info in datasets:
@@ -175,7 +183,15 @@ def _datasets_table(datasets: list[Mapping[str, Any]]) -> Block:
         "split hash",
         "source",
     ]
-    return make_table(headers, rows, "Datasets and their splits (grouped by patient where known).")
+    caption = "Datasets and their splits (grouped by patient where known)."
+    policies = [
+        f"`{info.get('name')}`: {info['uncertain_policy']} ({UNCERTAIN_MEANING.get(str(info['uncertain_policy']), '')})"
+        for info in datasets
+        if info.get("uncertain_policy")
+    ]
+    if policies:
+        caption += " Uncertain labels: " + "; ".join(policies) + "."
+    return make_table(headers, rows, caption)
 
 
 def paper_sections(exp: Experiment, ctx: Context) -> list[Section]:

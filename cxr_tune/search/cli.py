@@ -11,6 +11,8 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from cxr_tune.config import PROFILE_CHOICES, DataSource
 from cxr_tune.constants import DIVERGED, FAILED
@@ -130,6 +132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the experiment's with --resume)",
     )
     parser.add_argument(
+        "--uncertain",
+        choices=("ones", "zeros", "ignore"),
+        help="CheXpert's uncertain labels count as ones or zeros, or are ignored (masked in the "
+        "loss and metrics); overrides the space's data.uncertain (default: ignore)",
+    )
+    parser.add_argument(
         "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
     )
     parser.add_argument(
@@ -197,8 +205,10 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             time_budget_s=time_budget_s,
             gpu_hours=args.gpu_hours,
+            data_options={"uncertain": args.uncertain} if args.uncertain else {},
         ),
     )
+    _check_data_options(dataset_keys, plan.data_options)
     if args.dry_run:
         for line in plan.lines():
             print(json.dumps(line))
@@ -238,6 +248,17 @@ def _announced(source: DataSource) -> DataSource:
     if source.detected:
         print(f"data: {source.path}: {source.key} ({source.detected})")
     return source
+
+
+def _check_data_options(keys: tuple[str, ...], options: Mapping[str, Any]) -> None:
+    """Fail before any work on a layout option no layout knows (with a did-you-mean)."""
+    if not options:
+        return
+    from cxr_tune.data.datasets import DATASETS
+    from cxr_tune.data.layouts.common import check_options
+
+    for key in dict.fromkeys(keys):
+        check_options(key, options, DATASETS.get(key).options)
 
 
 def _unique_names(keys: tuple[str, ...]) -> tuple[str, ...]:

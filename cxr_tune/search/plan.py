@@ -48,6 +48,8 @@ class Overrides:
     image_size: int | None = None
     time_budget_s: float | None = None
     gpu_hours: float | None = None
+    # Dataset layout options given on the command line (e.g. ``uncertain``): win over ``data:``.
+    data_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class Plan:
     budget_epochs: int | None = None
     # Wall-clock and GPU-hour limits of the whole experiment (None: none).
     budget: ExperimentBudget | None = None
+    # Dataset layout options: the space's ``data:`` with the command line's on top.
+    data_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -190,6 +194,7 @@ class Plan:
                     "time_attr": EPOCH,
                 },
                 "metric": {"name": self.space.metric, "mode": self.space.mode},
+                "data_options": dict(self.data_options),
                 "resources": self.resources(str(self.base_config(cell).get("model"))),
                 "max_concurrent": self.max_concurrent,
                 "eval_seeds": self.eval_seeds,
@@ -295,6 +300,7 @@ def build_plan(
         eval_seeds=eval_seeds,
         notes=tuple(notes),
         budget_epochs=budget,
+        data_options={**space.data_options, **overrides.data_options},
     )
     if overrides.time_budget_s is not None or overrides.gpu_hours is not None:
         plan = dataclasses.replace(

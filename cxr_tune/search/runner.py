@@ -132,6 +132,7 @@ def data_options(plan: Plan, cache_dir: Path | None, split: str = "grouped") -> 
         cache_dir=cache_dir or default_cache_dir(),
         phantom_images=plan.profile.phantom_images,
         split=split,
+        parser_options=dict(plan.data_options),
     )
 
 
@@ -171,6 +172,7 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
                 "dataset_hash": arrays.dataset_hash,
                 "split_hash": arrays.split_hash,
                 "published_split": arrays.published_split,
+                "uncertain_policy": arrays.uncertain_policy,
             }
             for (name, arrays), source, key in zip(
                 data.items(), request.sources, request.dataset_keys

@@ -178,3 +178,20 @@ def test_batch_sizes_larger_than_the_training_split_are_refused():
     default = build_plan(parse_space({}, source="d.yaml"), PROFILES["cpu"], ("x",), cpu_count=2)
     with pytest.raises(ConfigError, match=r"batch_size \(the default, not set in the space\)"):
         check_batch_sizes(default, {"x": 20})
+
+
+def test_data_options_come_from_the_space_and_the_command_line():
+    space = parse_space({"data": {"uncertain": "ones", "views": ["PA"]}}, source="x.yaml")
+    plan = build_plan(
+        space, PROFILES["cpu"], ("phantom",), Overrides(data_options={"uncertain": "zeros"})
+    )
+    assert plan.data_options == {"uncertain": "zeros", "views": ["PA"]}
+    assert plan.lines()[0]["data_options"] == {"uncertain": "zeros", "views": ["PA"]}
+
+
+def test_dry_run_shows_the_uncertain_policy_and_rejects_unknown_options(tmp_path):
+    out = _cli("--space", "smoke", "--profile", "smoke", "--uncertain", "ones", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["data_options"] == {"uncertain": "ones"}
+    bad = _cli("--space", str(_write(tmp_path, "data: {uncertian: ones}")), "--dry-run")
+    assert bad.returncode == 2 and "Did you mean 'uncertain'" in bad.stderr
