@@ -185,9 +185,9 @@ def _datasets_table(datasets: list[Mapping[str, Any]]) -> Block:
     ]
     caption = "Datasets and their splits (grouped by patient where known)."
     policies = [
-        f"`{info.get('name')}`: {info['uncertain_policy']} ({UNCERTAIN_MEANING.get(str(info['uncertain_policy']), '')})"
+        f"`{info.get('name')}`: {policy} ({UNCERTAIN_MEANING.get(policy, 'unknown policy')})"
         for info in datasets
-        if info.get("uncertain_policy")
+        if (policy := str(info.get("uncertain_policy") or ""))
     ]
     if policies:
         caption += " Uncertain labels: " + "; ".join(policies) + "."
