@@ -189,6 +189,7 @@ def test_data_options_come_from_the_space_and_the_command_line():
     assert plan.lines()[0]["data_options"] == {"uncertain": "zeros", "views": ["PA"]}
 
 
+@pytest.mark.slow  # two fresh interpreters import torch
 def test_dry_run_shows_the_uncertain_policy_and_rejects_unknown_options(tmp_path):
     out = _cli("--space", "smoke", "--profile", "smoke", "--uncertain", "ones", "--dry-run")
     assert out.returncode == 0, out.stderr
