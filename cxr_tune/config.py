@@ -24,6 +24,7 @@ Mode = Literal["min", "max"]
 AUGMENTATIONS: tuple[str, ...] = ("none", "paper", "light", "strong")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+DATA_PATHS: tuple[str, ...] = ("resident", "streaming")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class TrialConfig:
     checkpoint_every: int = 1
     seed: int = 0
     cell: str = ""
+    # How the trial's data reach the device: copied once (``resident``), or a batch at a time
+    # from host memory (``streaming``); the plan chooses it per cell (search/placement.py).
+    data_path: str = "resident"
 
     def __post_init__(self) -> None:
         _check_positive("lr", self.lr)
@@ -70,6 +74,7 @@ class TrialConfig:
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("data_path", self.data_path, DATA_PATHS)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
@@ -93,7 +98,7 @@ def trial_field_types() -> dict[str, type]:
 
 
 # Fields the search fills in itself; a search space must not set them.
-SEARCH_MANAGED_FIELDS: frozenset[str] = frozenset({"dataset", "cell", "seed"})
+SEARCH_MANAGED_FIELDS: frozenset[str] = frozenset({"dataset", "cell", "seed", "data_path"})
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxr_tune.config import Task, TrialConfig
+from cxr_tune.config import DATA_PATHS, Task, TrialConfig
 from cxr_tune.constants import (
     EPOCH,
     FAILURE_REASON,
@@ -66,6 +66,167 @@ class DeviceSplit:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def batches(self, indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) of each batch of ``indices`` (CPU index tensors), on the
+        device: the indices go over in one transfer, the rows are gathered there."""
+        for index in _batches_on_device(iter(indices), self.device):
+            yield self.images[index], self.labels[index]
+
+
+@dataclass(frozen=True)
+class StreamedSplit:
+    """One split that stays in host memory (the node's shared copy in Ray's object store, or
+    the cache's memory map) and reaches the device a batch at a time.
+
+    A background thread gathers each batch's rows into a pinned host buffer and starts its
+    copy to the device on a side stream, ``prefetch`` batches ahead; the training loop's
+    stream waits for the copy on the device (an event), never on the host. Used when the split
+    does not fit in device memory beside the trials packed on it (``search/placement.py``).
+    Batches hold exactly the values a device-resident split gives, so an epoch's result is the
+    same either way.
+
+    Attributes:
+        host_images: uint8 (N, H, W), read-only, in host memory.
+        labels: the split's labels on the device (small: they are copied once).
+        target: the training device.
+        prefetch: batches prepared ahead of the one being trained on.
+    """
+
+    host_images: np.ndarray
+    labels: torch.Tensor
+    target: torch.device
+    prefetch: int = 2
+
+    def __len__(self) -> int:
+        return int(self.host_images.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.target
+
+    def batches(self, indices: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) of each batch of ``indices``, on the device, in order."""
+        largest = max((len(i) for i in indices), default=0)
+        with _Prefetcher(self.host_images, indices, self.target, largest, self.prefetch) as feed:
+            for images, index in feed:
+                yield images, self.labels[index]
+
+
+class _Prefetcher:
+    """Produces device batches from host rows in a background thread (see StreamedSplit).
+
+    A ring of pinned buffers, two more than the batches in flight: a buffer is refilled only
+    after its previous copy to the device has finished (the producer thread waits on that
+    copy's event, so the training thread never does) and after the training thread has moved
+    past the batch it held.
+    """
+
+    def __init__(
+        self,
+        host: np.ndarray,
+        indices: list[torch.Tensor],
+        device: torch.device,
+        largest: int,
+        depth: int,
+    ) -> None:
+        import queue
+        import threading
+
+        self.host = host
+        self.indices = indices
+        self.device = device
+        self.cuda = device.type == "cuda"
+        pin = self.cuda
+        shape = (max(largest, 1), *host.shape[1:])
+        self.buffers = [
+            torch.empty(shape, dtype=torch.uint8, pin_memory=pin) for _ in range(depth + 2)
+        ]
+        self.events: list[Any] = [None] * len(self.buffers)
+        self.copy_stream = torch.cuda.Stream(device) if self.cuda else None
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, daemon=True)
+
+    def __enter__(self) -> _Prefetcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.queue.get_nowait()
+            self.thread.join(timeout=0.05)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(len(self.indices)):
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            images, index, event = item
+            if self.cuda:
+                current = torch.cuda.current_stream(self.device)
+                current.wait_event(event)  # a wait on the device, not on the host
+                images.record_stream(current)
+                index.record_stream(current)
+            yield images, index
+
+    def _produce(self) -> None:
+        try:
+            for k, index in enumerate(self.indices):
+                if self.stop.is_set():
+                    return
+                item = self._load(k % len(self.buffers), index)
+                while not self.stop.is_set():
+                    with contextlib.suppress(Exception):
+                        self.queue.put(item, timeout=0.1)
+                        break
+        except BaseException as exc:  # handed to the training thread, which raises it
+            self.queue.put(exc)
+
+    def _load(self, slot: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        rows = index.numpy()
+        n = len(rows)
+        if self.events[slot] is not None:
+            self.events[slot].synchronize()  # this buffer's last copy has left it
+        buffer = self.buffers[slot][:n]
+        out = buffer.numpy()
+        if n and rows[-1] - rows[0] == n - 1 and (np.diff(rows) == 1).all():
+            out[...] = self.host[rows[0] : rows[-1] + 1]  # a run of rows: one slice copy
+        else:
+            np.take(self.host, rows, axis=0, out=out)
+        if not self.cuda:
+            # On the CPU the buffer is the batch; the ring keeps it intact while it is used.
+            return buffer, index, None
+        assert self.copy_stream is not None
+        with torch.cuda.stream(self.copy_stream):
+            images = buffer.to(self.device, non_blocking=True)
+            device_index = index.pin_memory().to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.copy_stream)
+        self.events[slot] = event
+        return images, device_index, event
+
+
+TrainSplit = DeviceSplit | StreamedSplit
+
+
+def place_split(
+    split: SplitArrays, device: torch.device, task: Task, path: str = "resident"
+) -> TrainSplit:
+    """A split ready for the loop: copied to the device once (``resident``), or left in host
+    memory and streamed a batch at a time (``streaming``)."""
+    if path == "resident":
+        return to_device(split, device, task)
+    if path != "streaming":
+        raise ValueError(f"The data path is {path!r}, but must be one of {', '.join(DATA_PATHS)}.")
+    labels = to_device(SplitArrays(split.images[:0], split.labels), device, task).labels
+    return StreamedSplit(host_images=np.asarray(split.images), labels=labels, target=device)
 
 
 @dataclass(frozen=True)
@@ -252,7 +413,7 @@ def _autocast(settings: LoopSettings) -> contextlib.AbstractContextManager:
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    data: DeviceSplit,
+    data: TrainSplit,
     *,
     task: Task,
     batch_size: int,
@@ -269,22 +430,18 @@ def train_one_epoch(
     """
     model.train()
     criterion = loss_function(task)
-    loss_sum = torch.zeros((), device=data.images.device, dtype=torch.float64)
+    loss_sum = torch.zeros((), device=data.device, dtype=torch.float64)
     seen = 0
-    batches = _batches_on_device(
-        iterate_batches(len(data), batch_size, shuffle=True, generator=generator),
-        data.images.device,
-    )
-    for step, index in enumerate(batches, start=1):
-        x = augment_batch(prepare_batch(data.images[index], settings), augment, device_generator)
-        y = data.labels[index]
+    order = list(iterate_batches(len(data), batch_size, shuffle=True, generator=generator))
+    for step, (images, y) in enumerate(data.batches(order), start=1):
+        x = augment_batch(prepare_batch(images, settings), augment, device_generator)
         with _autocast(settings):
             loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().double() * len(index)
-        seen += len(index)
+        loss_sum += loss.detach().double() * len(y)
+        seen += len(y)
         if step % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
             break
     mean_loss = float(loss_sum) / max(seen, 1)
@@ -293,23 +450,40 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, *, batch_size: int, settings: LoopSettings
+    model: nn.Module,
+    images: torch.Tensor | TrainSplit,
+    *,
+    batch_size: int,
+    settings: LoopSettings,
 ) -> torch.Tensor:
-    """Float32 logits for uint8 images (N, H, W), in eval mode, on the images' device."""
+    """Float32 logits for uint8 images (N, H, W) or a split's images, in eval mode, on the
+    device, in order."""
     model.eval()
     outputs = []
-    # Consecutive slices are views: no gather, and no index copied to the device per batch.
-    for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start : start + batch_size], settings)
+    for batch in _consecutive(images, batch_size):
+        x = prepare_batch(batch, settings)
         with _autocast(settings):
             outputs.append(model(x).float())
     return torch.cat(outputs)
 
 
+def _consecutive(images: torch.Tensor | TrainSplit, batch_size: int) -> Iterator[torch.Tensor]:
+    if isinstance(images, DeviceSplit):
+        images = images.images
+    if isinstance(images, torch.Tensor):
+        # Consecutive slices are views: no gather, and no index copied to the device per batch.
+        for start in range(0, len(images), batch_size):
+            yield images[start : start + batch_size]
+        return
+    order = list(torch.arange(len(images)).split(batch_size))
+    for batch, _ in images.batches(order):
+        yield batch
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: DeviceSplit,
+    data: TrainSplit,
     *,
     task: Task,
     num_classes: int,
@@ -317,7 +491,7 @@ def evaluate(
     batch_size: int = 256,
 ) -> Evaluation:
     """Loss and metrics of ``model`` on ``data`` (no augmentation)."""
-    logits = predict_logits(model, data.images, batch_size=batch_size, settings=settings)
+    logits = predict_logits(model, data, batch_size=batch_size, settings=settings)
     loss = float(loss_function(task)(logits, data.labels))
     if task == "multilabel":
         probabilities = torch.sigmoid(logits).cpu().numpy()
@@ -385,8 +559,8 @@ def train_epochs(
     state: TrainingState,
     cfg: TrialConfig,
     dataset: DatasetArrays,
-    train: DeviceSplit,
-    val: DeviceSplit | None,
+    train: TrainSplit,
+    val: TrainSplit | None,
     settings: LoopSettings,
 ) -> Iterator[dict[str, Any]]:
     """Train ``state`` from the epoch after ``state.epoch`` to ``cfg.epochs``, yielding each
@@ -408,8 +582,8 @@ def run_epoch(
     state: TrainingState,
     cfg: TrialConfig,
     dataset: DatasetArrays,
-    train: DeviceSplit,
-    val: DeviceSplit | None,
+    train: TrainSplit,
+    val: TrainSplit | None,
     settings: LoopSettings,
     epoch: int,
 ) -> dict[str, Any]:
@@ -445,7 +619,7 @@ def fit_epoch(
     state: TrainingState,
     cfg: TrialConfig,
     dataset: DatasetArrays,
-    train: DeviceSplit,
+    train: TrainSplit,
     settings: LoopSettings,
     epoch: int,
 ) -> EpochStats:

@@ -27,7 +27,7 @@ import numpy as np
 from cxr_tune.config import DataSource
 from cxr_tune.constants import CHECKPOINT_FILE, COMPLETED, EVALUATION_FILE, STATUS, STATUS_OK
 from cxr_tune.data.labelmap import DatasetClasses, LabelMaps, SharedClasses
-from cxr_tune.data.types import DatasetArrays
+from cxr_tune.data.types import DatasetArrays, SplitArrays
 from cxr_tune.experiment import Experiment, TrialRecord
 from cxr_tune.files import write_atomic
 from cxr_tune.generalisation import (
@@ -137,9 +137,9 @@ def evaluate_run(
         build_state,
         eval_batch_size,
         loop_settings,
+        place_split,
         predict_logits,
         select_device,
-        to_device,
         train_epochs,
     )
 
@@ -153,7 +153,7 @@ def evaluate_run(
         state.model.load_state_dict(saved["model"])
         source = "search checkpoint"
     else:
-        train = to_device(dataset.split("train"), device, dataset.task)
+        train = place_split(dataset.split("train"), device, dataset.task, cfg.data_path)
         # The trials' own loop, without a validation split: the same seed trains the same model.
         for result in train_epochs(state, cfg, dataset, train, None, settings):
             if result[STATUS] != STATUS_OK:
@@ -167,7 +167,9 @@ def evaluate_run(
     batch = eval_batch_size(device, cfg.image_size)
 
     def probabilities(images: Any) -> np.ndarray:
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        # Labels are not read here; the split only carries the images down the data path.
+        unlabelled = SplitArrays(np.asarray(images), np.zeros(len(images), dtype=np.int64))
+        pixels = place_split(unlabelled, device, "multiclass", cfg.data_path)
         logits = predict_logits(state.model, pixels, batch_size=batch, settings=settings)
         if dataset.task == "multilabel":
             return torch.sigmoid(logits).cpu().numpy()

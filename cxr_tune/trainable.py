@@ -44,8 +44,8 @@ from cxr_tune.engine import (
     compile_supported,
     loop_settings,
     nan_metrics,
+    place_split,
     select_device,
-    to_device,
     train_epochs,
 )
 from cxr_tune.metrics import no_skill_losses
@@ -65,8 +65,10 @@ def train_trial(config: dict[str, Any], data: Mapping[str, DatasetArrays]) -> No
     settings = loop_settings(device, cfg.precision)
     state = build_state(cfg, dataset, device)
     restore_state(state, tune.get_checkpoint(), device)
-    train = to_device(dataset.split("train"), device, dataset.task)
-    val = to_device(dataset.split("val"), device, dataset.task)
+    # Device-resident, or streamed from the node's shared copy when the plan found that the
+    # split does not fit beside the trials packed on the device.
+    train = place_split(dataset.split("train"), device, dataset.task, cfg.data_path)
+    val = place_split(dataset.split("val"), device, dataset.task, cfg.data_path)
     meta = trial_metadata(cfg, dataset, device)
     try:
         for metrics in train_epochs(state, cfg, dataset, train, val, settings):

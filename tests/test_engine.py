@@ -300,3 +300,96 @@ def test_multilabel_loss_skips_masked_entries_and_equals_bce_without_them():
     logits.requires_grad_(True)
     criterion(logits, masked).backward()
     assert torch.count_nonzero(logits.grad[:3, 2]) == 0
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_streaming_gives_the_same_epoch_result_as_resident(task: str) -> None:
+    from cxr_tune.config import TrialConfig
+    from cxr_tune.data.types import DatasetArrays
+    from cxr_tune.engine import StreamedSplit, TrainingState, place_split, train_epochs
+
+    split = _split(n=70, size=32)
+    if task == "multilabel":
+        hot = np.eye(3, dtype=np.uint8)[split.labels]
+        hot[::7, 1] = 255  # masked entries travel with the batch too
+        split = SplitArrays(images=split.images, labels=hot)
+    dataset = DatasetArrays(
+        name="tiny",
+        task=task,  # type: ignore[arg-type]
+        classes=("a", "b", "c"),
+        image_size=32,
+        splits={"train": split, "val": _split(n=20, size=32, seed=1)},
+        dataset_hash="x",
+        split_hash="y",
+    )
+    if task == "multilabel":
+        val = dataset.splits["val"]
+        dataset.splits["val"] = SplitArrays(val.images, np.eye(3, dtype=np.uint8)[val.labels])
+    cfg = TrialConfig(image_size=32, batch_size=16, epochs=2, augment="light")
+    results, weights = [], []
+    for path in ("resident", "streaming"):
+        model = _tiny_model()
+        state = TrainingState(model, torch.optim.Adam(model.parameters(), lr=1e-2), None)
+        train = place_split(dataset.split("train"), torch.device("cpu"), task, path)
+        val = place_split(dataset.split("val"), torch.device("cpu"), task, path)
+        assert isinstance(train, StreamedSplit) == (path == "streaming")
+        results.append(list(train_epochs(state, cfg, dataset, train, val, CPU)))
+        weights.append(state.model.state_dict())
+    timing = ("train_images_per_s", "epoch_time_s")
+    for resident, streamed in zip(*results, strict=True):
+        assert {k: v for k, v in resident.items() if k not in timing} == {
+            k: v for k, v in streamed.items() if k not in timing
+        }
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_streamed_split_stops_its_prefetch_thread_when_the_loop_stops_early() -> None:
+    import threading
+
+    from cxr_tune.engine import place_split
+
+    split = _split(n=200, size=16)
+    streamed = place_split(split, torch.device("cpu"), "multiclass", "streaming")
+    before = threading.active_count()
+    order = list(iterate_batches(len(split), 8, shuffle=False))
+    for k, (images, labels) in enumerate(streamed.batches(order)):
+        np.testing.assert_array_equal(images.numpy(), split.images[order[k].numpy()])
+        np.testing.assert_array_equal(labels.numpy(), split.labels[order[k].numpy()])
+        if k == 3:
+            break
+    assert threading.active_count() == before
+
+
+@pytest.mark.gpu
+@CUDA
+def test_streaming_on_cuda_feeds_the_same_batches_as_resident():
+    """On CUDA: the prefetcher's pinned buffers, side-stream copies and events deliver the
+    resident split's batches exactly, and an fp32 epoch trains to the same loss."""
+    from cxr_tune.engine import place_split
+
+    device = torch.device("cuda")
+    split = _split(n=300, size=32)
+    resident = place_split(split, device, "multiclass", "resident")
+    streamed = place_split(split, device, "multiclass", "streaming")
+    order = list(iterate_batches(len(split), 16, shuffle=True, generator=torch.Generator()))
+    for (a, ya), (b, yb) in zip(resident.batches(order), streamed.batches(order), strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    settings = loop_settings(device, "fp32")
+    losses = []
+    torch.backends.cudnn.deterministic = True
+    for data in (resident, streamed):
+        model = place_model(_tiny_model(), settings)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        stats = train_one_epoch(
+            model,
+            optimizer,
+            data,
+            task="multiclass",
+            batch_size=16,
+            settings=settings,
+            generator=torch.Generator().manual_seed(0),
+            device_generator=torch.Generator(device=device).manual_seed(0),
+        )
+        losses.append(stats.loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -194,6 +194,34 @@ def _detection(source: DataSource) -> Detection:
     return resolve(source)
 
 
+def search_images(source: DataSource, options: DataOptions) -> tuple[int, int]:
+    """About how many images a search of ``source`` trains and validates on, and its classes,
+    without decoding anything: the cache's figures where it is prepared, else the layout's
+    records less the test share. For planning device memory (``search/placement.py``).
+
+    Raises:
+        DataError, ConfigError: as :func:`prepare`.
+    """
+    if source.is_phantom:
+        share = options.fractions[0] + options.fractions[1]
+        return int(round(options.phantom_images * share)), 3 if options.phantom_multilabel else 4
+    detection = _detection(source)
+    spec = DATASETS.get(detection.dataset)
+    parser_options = check_options(spec.name, options.parser_options, spec.options)
+    key = cache_key(detection, parser_options, options)
+    meta = _valid_meta(options.cache_dir / f"{detection.dataset}-{options.image_size}px-{key}", key)
+    if meta is not None:
+        return int(meta["sizes"]["train"]) + int(meta["sizes"]["val"]), len(meta["classes"])
+    assert spec.parse is not None
+    manifest = spec.parse(detection.root, parser_options)
+    fixed_test = sum(1 for r in manifest.records if r.split == "test")
+    if any(r.split for r in manifest.records):
+        images = len(manifest.records) - fixed_test
+    else:
+        images = int(round(len(manifest.records) * (1.0 - options.fractions[2])))
+    return images, max(1, len(manifest.classes))
+
+
 def cache_key(detection: Detection, parser_options: Mapping[str, Any], options: DataOptions) -> str:
     """Hash of everything the cache content depends on (16 hex digits)."""
     payload = {

@@ -18,6 +18,7 @@ from cxr_tune.config import PROFILE_CHOICES, DataSource
 from cxr_tune.constants import DIVERGED, FAILED
 from cxr_tune.errors import ConfigError
 from cxr_tune.search.budget import parse_duration
+from cxr_tune.search.placement import parse_size
 
 DESCRIPTION = (
     "Search learning rate, batch size and optimizer (and more) for chest X-ray classifiers, "
@@ -132,6 +133,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the experiment's with --resume)",
     )
     parser.add_argument(
+        "--device-memory",
+        metavar="SIZE",
+        help="device memory to plan each cell's data path for, e.g. 80GB (default: the local "
+        "GPU's; on a CPU, none): a cell whose data do not fit beside its packed trials streams "
+        "its batches from host memory; --dry-run shows each cell's path and why",
+    )
+    parser.add_argument(
         "--uncertain",
         choices=("ones", "zeros", "ignore"),
         help="CheXpert's uncertain labels count as ones or zeros, or are ignored (masked in the "
@@ -206,9 +214,12 @@ def run(args: argparse.Namespace) -> int:
             time_budget_s=time_budget_s,
             gpu_hours=args.gpu_hours,
             data_options={"uncertain": args.uncertain} if args.uncertain else {},
+            device_memory=parse_size(args.device_memory) if args.device_memory else None,
         ),
     )
     _check_data_options(dataset_keys, plan.data_options)
+    if plan.needs_placement():
+        plan = plan.placed(_estimated_sizes(plan, sources, dataset_names, args))
     if args.dry_run:
         for line in plan.lines():
             print(json.dumps(line))
@@ -248,6 +259,20 @@ def _announced(source: DataSource) -> DataSource:
     if source.detected:
         print(f"data: {source.path}: {source.key} ({source.detected})")
     return source
+
+
+def _estimated_sizes(
+    plan: Any, sources: tuple[DataSource, ...], names: tuple[str, ...], args: argparse.Namespace
+) -> dict[str, tuple[int, int]]:
+    """Images each dataset trains and validates on, and its classes, without decoding (the
+    runner plans again with the exact figures once the data are loaded)."""
+    from pathlib import Path
+
+    from cxr_tune.data.cache import search_images
+    from cxr_tune.search.runner import data_options
+
+    options = data_options(plan, Path(args.cache_dir).expanduser() if args.cache_dir else None)
+    return {name: search_images(source, options) for name, source in zip(names, sources)}
 
 
 def _check_data_options(keys: tuple[str, ...], options: Mapping[str, Any]) -> None:

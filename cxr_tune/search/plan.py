@@ -17,6 +17,7 @@ from cxr_tune.config import PROFILES, Profile, TrialConfig
 from cxr_tune.constants import EPOCH
 from cxr_tune.errors import ConfigError
 from cxr_tune.search.budget import ExperimentBudget
+from cxr_tune.search.placement import Placement
 from cxr_tune.spaces import Param, SchedulerSpec, SearchSpace
 
 
@@ -50,6 +51,8 @@ class Overrides:
     gpu_hours: float | None = None
     # Dataset layout options given on the command line (e.g. ``uncertain``): win over ``data:``.
     data_options: Mapping[str, Any] = field(default_factory=dict)
+    # Device memory (bytes) to plan each cell's data path for (``--device-memory``).
+    device_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class Plan:
     budget: ExperimentBudget | None = None
     # Dataset layout options: the space's ``data:`` with the command line's on top.
     data_options: Mapping[str, Any] = field(default_factory=dict)
+    # The device memory each cell's data path is planned for, and where that figure came from.
+    device_memory: int | None = None
+    device_memory_source: str = ""
+    # Cell id -> where its trials' data live (search/placement.py); empty until placed.
+    placements: Mapping[str, Placement] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -154,7 +162,70 @@ class Plan:
             "dataset": cell.dataset,
             "cell": cell.id,
             "seed": self.seed,
+            "data_path": self.placement(cell).path,
         }
+
+    def placement(self, cell: Cell) -> Placement:
+        """Where the trials of ``cell`` keep their data (resident until ``placed``)."""
+        if cell.id in self.placements:
+            return self.placements[cell.id]
+        if self.device_memory is None:
+            return Placement(
+                "resident",
+                "no device memory to fit (a CPU run reads the node's shared arrays in place); "
+                "give --device-memory to plan for one",
+            )
+        return Placement("resident", "not planned yet: the data's size is not known")
+
+    def needs_placement(self) -> bool:
+        """Whether a device memory is known, so that cells' data paths must be planned."""
+        return self.device_memory is not None
+
+    def placed(self, data: Mapping[str, tuple[int, int]]) -> Plan:
+        """This plan with each cell's data path chosen (search/placement.py).
+
+        Args:
+            data: dataset name -> (train + val images, classes), exact or estimated.
+        """
+        from cxr_tune.search.placement import place, trials_per_device
+
+        placements = {}
+        for cell in self.cells:
+            config = self.base_config(cell)
+            images, classes = data.get(cell.dataset, (None, 2))
+            model = str(config.get("model", "alexnet"))
+            precision = str(config.get("precision", "auto"))
+            placements[cell.id] = place(
+                model=model,
+                optimizer=self.hungriest("optimizer", str(config.get("optimizer", "adam"))),
+                batch_size=int(self.largest("batch_size", config.get("batch_size", 32))),
+                image_size=int(config.get("image_size", 224)),
+                num_classes=int(classes),
+                bf16=precision == "bf16" or (precision == "auto" and self.profile.uses_gpu),
+                data_images=images,
+                trials_per_device=trials_per_device(self.resources(model)["GPU"]),
+                budget=self.device_memory,
+                budget_source=self.device_memory_source,
+            )
+        return dataclasses.replace(self, placements=placements)
+
+    def largest(self, name: str, default: Any) -> Any:
+        """The largest value ``name`` takes in the plan (searched, a cell factor or fixed)."""
+        values: list[Any] = [self.fixed.get(name, default)]
+        if name in self.params:
+            param = self.params[name]
+            values = list(param.choices) if param.kind == "choice" else [param.high]
+        return max([*values, *self.space.cells.get(name, ())])
+
+    def hungriest(self, name: str, default: str) -> str:
+        """The optimiser of the plan that keeps the most state per parameter."""
+        from cxr_tune.search.placement import OPTIMIZER_STATE
+
+        names = [str(self.fixed.get(name, default))]
+        if name in self.params:
+            names = [str(v) for v in self.params[name].choices]
+        names += [str(v) for v in self.space.cells.get(name, ())]
+        return max(names, key=lambda n: OPTIMIZER_STATE.get(n, 2))
 
     def resources(self, model: str) -> dict[str, float]:
         """Ray resources of one trial of ``model``.
@@ -176,7 +247,12 @@ class Plan:
                 "dataset": cell.dataset,
                 **dict(cell.factors),
                 "profile": self.profile.name,
-                "fixed": {k: v for k, v in self.base_config(cell).items() if k not in ("cell",)},
+                "fixed": {
+                    k: v
+                    for k, v in self.base_config(cell).items()
+                    if k not in ("cell", "data_path")
+                },
+                "data_path": self.placement(cell).to_dict(),
                 "search": {
                     "algorithm": self.space.algorithm,
                     "params": {name: _describe_param(p) for name, p in self.params.items()},
@@ -301,6 +377,7 @@ def build_plan(
         notes=tuple(notes),
         budget_epochs=budget,
         data_options={**space.data_options, **overrides.data_options},
+        **_device_memory(profile, overrides.device_memory),
     )
     if overrides.time_budget_s is not None or overrides.gpu_hours is not None:
         plan = dataclasses.replace(
@@ -313,6 +390,20 @@ def build_plan(
         )
     check_plan_names(plan)
     return plan
+
+
+def _device_memory(profile: Profile, given: int | None) -> dict[str, Any]:
+    """The device memory to plan data paths for: the command line's, else (GPU profiles) this
+    machine's GPU's; none on a CPU run without ``--device-memory``."""
+    if given is not None:
+        return {"device_memory": given, "device_memory_source": "--device-memory"}
+    if profile.uses_gpu:
+        from cxr_tune.search.placement import local_device_memory
+
+        found = local_device_memory()
+        if found is not None:
+            return {"device_memory": found, "device_memory_source": "this machine's GPU 0"}
+    return {}
 
 
 def _cap(value: int, cap: int | None) -> int:

@@ -8,6 +8,7 @@ then evaluate the best configurations on the test split and write the report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -192,6 +193,25 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
     }
 
 
+def _placed(
+    request: SearchRequest, datasets: Mapping[str, DatasetArrays], echo: Echo
+) -> SearchRequest:
+    """The request with each cell's data path planned on the loaded data's exact sizes."""
+    plan = request.plan
+    if not plan.needs_placement():
+        return request
+    sizes = {
+        name: (len(arrays.split("train")) + len(arrays.split("val")), arrays.num_classes)
+        for name, arrays in datasets.items()
+    }
+    placed = plan.placed(sizes)
+    for cell in placed.cells:
+        where = placed.placement(cell)
+        if where.path != plan.placement(cell).path or where.path == "streaming":
+            echo(f"data path: {cell.id}: {where.path} ({where.reason})")
+    return dataclasses.replace(request, plan=placed)
+
+
 def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     """Run (or resume) a search and write its report; returns counts of trial outcomes."""
     import ray
@@ -210,6 +230,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         # Before decoding: a GPU run on a cluster that can never have a GPU fails at once.
         check_gpus_reachable(request.plan, echo)
         datasets = load_search_data(request, echo, previous)
+        request = _placed(request, datasets, echo)
         check_batch_sizes(request.plan, {n: a.sizes()["train"] for n, a in datasets.items()})
         search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
         check_gpu_shares(request.plan, datasets, echo)

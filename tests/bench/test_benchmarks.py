@@ -169,3 +169,20 @@ def test_dedup_calibration_smoke_test_prints_the_table():
     recalls = [float(r[1]) for r in rows]
     assert recalls == sorted(recalls, reverse=True) and 0 < recalls[-1] <= recalls[0] <= 1
     assert any(line.startswith("chosen: ") for line in lines)
+
+
+@pytest.mark.slow
+def test_scale_smoke_runs_prepare_audit_and_throughput(tmp_path):
+    script = str(BENCH / "scale.py")
+    done = _run([sys.executable, script, "--smoke-test", "--layouts", "chexpert"], timeout=600)
+    assert "chexpert    100%" in done.stdout and "audit recall 1.0000" in done.stdout
+    assert "streaming / resident" in done.stdout
+    output = tmp_path / "scale.json"
+    output.write_text(json.dumps({"benchmark": "scale", "results": []}))
+    _run([sys.executable, script, "--throughput-only", "--output", str(output),
+          "--throughput-images", "128", "--throughput-epochs", "1"], timeout=600)  # fmt: skip
+    result = json.loads(output.read_text())
+    assert result["benchmark"] == "scale"  # kept: the throughput is added to the file
+    rows = result["throughput"]["rows"]
+    assert {r["model"] for r in rows} == {"alexnet", "tiny"}
+    assert all(_positive(r["ratio_best"]) and _positive(r["ratio_median"]) for r in rows)
