@@ -14,6 +14,10 @@ chest-like images and planted near-duplicates filed under other patients (see
 - at full size, the planted near-duplicates the audit should find (those at or above the
   threshold, checked pair by pair) and whether the cache keeps each with its original.
 
+And, on the CPU, training throughput with the data device-resident against streamed a batch at
+a time from host memory (``engine.StreamedSplit``), side by side in one run, as a ratio
+(``--throughput-only`` measures just that and adds it to an existing result file).
+
 Generated images and caches are deleted at the end (``--keep`` keeps them).
 
     nice -n 10 python scripts/bench/scale.py                     # hours on 2 busy cores
@@ -68,6 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=RUNS, help="ignored folder for the data")
     parser.add_argument("--keep", action="store_true", help="keep generated images and caches")
     parser.add_argument("--smoke-test", action="store_true", help="tiny layouts, no JSON")
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="measure streaming vs resident training throughput only; add it to --output",
+    )
+    parser.add_argument("--throughput-images", type=int, default=2048)
+    parser.add_argument("--throughput-epochs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args(argv)
     args.sizes = {
@@ -77,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke_test:
         args.sizes = {"nih_chestxray14": (600, 170, 60_000), "chexpert": (800, 230, 20_000)}
         args.size, args.image_size, args.recall_images = 64, 32, 300
+        args.throughput_images, args.throughput_epochs = 128, 1
     return args
 
 
@@ -299,6 +311,65 @@ def planted_check(
     }
 
 
+# --- streaming vs resident ------------------------------------------------------------------
+
+
+def measure_throughput(images: int, epochs: int, image_size: int = 64) -> dict[str, Any]:
+    """Training images/s on the CPU with the data resident and streamed, alternating epochs
+    (so that other work on the machine weighs on both alike); best and median epoch."""
+    import torch
+    from torch import nn
+
+    from cxr_tune.data.types import SplitArrays
+    from cxr_tune.engine import loop_settings, place_split, train_one_epoch
+    from cxr_tune.models import create_model
+
+    rng = np.random.default_rng(0)
+    split = SplitArrays(
+        images=rng.integers(0, 256, size=(images, image_size, image_size), dtype=np.uint8),
+        labels=rng.integers(0, 4, size=images).astype(np.int64),
+    )
+    settings = loop_settings(torch.device("cpu"))
+    rows = []
+    for arch in ("alexnet", "tiny"):
+        torch.manual_seed(0)
+        if arch == "tiny":
+            model: nn.Module = nn.Sequential(
+                nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                nn.Linear(128, 4),
+            )  # fmt: skip
+        else:
+            model = create_model(arch, num_classes=4, pretrained=False)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        times: dict[str, list[float]] = {"resident": [], "streaming": []}
+        # Epoch -1 of each path warms up (allocator, threads, caches) and is not timed.
+        for epoch in range(-1, epochs):
+            for path in ("resident", "streaming") if epoch % 2 == 0 else ("streaming", "resident"):
+                data = place_split(split, torch.device("cpu"), "multiclass", path)
+                started = time.perf_counter()
+                train_one_epoch(
+                    model, optimizer, data, task="multiclass", batch_size=64,
+                    settings=settings, augment="paper",
+                    generator=torch.Generator().manual_seed(epoch + 1),
+                )  # fmt: skip
+                if epoch >= 0:
+                    times[path].append(images / (time.perf_counter() - started))
+        best = {k: max(v) for k, v in times.items()}
+        median = {k: float(np.median(v)) for k, v in times.items()}
+        rows.append(
+            {
+                "model": arch,
+                "images": images,
+                "image_size": image_size,
+                "epochs_each": epochs,
+                "images_per_s": times,
+                "ratio_best": best["streaming"] / best["resident"],
+                "ratio_median": median["streaming"] / median["resident"],
+            }
+        )
+    return {"device": "cpu", "batch_size": 64, "rows": rows}
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -394,11 +465,28 @@ def summary_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+def print_throughput(throughput: dict[str, Any]) -> None:
+    for row in throughput["rows"]:
+        print(
+            f"throughput ({row['model']}, {row['image_size']} px, CPU): streaming / resident = "
+            f"{row['ratio_best']:.2f} (best epochs), {row['ratio_median']:.2f} (median)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.throughput_only:
+        throughput = measure_throughput(args.throughput_images, args.throughput_epochs)
+        print_throughput(throughput)
+        if not args.smoke_test:
+            previous = json.loads(args.output.read_text()) if args.output.exists() else {}
+            previous["throughput"] = {"machine": machine_description(), **throughput}
+            write_result(args.output, previous)
+        return 0
     if args.smoke_test:
         args.work = Path(os.environ.get("TMPDIR", "/tmp")) / f"cxr-scale-smoke-{os.getpid()}"
     results = [bench_layout(layout, args) for layout in args.layouts]
+    throughput = measure_throughput(args.throughput_images, args.throughput_epochs)
     headers = [
         "layout", "share", "images", "prepare s", "decode s", "audit s",
         "peak RSS GB", "main RSS GB", "bound GB", "under",
@@ -414,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             if slope is not None
             else f"{result['layout']}: recall {rec['recall']:.4f}"
         )
+    print_throughput(throughput)
     if args.smoke_test:
         shutil.rmtree(args.work, ignore_errors=True)
         return 0
@@ -429,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "bound": {"base_bytes": BOUND_BASE, "per_image_bytes": BOUND_PER_IMAGE},
             "results": results,
+            "throughput": throughput,
         },
     )
     return 0
