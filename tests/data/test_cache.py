@@ -292,3 +292,24 @@ def test_cache_rows_are_the_decoded_files_in_manifest_order(
     for row in read_manifest(entry.path):
         pixels = image_io.decode_file(dataset.dataset_root / row["path"], 32).pixels
         np.testing.assert_array_equal(images[int(row["index"])], pixels)
+
+
+def test_search_images_estimates_before_and_reads_after_prepare(
+    layouts: dict[str, Expected], options: DataOptions
+) -> None:
+    from cxr_tune.data.cache import search_images
+
+    expected = layouts["nih_chestxray14"]
+    source = DataSource(None, expected.root)
+    root = expected.dataset_root
+    test_names = set((root / "test_list.txt").read_text().split())
+    estimate, classes = search_images(source, options)
+    # Before decoding: the kept rows less the official test list.
+    assert estimate == expected.images - len(test_names & {p.name for p in root.rglob("*.png")})
+    assert classes == len(expected.classes) + 1  # Hernia is only dropped once split
+    entry = prepare(source, options)
+    exact, classes = search_images(source, options)
+    assert exact == entry.meta["sizes"]["train"] + entry.meta["sizes"]["val"]
+    assert classes == len(entry.meta["classes"])
+    phantom = search_images(DataSource.phantom(), options)
+    assert phantom == (round(options.phantom_images * 0.85), 4)
