@@ -7,8 +7,9 @@ coefficients a pHash thresholds), scaled to unit length. Image ``j`` is a near-d
 ``i`` when the cosine similarity between the signature of ``i`` and that of any *variant* of ``j``
 is at least a threshold; the variants are ``j``'s centre crops at 90% and 80% (so a zoomed-in
 copy matches), its 95% and 90% crops anchored at each corner (off-centre crops), and ``j``
-rotated by +-4 degrees, each under the four flips (none, horizontal, vertical, both). The relation is made symmetric. Real-valued similarity rather than a binary
-hash: pHash bits next to the median flip under a 3-degree rotation, the cosine barely moves.
+rotated by +-4 degrees, each under the four flips (none, horizontal, vertical, both). The
+relation is made symmetric. Real-valued similarity rather than a binary hash: pHash bits next to
+the median flip under a 3-degree rotation, the cosine barely moves.
 
 Clusters are built most similar pair first (single linkage, as union-find), but a merge that
 would make a cluster larger than ``max_cluster`` is refused and counted: near-duplicates come in
@@ -24,13 +25,17 @@ Two ways to find the pairs, with the same definition of a pair:
 
 - ``exact`` compares every pair: float32 matrix products in row blocks, O(N^2) (about a minute
   for 21,000 images on two busy cores; hours at 224,000). Used up to :data:`EXACT_MAX_IMAGES`.
-- ``index`` (above that) compares each image only with the images near it. The signatures are
-  split into cells by spherical k-means (about :data:`CELL_SIZE` images a cell, trained on a
-  seeded sample, so the result is deterministic); every variant of every image (the queries)
-  is compared with the members of the :data:`PROBES` cells whose centres are closest to it. A
-  near-duplicate lies within 10 degrees of its query, so it sits in one of the query's nearest
-  cells unless it lies on a far boundary: the pairs missed are few, and
-  ``scripts/bench/scale.py`` measures the share found against ``exact`` (the recall).
+- ``index`` (above that) compares each image only with the images near it. Signatures are
+  first *folded* (:func:`fold`: odd-frequency coefficients by magnitude), which makes them
+  flip-invariant and can only raise a pair's similarity, so one query per variant replaces
+  four. The folded signatures are split into cells by spherical k-means (about
+  :data:`CELL_SIZE` images a cell, trained on a seeded sample: the result is deterministic);
+  each variant of each image is compared with the members of the :data:`PROBES` cells whose
+  centres are closest to it, and a candidate at the threshold is then checked under each flip
+  with the plain signatures, as ``exact`` scores it. A near-duplicate lies within
+  acos(threshold) of its query (10 degrees at 0.985), so it sits in one of the query's nearest
+  cells unless it lies on a far boundary: few pairs are missed, and ``scripts/bench/scale.py``
+  measures the share found against ``exact`` (the recall) side by side.
 
 Images of one group (a patient, where the layout has ids) share a split whatever they look
 like, so :func:`audit_pairs` keeps only pairs across groups.
