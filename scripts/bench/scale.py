@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="measure streaming vs resident training throughput only; add it to --output",
     )
+    parser.add_argument(
+        "--no-all-views",
+        dest="all_views",
+        action="store_false",
+        help="skip the CheXpert prepare with lateral views too (224,316 images)",
+    )
     parser.add_argument("--throughput-images", type=int, default=2048)
     parser.add_argument("--throughput-epochs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS / "scale.json")
@@ -155,8 +161,8 @@ def subset(
 # --- measuring ----------------------------------------------------------------------------
 
 
-def tree_rss(pid: int) -> tuple[int, int]:
-    """(resident bytes of ``pid`` and all its descendants, of ``pid`` alone), from /proc."""
+def tree_memory(pid: int) -> dict[int, tuple[int, int]]:
+    """Resident and peak resident bytes (VmRSS, VmHWM) of ``pid`` and its descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -167,54 +173,53 @@ def tree_rss(pid: int) -> tuple[int, int]:
             children.setdefault(int(fields[1]), []).append(int(entry))
         except (OSError, IndexError, ValueError):
             continue
-    total, own, stack = 0, 0, [pid]
+    found, stack = {}, [pid]
     while stack:
         current = stack.pop()
-        rss = _rss(current)
-        total += rss
-        own = rss if current == pid else own
+        found[current] = _memory(current)
         stack.extend(children.get(current, []))
-    return total, own
+    return found
 
 
-def _rss(pid: int) -> int:
+def _memory(pid: int) -> tuple[int, int]:
+    values = {"VmRSS:": 0, "VmHWM:": 0}
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                key = line.split(":", 1)[0] + ":"
+                if key in values:
+                    values[key] = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return values["VmRSS:"], values["VmHWM:"]
 
 
-def run_prepare(root: Path, cache: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
-    """``python -m cxr_tune.data prepare`` in a child, with its peak memory sampled."""
+def run_prepare(
+    root: Path, cache: Path, args: argparse.Namespace, log: Path, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``python -m cxr_tune.data prepare`` in a child, with its memory sampled every 0.2 s:
+    the sum over its process tree (the prepare and its decoding processes), and each
+    process's own peak (the kernel's high-water mark, which no sampling gap can miss)."""
     command = [
-        sys.executable,
-        "-m",
-        "cxr_tune.data",
-        "prepare",
-        str(root),
-        "--image-size",
-        str(args.image_size),
-        "--cache-dir",
-        str(cache),
-        "--workers",
-        str(args.workers),
-    ]
+        sys.executable, "-m", "cxr_tune.data", "prepare", str(root),
+        "--image-size", str(args.image_size), "--cache-dir", str(cache),
+        "--workers", str(args.workers), *extra,
+    ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         peaks = {"tree": 0, "main": 0}
+        high: dict[int, int] = {}
         done = threading.Event()
 
         def sample() -> None:
             while not done.is_set():
-                tree, own = tree_rss(child.pid)
-                peaks["tree"] = max(peaks["tree"], tree)
-                peaks["main"] = max(peaks["main"], own)
+                tree = tree_memory(child.pid)
+                peaks["tree"] = max(peaks["tree"], sum(rss for rss, _ in tree.values()))
+                peaks["main"] = max(peaks["main"], tree.get(child.pid, (0, 0))[0])
+                for pid, (_, hwm) in tree.items():
+                    high[pid] = max(high.get(pid, 0), hwm)
                 done.wait(0.2)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -228,6 +233,7 @@ def run_prepare(root: Path, cache: Path, args: argparse.Namespace, log: Path) ->
     folder = next(p for p in cache.iterdir() if not p.name.startswith("."))
     meta = json.loads((folder / "meta.json").read_text())
     dedup = json.loads((folder / "split.json").read_text())["near_duplicates"]
+    workers = [v for pid, v in high.items() if pid != child.pid]
     return {
         "images": sum(meta["sizes"].values()),
         "seconds": round(seconds, 1),
@@ -237,6 +243,8 @@ def run_prepare(root: Path, cache: Path, args: argparse.Namespace, log: Path) ->
         "audit": dedup,
         "peak_rss_tree_bytes": peaks["tree"],
         "peak_rss_main_bytes": peaks["main"],
+        "hwm_main_bytes": high.get(child.pid, 0),
+        "hwm_largest_worker_bytes": max(workers, default=0),
         "max_rss_wait4_bytes": usage.ru_maxrss * 1024,
         "cache_folder": str(folder),
         "sizes": meta["sizes"],
@@ -300,14 +308,31 @@ def planted_check(
         best = max(best, *(float(((variants[0, pb] * s) @ variants[:, pa].T).max()) for s in signs))
         if best >= DEFAULT_SIMILARITY:
             above.append((a, b))
+    from collections import Counter
+
+    from cxr_tune.data.dedup import DEFAULT_MAX_CLUSTER
+
     rows = read_manifest(cache_folder)
     group = {row["path"]: row["group"] for row in rows}
-    together = sum(1 for a, b in above if group.get(relative[a]) == group.get(relative[b]))
+    sizes = Counter(group.values())
+    # Only pairs whose two images are both in the cache (a view filtered out is not).
+    cached = [(a, b) for a, b in above if relative[a] in group and relative[b] in group]
+    apart = [(a, b) for a, b in cached if group[relative[a]] != group[relative[b]]]
+    # A merge is refused when the two groups together would exceed the cluster cap.
+    capped = sum(
+        1
+        for a, b in apart
+        if sizes[group[relative[a]]] + sizes[group[relative[b]]] > DEFAULT_MAX_CLUSTER
+    )
+    together = len(cached) - len(apart)
     return {
         "planted": len(planted),
         "at_or_above_threshold": len(above),
+        "both_in_cache": len(cached),
         "kept_together": together,
-        "share_kept_together": together / len(above) if above else 1.0,
+        "share_kept_together": together / len(cached) if cached else 1.0,
+        "apart_with_groups_over_the_cap": capped,
+        "apart_otherwise": len(apart) - capped,
     }
 
 
@@ -413,6 +438,16 @@ def bench_layout(layout: str, args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(cache, ignore_errors=True)
             if share < 1.0:
                 shutil.rmtree(root, ignore_errors=True)
+    if layout == "chexpert" and args.all_views:
+        # Every image, lateral views too (the default keeps frontal views only).
+        print(f"{layout}: prepare 100% with every view", file=sys.stderr)
+        cache = work / "cache-all-views"
+        views = ("--views", "Frontal,Lateral")
+        run = run_prepare(full, cache, args, work / "prepare-all-views.log", views)
+        run["share"] = 1.0
+        run["views"] = "Frontal,Lateral"
+        runs.append(run)
+        shutil.rmtree(cache, ignore_errors=True)
     base = full / synth.CHEXPERT_FOLDER if layout == "chexpert" else full
     first = items[: args.recall_images]
     print(f"{layout}: recall on {len(first)} images", file=sys.stderr)
@@ -435,10 +470,11 @@ def bench_layout(layout: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def growth(runs: list[dict[str, Any]]) -> float | None:
-    """Peak-memory slope per image between the smallest and the largest run."""
+    """Peak-memory slope per image between the smallest and the largest run (by images)."""
     if len(runs) < 2:
         return None
-    low, high = runs[0], runs[-1]
+    low = min(runs, key=lambda r: r["images"])
+    high = max(runs, key=lambda r: r["images"])
     span = high["images"] - low["images"]
     return (high["peak_rss_tree_bytes"] - low["peak_rss_tree_bytes"]) / span if span else None
 
@@ -451,13 +487,14 @@ def summary_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
             rows.append(
                 [
                     result["layout"],
-                    f"{run['share']:.0%}",
+                    f"{run['share']:.0%}" + (" all views" if run.get("views") else ""),
                     run["images"],
                     run["seconds"],
                     run["decode_seconds"],
                     run["audit_seconds"],
                     run["peak_rss_tree_bytes"] / 1e9,
-                    run["peak_rss_main_bytes"] / 1e9,
+                    run.get("hwm_main_bytes", run["peak_rss_main_bytes"]) / 1e9,
+                    run.get("hwm_largest_worker_bytes", 0) / 1e9,
                     bound / 1e9,
                     "yes" if run["peak_rss_tree_bytes"] < bound else "NO",
                 ]
@@ -489,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput = measure_throughput(args.throughput_images, args.throughput_epochs)
     headers = [
         "layout", "share", "images", "prepare s", "decode s", "audit s",
-        "peak RSS GB", "main RSS GB", "bound GB", "under",
+        "tree peak GB", "main peak GB", "worker peak GB", "bound GB", "under",
     ]  # fmt: skip
     print(format_table(headers, summary_rows(results)))
     for result in results:
@@ -506,19 +543,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         shutil.rmtree(args.work, ignore_errors=True)
         return 0
+    settings = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "sizes"
+    }
+    for result in results:
+        # Each layout keeps the machine and settings it was measured with.
+        result["machine"] = machine_description()
+        result["settings"] = settings
+    # A run of some layouts replaces those and keeps the others of an earlier run.
+    previous = json.loads(args.output.read_text()) if args.output.exists() else {}
+    ran = {r["layout"] for r in results}
+    kept = [r for r in previous.get("results", []) if r["layout"] not in ran]
     write_result(
         args.output,
         {
             "benchmark": "scale",
-            "machine": machine_description(),
-            "settings": {
-                k: (str(v) if isinstance(v, Path) else v)
-                for k, v in vars(args).items()
-                if k not in ("sizes",)
-            },
             "bound": {"base_bytes": BOUND_BASE, "per_image_bytes": BOUND_PER_IMAGE},
-            "results": results,
-            "throughput": throughput,
+            "results": sorted(kept + results, key=lambda r: r["images"]),
+            "throughput": {"machine": machine_description(), **throughput},
         },
     )
     return 0
