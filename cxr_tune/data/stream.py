@@ -446,7 +446,8 @@ def gather(work: WorkFolder, paths: Sequence[str]) -> tuple[np.ndarray, ImageFac
             formats.append(fmt)
             digests.append(digest)
     facts_arrays = ImageFacts(
-        mode=np.array(modes, dtype="S16"),
+        # Room for the longest description (e.g. "DICOM MONOCHROME2 16-bit").
+        mode=np.array(modes, dtype="S32"),
         format=np.array(formats, dtype="S16"),
         width=np.array(widths, dtype=np.int32),
         height=np.array(heights, dtype=np.int32),
