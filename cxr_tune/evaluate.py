@@ -260,7 +260,8 @@ def evaluate_experiment(
         label_map: a user's label-map file laid over the built-in mapping.
 
     Raises:
-        ConfigError: a class of an external or imagefolder dataset matches no shared class.
+        ConfigError: a class of an external or imagefolder dataset is close to a shared
+            class but not one (a typo).
     """
     import ray
 

@@ -69,7 +69,8 @@ def transfer_pairs(
     (at least ``MIN_SHARED`` shared classes), with the mapping.
 
     Raises:
-        ConfigError: a class of an imagefolder dataset matches no shared class.
+        ConfigError: a class of an imagefolder dataset is close to a shared class but not
+            one (a typo).
     """
     pairs: dict[str, dict[str, SharedClasses]] = {}
     for train in trained_on:

@@ -34,7 +34,9 @@ from cxr_tune.config import DataSource, Task
 from cxr_tune.errors import ConfigError
 
 BUILTIN = "built-in label_maps.yaml"
-# Datasets whose class names come from a user's folders: an unmatched name is an error.
+# Datasets whose class names come from a user's folders: an unmatched name close to a shared
+# class is taken for a typo and refused; one close to none (a user's own finding, such as
+# 'effusion') is left out of the shared classes, as a registered layout's would be.
 STRICT_DATASETS: frozenset[str] = frozenset({"imagefolder"})
 LEFT_OUT = -1
 
@@ -320,8 +322,8 @@ def map_dataset(dataset: DatasetClasses, maps: LabelMaps) -> SideMap:
     """Put one dataset's classes on the shared classes.
 
     Raises:
-        ConfigError: a class of an ``imagefolder`` dataset matches no shared class (with a
-            did-you-mean), or a user's entry names a class the dataset does not have.
+        ConfigError: a class of an ``imagefolder`` dataset matches no shared class but is close
+            to one (a typo; the message says which), or a user's entry names a class the dataset does not have.
     """
     entry = maps.datasets.get(dataset.name) or maps.datasets.get(dataset.key)
     if dataset.task == "multilabel":
@@ -341,8 +343,10 @@ def map_dataset(dataset: DatasetClasses, maps: LabelMaps) -> SideMap:
         else:
             shared[own], how[own] = None, "no shared class"
             unmatched.append(own)
-    if unmatched and dataset.key in STRICT_DATASETS:
-        raise ConfigError(_unmatched_message(dataset, unmatched[0], maps))
+    if dataset.key in STRICT_DATASETS:
+        typos = [own for own in unmatched if _closest_shared(own, maps)]
+        if typos:
+            raise ConfigError(_unmatched_message(dataset, typos[0], maps))
     return SideMap(dataset, shared, (), how)
 
 
@@ -358,10 +362,16 @@ def _check_declared(dataset: DatasetClasses, declared: Mapping[str, Any], origin
             )
 
 
-def _unmatched_message(dataset: DatasetClasses, own: str, maps: LabelMaps) -> str:
+def _closest_shared(own: str, maps: LabelMaps) -> str | None:
+    """The shared class whose name (or alias) ``own`` is close to, if any."""
     aliases = maps.alias_index()
     close = difflib.get_close_matches(normalise(own), list(aliases), n=1, cutoff=0.6)
-    hint = f" Did you mean '{aliases[close[0]]}'?" if close else ""
+    return aliases[close[0]] if close else None
+
+
+def _unmatched_message(dataset: DatasetClasses, own: str, maps: LabelMaps) -> str:
+    closest = _closest_shared(own, maps)
+    hint = f" Did you mean '{closest}'?" if closest else ""
     return (
         f"The class '{own}' of dataset '{dataset.name}' matches no shared class.{hint} "
         f"Shared classes: {', '.join(maps.classes)}. Rename the folder, or map it in a "

@@ -265,3 +265,11 @@ def test_labels_cli_phantom_sites(capsys: pytest.CaptureFixture[str]) -> None:
     assert "phantom -> phantom_b: shared classes covid, normal, pneumonia, lung_opacity." in out
     assert main(["labels", "phantom", "phantom_q"]) == 2
     assert "Did you mean 'phantom_b'" in capsys.readouterr().err
+
+
+def test_map_dataset_imagefolder_class_close_to_none_is_left_out() -> None:
+    # A user's own finding (not a typo of a shared class) must not stop a search.
+    own = DatasetClasses("imagefolder", "imagefolder", "multiclass", ("effusion", "normal"))
+    side = map_dataset(own, load_label_maps())
+    assert dict(side.shared) == {"effusion": None, "normal": "normal"}
+    assert side.how["effusion"] == "no shared class"

@@ -8,9 +8,19 @@ import sys
 
 import pytest
 
+from cxr_tune.spaces import spaces_dir
 from tests.data.builders import BUILDERS
 
 pytestmark = pytest.mark.integration
+
+
+def _tiny_batch_space(tmp_path):
+    """The smoke space with a batch of 4: the smallest miniature trains on 8 images."""
+    text = (spaces_dir() / "smoke.yaml").read_text().replace("batch_size: 16", "batch_size: 4")
+    assert "batch_size: 4" in text
+    path = tmp_path / "smoke_tiny_batch.yaml"
+    path.write_text(text)
+    return path
 
 
 def test_smoke_search_runs_on_every_miniature_layout(tmp_path):
@@ -29,7 +39,7 @@ def test_smoke_search_runs_on_every_miniature_layout(tmp_path):
         "-m",
         "cxr_tune.search",
         "--space",
-        "smoke",
+        str(_tiny_batch_space(tmp_path)),
         "--profile",
         "smoke",
         "--num-samples",
