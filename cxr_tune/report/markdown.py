@@ -31,7 +31,7 @@ def _block(block: Block) -> str:
     if isinstance(block, Table):
         return _table(block)
     if isinstance(block, Figure):
-        return f"![{_inline(block.caption)}]({block.path})\n\n*{_inline(block.caption)}*"
+        return f"![{_alt(block.caption)}]({block.path})\n\n*{_inline(block.caption)}*"
     raise TypeError(f"Unknown block {type(block).__name__}")
 
 
@@ -49,6 +49,11 @@ def _table(table: Table) -> str:
 def _cell(text: str) -> str:
     # A pipe or a line break would end the cell early.
     return _inline(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _alt(text: str) -> str:
+    # A bracket in an image's alt text (an interval "[0.05, 0.20]") would end it early.
+    return _inline(text).replace("[", "\\[").replace("]", "\\]")
 
 
 def _inline(text: str) -> str:

@@ -55,4 +55,5 @@ def assert_valid_pngs(folder: Path) -> list[Path]:
 
 def markdown_images(text: str) -> list[str]:
     """The image paths a Markdown report links."""
-    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    # Alt text may hold escaped brackets ("\\[0.05, 0.20\\]").
+    return re.findall(r"!\[(?:\\.|[^\]\\])*\]\(([^)]+)\)", text)
