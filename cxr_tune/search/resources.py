@@ -299,17 +299,16 @@ def autoscaler_can_add_nodes(status_wait_s: float = 15.0) -> bool:
     every few seconds; a cluster it cannot grow has only read-only node types (see
     ``readonly_status``). No status within ``status_wait_s``: no autoscaler.
     """
-    from ray.autoscaler.v2.utils import is_autoscaler_v2
-    from ray.experimental.internal_kv import _internal_kv_get
+    from cxr_tune.search._ray_internals import autoscaler_v2_running, autoscaling_status
 
     try:
-        if is_autoscaler_v2(fetch_from_server=True):
+        if autoscaler_v2_running():
             return True
     except Exception:  # an older GCS without the key: read the v1 status below
         pass
     deadline = time.monotonic() + status_wait_s
     while True:
-        raw = _internal_kv_get("__autoscaling_status")  # ray_constants.DEBUG_AUTOSCALING_STATUS
+        raw = autoscaling_status()
         if raw:
             return not readonly_status(json.loads(raw))
         if time.monotonic() >= deadline:

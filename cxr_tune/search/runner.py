@@ -26,6 +26,7 @@ from cxr_tune.constants import ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
 from cxr_tune.errors import ConfigError
 from cxr_tune.experiment import Experiment, load_experiment
+from cxr_tune.search._ray_internals import restored_parts
 from cxr_tune.search.budget import TimeBudget
 from cxr_tune.search.plan import Plan, check_batch_sizes, uses_pretrained
 from cxr_tune.storage import Storage, scratch_dir
@@ -524,13 +525,10 @@ def _use_time_budget(tuner: Any, budget: TimeBudget | None) -> None:
     """Hand this run's time budget to a restored tuner's searcher, scheduler and stopper: they
     were unpickled with the account of the run that saved them. Ray offers no public way to
     reach them (its tune and run configs are private)."""
-    local = getattr(tuner, "_local_tuner", None)
-    tune_config = getattr(local, "_tune_config", None)
-    for name in ("search_alg", "scheduler"):
-        algorithm: Any = getattr(tune_config, name, None)
+    search_alg, scheduler, run_config = restored_parts(tuner)
+    for algorithm in (search_alg, scheduler):
         if hasattr(algorithm, "use_time_budget"):
             algorithm.use_time_budget(budget)
-    run_config = getattr(local, "_run_config", None)
     if run_config is not None and (
         budget is not None or isinstance(run_config.stop, OverrunStopper)
     ):
@@ -541,9 +539,8 @@ def _use_study_db(tuner: Any, study_db: str) -> None:
     """Point a restored tuner's searcher and scheduler at this run's study file: they were
     unpickled with the path of the run that started the experiment. Ray offers no public way
     to reach them (its tune config is private); a Ray Client tuner keeps them remote."""
-    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
-    for name in ("search_alg", "scheduler"):
-        algorithm: Any = getattr(config, name, None)
+    search_alg, scheduler, _run_config = restored_parts(tuner)
+    for algorithm in (search_alg, scheduler):
         if hasattr(algorithm, "use_study_db"):
             algorithm.use_study_db(study_db)
 

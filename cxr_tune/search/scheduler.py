@@ -30,6 +30,12 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from cxr_tune.constants import TRIAL_FILE
 from cxr_tune.metrics import learned_nothing
+from cxr_tune.search._ray_internals import (
+    asha_brackets,
+    asha_trial_table,
+    bracket_rung_count,
+    save_experiment_soon,
+)
 from cxr_tune.search.budget import EPOCH_KEY, BudgetKeeper, TimeBudget, cell_of
 
 if TYPE_CHECKING:
@@ -173,11 +179,11 @@ class CellASHA(_RetiresEndedTrials, FIFOScheduler):
         scheduler = self._cell_of(trial)
         # Ray's rule for the bracket (softmax over the brackets' rung counts, so brackets with
         # more rungs get more trials), drawn from this scheduler's own seeded generator.
-        brackets = scheduler._brackets
-        sizes = np.array([len(b._rungs) for b in brackets], dtype=float)
+        brackets = asha_brackets(scheduler)
+        sizes = np.array([bracket_rung_count(b) for b in brackets], dtype=float)
         weights = np.exp(sizes - sizes.max())
         index = int(self._rng.choice(len(brackets), p=weights / weights.sum()))
-        scheduler._trial_info[trial.trial_id] = brackets[index]
+        asha_trial_table(scheduler)[trial.trial_id] = brackets[index]
 
     def on_trial_result(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
@@ -207,17 +213,17 @@ class CellASHA(_RetiresEndedTrials, FIFOScheduler):
         save_experiment_soon(tune_controller)
         scheduler = self._cell_of(trial)
         if result.get("status", "ok") != "ok" or TIME_ATTR not in result:
-            scheduler._trial_info.pop(trial.trial_id, None)
+            asha_trial_table(scheduler).pop(trial.trial_id, None)
             return
-        if trial.trial_id in scheduler._trial_info:
+        if trial.trial_id in asha_trial_table(scheduler):
             scheduler.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
         save_experiment_soon(tune_controller)
-        self._cell_of(trial)._trial_info.pop(trial.trial_id, None)
+        asha_trial_table(self._cell_of(trial)).pop(trial.trial_id, None)
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
-        self._cell_of(trial)._trial_info.pop(trial.trial_id, None)
+        asha_trial_table(self._cell_of(trial)).pop(trial.trial_id, None)
 
     def _learned_nothing(self, result: dict[str, Any]) -> bool:
         if not self._no_skill_epoch or result.get(TIME_ATTR) != self._no_skill_epoch:
@@ -299,21 +305,6 @@ class SavingFIFO(_RetiresEndedTrials, FIFOScheduler):
 
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
         save_experiment_soon(tune_controller)
-
-
-def save_experiment_soon(tune_controller: TuneController) -> None:
-    """Have Tune save the experiment state at its next step instead of up to 10 s later.
-
-    ``--resume`` restores trials as the last saved state has them: a trial that ended after it
-    would be restored as unfinished and train again (a trial ASHA stopped would even go past its
-    stop), and a trial added after it would be lost (the searcher, restored from the same state,
-    would deal a new one in its place). Tune saves at most every 10 s, and forced only every
-    ``num_to_keep`` checkpoints of a trial, so each new trial and each end of a trial asks for a
-    save. The flag is Tune's own (Ray 2.x).
-    """
-    manager = getattr(tune_controller, "_checkpoint_manager", None)
-    if manager is not None and hasattr(manager, "_should_force_sync_up"):
-        manager._should_force_sync_up = True
 
 
 _ENDED_STATES = ("COMPLETE", "PRUNED", "FAIL")

@@ -41,6 +41,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from cxr_tune.search import _optuna_internals as optuna_private
 from cxr_tune.search.budget import EPOCH_KEY, TimeBudget, has_room
 from cxr_tune.search.plan import Cell, Plan
 from cxr_tune.spaces import Param
@@ -178,7 +179,7 @@ class CellSearcher(Searcher):
                 self._end_cell(cell, "every configuration tried")
                 return self.suggest(trial_id)
             trial, params = fresh
-        self._trials[trial_id] = (cell.id, trial.number, trial._trial_id)
+        self._trials[trial_id] = (cell.id, trial.number, optuna_private.storage_id(trial))
         config = {**self._plan.base_config(cell), **params}
         if self._grid:
             # Repeats of one grid point differ by seed, not by accident.
@@ -199,7 +200,7 @@ class CellSearcher(Searcher):
             return
         cell_id, _number, storage_id = self._trials[trial_id]
         study = self._study(self._cells[cell_id])
-        frozen = study._storage.get_trial(storage_id)
+        frozen = optuna_private.storage_of(study).get_trial(storage_id)
         if frozen.state == TrialState.RUNNING and int(step) not in frozen.intermediate_values:
             optuna.Trial(study, storage_id).report(float(value), int(step))
 
@@ -210,7 +211,7 @@ class CellSearcher(Searcher):
             return
         cell_id, number, storage_id = self._trials[trial_id]
         study = self._study(self._cells[cell_id])
-        if study._storage.get_trial(storage_id).state.is_finished():
+        if optuna_private.storage_of(study).get_trial(storage_id).state.is_finished():
             # Told before the driver stopped, after the experiment state it resumed from was
             # saved: the study keeps the first outcome (Optuna cannot change it anyway).
             self._told.add(trial_id)
@@ -224,13 +225,15 @@ class CellSearcher(Searcher):
             # rates; a PRUNED trial at the worst value teaches it to stay away.
             self._report_worst(study, storage_id, int((result or {}).get("epoch", 1)))
         if reason:
-            study._storage.set_trial_user_attr(storage_id, "failure_reason", reason)
-        study._storage.set_trial_user_attr(storage_id, "outcome", outcome)
+            optuna_private.storage_of(study).set_trial_user_attr(
+                storage_id, "failure_reason", reason
+            )
+        optuna_private.storage_of(study).set_trial_user_attr(storage_id, "outcome", outcome)
         study.tell(number, value, state=_OUTCOME_STATES[outcome], skip_if_finished=True)
         self._told.add(trial_id)
 
     def _report_worst(self, study: optuna.Study, storage_id: int, epoch: int) -> None:
-        frozen = study._storage.get_trial(storage_id)
+        frozen = optuna_private.storage_of(study).get_trial(storage_id)
         if frozen.state == TrialState.RUNNING and epoch not in frozen.intermediate_values:
             optuna.Trial(study, storage_id).report(worst_value(self.mode), epoch)
 
@@ -362,8 +365,12 @@ class CellSearcher(Searcher):
         tried = _tried_configurations(study, self._plan.params, exclude=trial.number)
         if _key(params) not in tried:
             return trial, params
-        study._storage.set_trial_user_attr(trial._trial_id, "repeat_of", tried[_key(params)])
-        study._storage.set_trial_user_attr(trial._trial_id, "outcome", "repeat")
+        optuna_private.storage_of(study).set_trial_user_attr(
+            optuna_private.storage_id(trial), "repeat_of", tried[_key(params)]
+        )
+        optuna_private.storage_of(study).set_trial_user_attr(
+            optuna_private.storage_id(trial), "outcome", "repeat"
+        )
         study.tell(trial.number, state=TrialState.FAIL)
         point = _untried_point(self._plan.params, set(tried), f"{self._plan.seed}|{salt}")
         if point is None:
@@ -409,7 +416,9 @@ class CellSearcher(Searcher):
         value = result.get(self.metric)
         if value is None or not math.isfinite(float(value)):
             return "failed", None, f"no finite {self.metric} reported"
-        epochs = int(study._storage.get_trial(storage_id).user_attrs["config"]["epochs"])
+        epochs = int(
+            optuna_private.storage_of(study).get_trial(storage_id).user_attrs["config"]["epochs"]
+        )
         if int(result.get("epoch", 0)) < epochs:
             return "stopped_early", None, None
         return "completed", float(value), None
@@ -425,11 +434,15 @@ class CellSearcher(Searcher):
             study = self._study(cell)
             for frozen in study.get_trials(deepcopy=False, states=lost_states):
                 if (cell.id, frozen.number) not in known:
-                    study._storage.set_trial_user_attr(
-                        frozen._trial_id, "failure_reason", "lost when the search driver stopped"
+                    optuna_private.storage_of(study).set_trial_user_attr(
+                        optuna_private.storage_id(frozen),
+                        "failure_reason",
+                        "lost when the search driver stopped",
                     )
                     # Optuna's tell refuses a WAITING trial; the storage call takes both.
-                    study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
+                    optuna_private.storage_of(study).set_trial_state_values(
+                        optuna_private.storage_id(frozen), TrialState.FAIL
+                    )
 
 
 def ended_cells(study_db: str) -> dict[str, str]:

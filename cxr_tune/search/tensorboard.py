@@ -26,6 +26,7 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 
 from cxr_tune.constants import EPOCH, STATUS, STATUS_OK, TRAIN_LOSS, VAL_LOSS
+from cxr_tune.search._ray_internals import add_summary
 
 # Result keys written as scalars, besides every ``val_*`` metric.
 SCALAR_TAGS: dict[str, str] = {
@@ -102,7 +103,7 @@ class TrialTensorBoard(TBXLoggerCallback):
 
     def _write_summary(self, trial: Any, summary: Any) -> None:
         writer = self._trial_writer[trial]
-        writer._get_file_writer().add_summary(summary)
+        add_summary(writer, summary)
         writer.flush()
 
 
