@@ -266,6 +266,11 @@ def _clinical_point(
     return {"sensitivity": sens, "specificity": spec, "ece": ece, "spec_at": at}
 
 
+def _entry(key: str, index: Any) -> Callable[[dict[str, Any]], float]:
+    """Reads ``point[key][index]`` of a clinical point (one class's, or one target's, value)."""
+    return lambda point: float(point[key][index])
+
+
 def clinical_summary(
     task: str,
     runs: Sequence[Mapping[str, Any]],
@@ -307,8 +312,8 @@ def clinical_summary(
         "per_class": [
             {
                 "class": name,
-                "sensitivity": summary(lambda p, k=k: float(p["sensitivity"][k])),
-                "specificity": summary(lambda p, k=k: float(p["specificity"][k])),
+                "sensitivity": summary(_entry("sensitivity", k)),
+                "specificity": summary(_entry("specificity", k)),
             }
             for k, name in enumerate(classes)
         ],
@@ -323,9 +328,7 @@ def clinical_summary(
         out["positive_class"] = {
             "class": classes[positive],
             **{
-                f"specificity_at_sensitivity_{round(t * 100)}": summary(
-                    lambda p, t=t: float(p["spec_at"][t])
-                )
+                f"specificity_at_sensitivity_{round(t * 100)}": summary(_entry("spec_at", t))
                 for t in SENSITIVITY_TARGETS
             },
         }

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import ray
 import torch
@@ -162,7 +162,7 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     with open(path, "wb") as handle:
         writer = _RecordingWriter(handle)
         try:
-            torch.save(payload, writer)
+            torch.save(payload, cast(IO[bytes], writer))
         except RuntimeError:
             if writer.error is None:
                 raise

@@ -451,7 +451,7 @@ class _Index:
 @lru_cache(maxsize=1)
 def _odd_coefficients() -> np.ndarray:
     """(63,) True where some flip changes the coefficient's sign (an odd frequency)."""
-    return (_flip_signs() < 0).any(axis=0)
+    return np.asarray((_flip_signs() < 0).any(axis=0))
 
 
 def fold(vectors: np.ndarray) -> np.ndarray:

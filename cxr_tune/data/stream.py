@@ -106,7 +106,7 @@ class RowReader:
                 while end < len(wanted) and wanted[end] == wanted[end - 1] + 1:
                     end += 1
                 handle.seek(self.offset + int(wanted[k]) * self.row_bytes)
-                _read_fully(handle, memoryview(flat[k:end]).cast("B"))
+                _read_fully(handle, flat[k:end].data.cast("B"))
                 k = end
         return out
 
@@ -260,7 +260,7 @@ class WorkFolder:
     def save(self, name: str, **arrays: np.ndarray) -> None:
         """Save the result of a finished step (written under a temporary name, then renamed)."""
         temporary = self.path / f"{name}.partial.npz"
-        np.savez(temporary, **arrays)
+        np.savez(temporary, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as bool
         os.replace(temporary, self.path / f"{name}.npz")
 
     def release(self) -> None:

@@ -168,6 +168,7 @@ class _Reader:
             if reason is not None:
                 self.skipped.add(reason, self.files.get(rel, rel))
                 continue
+            assert labels is not None  # a bad value has set the reason
             self.records.append(
                 Record(
                     path=Path(self.files[rel]),
