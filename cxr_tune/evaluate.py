@@ -257,7 +257,8 @@ def evaluate_experiment(
         checkpoint_root: where the evaluation tasks read trial checkpoints when the experiment
             folder is a local copy of a remote experiment (its storage URI); default the folder.
         externals: datasets that were not searched, scored as external sets (test split only).
-        label_map: a user's label-map file laid over the built-in mapping.
+        label_map: a user's label-map file laid over the built-in mapping (default: the one
+            the search was given, if any).
 
     Raises:
         ConfigError: a class of an external or imagefolder dataset is close to a shared
@@ -268,6 +269,7 @@ def evaluate_experiment(
     folder = exp.folder
     datasets = datasets or reload_datasets(exp)
     externals = dict(externals or {})
+    label_map = label_map or exp.record.get("label_map")
     plan = generalisation_plan(exp, datasets, externals, label_map)
     n_seeds = seeds or int(exp.record.get("eval_seeds", 1))
     base_seed = int(exp.record.get("seed", 0))

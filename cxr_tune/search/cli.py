@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(external validation); repeat for several. Default with no --data: phantom_b",
     )
     parser.add_argument(
+        "--label-map",
+        metavar="FILE",
+        help="your own label-map YAML, laid over cxr_tune/data/label_maps.yaml: how the "
+        "datasets' classes map onto the shared classes for external validation",
+    )
+    parser.add_argument(
         "--storage",
         help="experiments root: a folder, an NFS path or s3://... (default: ~/cxr_tune_results)",
     )
@@ -241,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
         split=args.split,
         externals=externals,
+        label_map=str(Path(args.label_map).expanduser().resolve()) if args.label_map else None,
         ray_address=args.address,
         argv=tuple(args.command_line),
         profile_reason=reason,

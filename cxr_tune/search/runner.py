@@ -59,6 +59,7 @@ class SearchRequest:
     profile_reason: str = ""
     # Datasets not searched, on which the final models are also scored (external validation).
     externals: tuple[DataSource, ...] = ()
+    label_map: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,25 @@ def check_before_start(request: SearchRequest) -> None:
 
 
 def check_external_classes(request: SearchRequest) -> None:
-    """Every class of an external set maps onto a shared class (an unmatched imagefolder class
-    name stops the search here, before hours of training, rather than at the evaluation)."""
-    if not request.externals:
-        return
+    """The label-map file reads, and every class of an external set maps onto a shared class
+    (a bad file or a misspelt imagefolder class stops the search here, before hours of
+    training, rather than at the evaluation)."""
     from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset
 
-    maps = load_label_maps()
+    maps = load_label_maps(request.label_map)
     for source in request.externals:
         map_dataset(classes_of(source), maps)
+
+
+def check_searched_classes(request: SearchRequest, datasets: Mapping[str, DatasetArrays]) -> None:
+    """Every searched dataset's classes map onto the shared classes as the final evaluation
+    will map them (its clinical metrics and transfers), checked once the data is read and
+    before any trial runs."""
+    from cxr_tune.data.labelmap import DatasetClasses, load_label_maps, map_dataset
+
+    maps = load_label_maps(request.label_map)
+    for (name, arrays), key in zip(datasets.items(), request.dataset_keys, strict=True):
+        map_dataset(DatasetClasses(name, key, arrays.task, tuple(arrays.classes)), maps)
 
 
 def load_search_data(
@@ -188,6 +199,7 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
             }
             for source in request.externals
         ],
+        "label_map": request.label_map,
         "command": " ".join(request.argv),
         "driver": {"host": socket.gethostname(), "python": platform.python_version()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -231,6 +243,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         # Before decoding: a GPU run on a cluster that can never have a GPU fails at once.
         check_gpus_reachable(request.plan, echo)
         datasets = load_search_data(request, echo, previous)
+        check_searched_classes(request, datasets)
         request = _placed(request, datasets, echo)
         check_batch_sizes(request.plan, {n: a.sizes()["train"] for n, a in datasets.items()})
         search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
@@ -278,7 +291,13 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
                 from cxr_tune.evaluate import evaluate_experiment, load_externals
 
                 externals = load_externals(experiment, cache_dir=request.cache_dir, echo=echo)
-                evaluate_experiment(experiment, datasets, echo=echo, externals=externals)
+                evaluate_experiment(
+                    experiment,
+                    datasets,
+                    echo=echo,
+                    externals=externals,
+                    label_map=request.label_map,
+                )
         else:
             # Evaluation and report work on a local copy, while Ray is still up.
             remote = _finish_remote(request, datasets, echo, interrupted=interrupted)
