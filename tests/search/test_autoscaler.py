@@ -23,10 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.config import PROFILES
 from cxr_tune.search import resources
-from cxr_tune.search.plan import build_plan
-from cxr_tune.spaces import parse_space
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -111,29 +108,45 @@ def _end(head: subprocess.Popen, folder: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def autoscaling_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A head with a real autoscaler (v1: the fake provider's v2 mode ends its own head here)
-    that can add one GPU node; yields its address."""
-    import ray
+# The driver: the GPU check of ``--profile gpu`` joined to the cluster at argv[1]. It runs in
+# its own process, so that this cluster's settings (no auth token) stay out of the test
+# process's Ray, which later tests start clusters with.
+DRIVER = """
+import json, sys
+import ray
+from cxr_tune.config import PROFILES
+from cxr_tune.search import resources
+from cxr_tune.search.plan import build_plan
+from cxr_tune.spaces import parse_space
 
-    if ray.is_initialized():
-        ray.shutdown()
+ray.init(address=sys.argv[1], log_to_driver=False)
+before = ray.cluster_resources().get("GPU", 0)
+resources.PROGRESS_EVERY_S = 1.0
+space = parse_space(
+    {"cells": {"model": ["alexnet"]}, "fixed": {"epochs": 1, "image_size": 64}},
+    source="test.yaml",
+)
+plan = build_plan(space, PROFILES["gpu"], ("phantom",))
+said = []
+can_add = resources.autoscaler_can_add_nodes()
+resources.check_gpus_reachable(plan, echo=said.append)
+after = ray.cluster_resources().get("GPU", 0)
+ray.shutdown()
+print(json.dumps({"before": before, "can_add": can_add, "said": said, "after": after}))
+"""
+
+
+@pytest.fixture
+def autoscaling_cluster() -> Iterator[tuple[str, dict[str, str]]]:
+    """A head with a real autoscaler (v1: the fake provider's v2 mode ends its own head here)
+    that can add one GPU node; yields its address and the environment to join it with."""
     folder = Path(tempfile.mkdtemp(prefix="cxras", dir="/tmp"))  # short: unix socket paths
-    # A cluster of this machine's loopback, private to the test: no token to share between
-    # the head started by ``ray start`` and this driver.
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     port = _free_port()
     address = f"127.0.0.1:{port}"
     config = folder / "cluster.json"
     config.write_text(json.dumps(_cluster_config(address)))
-    env = {
-        **os.environ,
-        "RAY_FAKE_CLUSTER": "1",
-        "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-        "RAY_TMPDIR": str(folder),
-    }
-
+    # A loopback cluster private to the test: no token to share between head and driver.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(folder)}
     ray_cli = Path(sys.executable).parent / "ray"
     command = [
         str(ray_cli),
@@ -149,43 +162,39 @@ def autoscaling_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         "--include-dashboard=false",
         "--disable-usage-stats",
     ]
-    log = (folder / "head.log").open("w")
-    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    head_env = {**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    log_path = folder / "head.log"
+    with log_path.open("w") as log:
+        head = subprocess.Popen(command, env=head_env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + HEAD_READY_S
-        while True:
-            try:
-                ray.init(address=address, log_to_driver=False)
-                break
-            except Exception:
-                if head.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((folder / "head.log").read_text()[-3000:]) from None
-                time.sleep(1)
-        yield address
+        while "Ray runtime started" not in log_path.read_text(errors="replace"):
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(log_path.read_text(errors="replace")[-3000:])
+            time.sleep(0.5)
+        yield address, env
     finally:
-        ray.shutdown()
         _end(head, folder)
-        log.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_gpu_profile_waits_for_the_autoscaler_to_add_a_gpu_node(
-    autoscaling_cluster: str, monkeypatch: pytest.MonkeyPatch
+    autoscaling_cluster: tuple[str, dict[str, str]],
 ) -> None:
-    import ray
-
-    assert not ray.cluster_resources().get("GPU")
-    monkeypatch.setattr(resources, "PROGRESS_EVERY_S", 1.0)
-    monkeypatch.setenv(resources.WAIT_ENV, "180")
-    space = parse_space(
-        {"cells": {"model": ["alexnet"]}, "fixed": {"epochs": 1, "image_size": 64}},
-        source="test.yaml",
+    address, env = autoscaling_cluster
+    run = subprocess.run(
+        [sys.executable, "-c", DRIVER, address],
+        env={**env, resources.WAIT_ENV: "180"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    plan = build_plan(space, PROFILES["gpu"], ("phantom",))
-    said: list[str] = []
-    assert resources.autoscaler_can_add_nodes()
-    resources.check_gpus_reachable(plan, echo=said.append)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["before"] == 0
+    assert found["can_add"]
+    said = found["said"]
     assert said[0].startswith("resources: no GPU yet; asking the cluster's autoscaler")
     assert any(line.startswith("resources: still waiting for a GPU node") for line in said)
     assert said[-1] == "resources: 1 GPU(s) in the cluster"
-    assert ray.cluster_resources().get("GPU") == 1
+    assert found["after"] == 1
