@@ -198,16 +198,16 @@ def _search(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_a_real_search_ends_within_its_time_budget_and_a_resume_starts_nothing_more(
     tmp_path: Path,
 ) -> None:
-    # Far more trials than 100 s buys on 2 cores, one at a time: the budget, not num_samples,
+    # Far more trials than 45 s buys on 2 cores, one at a time: the budget, not num_samples,
     # ends the search; its evaluation and report still follow.
-    args = ("--num-samples", "60", "--max-concurrent", "1", "--time-budget", "100s")
+    args = ("--num-samples", "60", "--max-concurrent", "1", "--time-budget", "45s")
     run = _search(tmp_path, *args)
     assert run.returncode == 0, run.stderr[-3000:]
     folder = tmp_path / "budgeted"
     record = json.loads((folder / "cxr_tune.json").read_text())
     spent = record["budget"]["spent"]["wall_s"]
     limit = record["budget"]["search_time_s"]
-    assert record["finished_at"] and limit == 100.0  # one evaluation seed: nothing reserved
+    assert record["finished_at"] and limit == 45.0  # one evaluation seed: nothing reserved
     # Trials stop at once past the margin; the last result and the shutdown take a few seconds.
     assert limit <= spent <= limit * (1 + BUDGET_MARGIN) + 30, (spent, limit)
     trials = [p for p in folder.iterdir() if (p / "params.json").is_file()]
