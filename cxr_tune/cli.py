@@ -95,16 +95,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     datasets = reload_datasets(experiment, cache_dir=cache_dir)
     extra = [DataSource.parse(text) for text in args.external]
     externals = load_externals(experiment, extra, cache_dir=cache_dir)
-    # The search's own label map unless another is given.
-    label_map = args.label_map or experiment.record.get("label_map")
     # Every class must map before a model runs: an unmatched name exits 2 here.
-    generalisation_plan(experiment, datasets, externals, label_map)
+    generalisation_plan(experiment, datasets, externals, args.label_map)
     started = not ray.is_initialized()
     if started:
         ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
     try:
         evaluate_experiment(
-            experiment, datasets, seeds=args.seeds, externals=externals, label_map=label_map
+            experiment, datasets, seeds=args.seeds, externals=externals, label_map=args.label_map
         )
     finally:
         if started:

@@ -269,7 +269,6 @@ def evaluate_experiment(
     folder = exp.folder
     datasets = datasets or reload_datasets(exp)
     externals = dict(externals or {})
-    label_map = label_map or exp.record.get("label_map")
     plan = generalisation_plan(exp, datasets, externals, label_map)
     n_seeds = seeds or int(exp.record.get("eval_seeds", 1))
     base_seed = int(exp.record.get("seed", 0))
@@ -349,14 +348,15 @@ def generalisation_plan(
     label_map: str | Path | None = None,
 ) -> GeneralisationPlan:
     """The label mapping of every dataset and the transfers it allows; checked before any
-    model runs, so an unmatched class name stops the evaluation at once (exit 2).
+    model runs, so an unmatched class name stops the evaluation at once (exit 2). Without
+    ``label_map``, the file the search was given (recorded) is used, if any.
 
     Raises:
         ConfigError: as ``cxr_tune.data.labelmap`` (unmatched class, bad label-map file).
     """
     from cxr_tune.data.labelmap import load_label_maps, map_dataset
 
-    maps = load_label_maps(label_map)
+    maps = load_label_maps(label_map or exp.record.get("label_map"))
     keys = {str(d["name"]): str(d.get("key") or d["name"]) for d in exp.record.get("datasets", [])}
     classes: dict[str, DatasetClasses] = {
         name: DatasetClasses(name, keys.get(name, name), arrays.task, tuple(arrays.classes))
