@@ -37,7 +37,7 @@ from cxr_tune.constants import METRIC_MODES
 from cxr_tune.errors import ConfigError, did_you_mean, unknown_name_message
 
 DOMAIN_KINDS: tuple[str, ...] = ("loguniform", "uniform", "int", "logint", "choice")
-ALGORITHMS: tuple[str, ...] = ("optuna", "random", "grid")
+ALGORITHMS: tuple[str, ...] = ("optuna", "random", "grid", "gp")
 SCHEDULERS: tuple[str, ...] = ("asha", "none")
 TOP_LEVEL_KEYS: tuple[str, ...] = (
     "name",

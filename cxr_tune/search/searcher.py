@@ -124,7 +124,7 @@ def grid_points(params: Mapping[str, Param]) -> list[dict[str, Any]]:
 
 
 class CellSearcher(Searcher):
-    """Optuna TPE (or random, or grid) search within each cell of a plan.
+    """Optuna TPE (or Optuna's Gaussian process, random, or grid) search within each cell.
 
     Args:
         plan: the search plan (cells, params, samples per cell, seed).
@@ -380,11 +380,19 @@ class CellSearcher(Searcher):
         return trial, suggest_params(trial, self._plan.params)
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        if self._plan.space.algorithm != "optuna":
+        algorithm = self._plan.space.algorithm
+        if algorithm not in ("optuna", "gp"):
             return optuna.samplers.RandomSampler(seed=seed)
         # A quarter of the trials the cell will run (fewer than num_samples under a budget)
-        # are random draws before TPE models the results.
+        # are random draws before TPE (or the Gaussian process) models the results.
         startup = max(2, min(10, self._plan.expected_trials_per_cell() // 4))
+        if algorithm == "gp":
+            # Optuna's Gaussian-process sampler: it models trials that trained every epoch
+            # (COMPLETE) and sees running ones; trials stopped early (PRUNED) are not in its
+            # model, and conditional (``when``) parameters are drawn at random.
+            return optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=startup, warn_independent_sampling=False
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # constant_liar keeps concurrent trials from all proposing the same point;
