@@ -14,8 +14,11 @@ asking the searcher.
 Time is simulated, as in Syne Tune's simulated backend: every trial's epoch takes the
 seconds its configuration is given, results are handled in the order of their simulated
 times (ties in the order their epochs started), and nothing depends on the wall clock, so a
-replay with the same inputs gives the same decisions every time, in a fraction of a second
-per trial.
+replay with the same inputs gives the same decisions every time on the same machine and
+library versions, in a fraction of a second per trial. A live Tune run with several trials at
+once handles results in the order they arrive, which varies from run to run;
+``tests/search/test_simulate.py`` runs Tune at two trials at once on this clock (one result at
+a time, released when Tune is idle) and finds the same decisions and the same Optuna records.
 """
 
 from __future__ import annotations
