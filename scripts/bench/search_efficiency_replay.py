@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("tpe_asha", "random_asha", "tpe_full", "random_full")
+METHODS = ("tpe_asha", "random_asha", "gp_asha", "tpe_full", "random_full", "gp_full")
+# A method's searcher -> the space's ``search.algorithm``.
+ALGORITHM = {"tpe": "optuna", "random": "random", "gp": "gp"}
 NO_SKILL_KEYS = ("val_loss_no_skill", "train_loss_no_skill")
 CONCURRENT = 2
 
@@ -72,10 +74,13 @@ def replay_plan(
     grid: Mapping[str, Any], method: str, asha: AshaSetting, seed: int, budget_epochs: int
 ) -> Any:
     """The plan a real search of ``method`` over the grid's space would run."""
+    from small_cnn import register
+
     from cxr_tune.config import PROFILES
     from cxr_tune.search.plan import Overrides, build_plan
     from cxr_tune.spaces import parse_space
 
+    register()  # the plan checks its model names against the registry
     meta = grid["grid"]
     space = parse_space(
         {
@@ -85,7 +90,7 @@ def replay_plan(
             # As many trials as the grid has configurations: the budget, or trying every
             # configuration, ends the search.
             "search": {
-                "algorithm": "optuna" if method.startswith("tpe") else "random",
+                "algorithm": ALGORITHM[method.split("_")[0]],
                 "num_samples": len(grid["configurations"]),
                 "seed": seed,
                 "budget_epochs": budget_epochs,
