@@ -476,10 +476,17 @@ def _tried_configurations(
     """Configurations in training or trained in ``study`` -> the number of the first trial.
     Failed trials do not count: a configuration that crashed may be tried again."""
     states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+    # ``from_optuna``, with the ordinal choices sorted once instead of once per trial: this
+    # runs at every proposal, over every trial of the cell (replays make thousands).
+    ordinal = {name: sorted(p.choices) for name, p in params.items() if is_ordinal(p)}
     tried: dict[tuple, int] = {}
     for frozen in study.get_trials(deepcopy=False, states=states):
         if frozen.number != exclude:
-            tried.setdefault(_key(from_optuna(frozen.params, params)), frozen.number)
+            point = {
+                name: ordinal[name][int(value)] if name in ordinal else value
+                for name, value in frozen.params.items()
+            }
+            tried.setdefault(_key(point), frozen.number)
     return tried
 
 
