@@ -129,7 +129,6 @@ GRIDS: dict[str, GridSpec] = {
         # Never used to choose: every quoted figure comes from these.
         GridSpec("held-a", "held-out", "phantom", 50),
         GridSpec("held-a-hard", "held-out", "phantom", 51, strength=0.75),
-        GridSpec("held-a-easy", "held-out", "phantom", 52, strength=1.3),
         GridSpec("held-b", "held-out", "phantom_b", 53),
         GridSpec("held-a-imbalanced", "held-out", "phantom", 54, imbalance="dataset1"),
         GridSpec("held-real", "held-out", "real", 0),
