@@ -196,9 +196,11 @@ def tasks_for(
 
 
 def digest_of(grid: Mapping[str, Any]) -> str:
+    """A short hash of what a replay reads of a grid (not the record of reproduced runs)."""
     import hashlib
 
-    return hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:10]
+    text = json.dumps({**grid, "reproduced": []}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 _WORKER_GRIDS: dict[str, Any] = {}
@@ -282,6 +284,7 @@ class Outcomes:
     """A set of replays reduced to what the measures need, one entry per replay."""
 
     value: np.ndarray  # reference value of the incumbent at the budget
+    early: np.ndarray  # ... after ``early_epochs`` of the whole-grid replay (an anytime view)
     incumbent: list[str | None]
     hit_epoch: dict[float, np.ndarray]  # epochs to an incumbent in G (NaN: never), per multiple
     spent: np.ndarray  # epochs the whole-horizon replay spent
@@ -320,6 +323,7 @@ def outcomes(
     )
     return Outcomes(
         value=np.array([value(k) for k in finals]),
+        early=np.array([value(measures.incumbent_at(t, facts["early_epochs"])) for t in traces]),
         incumbent=finals,
         hit_epoch=hit_epoch,
         spent=np.array([float(r["epochs"]) for r in whole]),
@@ -335,6 +339,7 @@ class GridSamples:
     (paired), random search's reference runs with their own."""
 
     R: dict[str, np.ndarray]
+    R_early: dict[str, np.ndarray]
     hit: dict[float, dict[str, np.ndarray]]
     speedup: dict[float, dict[str, np.ndarray]]
     ert: dict[float, dict[str, np.ndarray]]
@@ -355,6 +360,9 @@ def grid_samples(
     ref_value = reference.value[ref_draws].mean(axis=-1)
     values = np.vstack([methods[m].value for m in names])
     regret = (y_star - measures.resampled_means(values, draws)) / (y_star - ref_value)
+    ref_early = reference.early[ref_draws].mean(axis=-1)
+    early = np.vstack([methods[m].early for m in names])
+    regret_early = (y_star - measures.resampled_means(early, draws)) / (y_star - ref_early)
     hit, speedup, ert = {}, {}, {}
     for m in MULTIPLIERS:
         members = set(facts["near_optimal"][str(m)])
@@ -371,7 +379,13 @@ def grid_samples(
         with np.errstate(divide="ignore", invalid="ignore"):
             speedup[m] = dict(zip(names, ref_ert / method_ert))
         ert[m] = dict(zip(names, method_ert))
-    return GridSamples(R=dict(zip(names, regret)), hit=hit, speedup=speedup, ert=ert)
+    return GridSamples(
+        R=dict(zip(names, regret)),
+        R_early=dict(zip(names, regret_early)),
+        hit=hit,
+        speedup=speedup,
+        ert=ert,
+    )
 
 
 def _interval(samples: np.ndarray) -> list[float]:
@@ -394,6 +408,7 @@ def grid_measures(
     """Point figures and intervals of every method on one grid, and the paired differences."""
     y_star = facts["y_star"]
     denominator = y_star - float(reference.value.mean())
+    early_denominator = y_star - float(reference.early.mean())
     ref_curve = reference.curve
     point_r = {x: (y_star - float(o.value.mean())) / denominator for x, o in methods.items()}
     rank_point = dict(zip(methods, measures.ranks_of(np.array(list(point_r.values()))).tolist()))
@@ -404,6 +419,8 @@ def grid_measures(
             "replays": len(o.value),
             "R": point_r[x],
             "R_interval": _interval(samples.R[x]),
+            "R_early": (y_star - float(o.early.mean())) / early_denominator,
+            "R_early_interval": _interval(samples.R_early[x]),
             "rank_R": rank_point[x],
             "rank_R_interval": _interval(rank_samples[i]),
             "trials_at_budget": o.trials,
@@ -433,6 +450,8 @@ def grid_measures(
         pair: dict[str, Any] = {
             "R_difference": point_r[a] - point_r[b],
             "R_difference_interval": _interval(samples.R[a] - samples.R[b]),
+            "R_early_difference": out["methods"][a]["R_early"] - out["methods"][b]["R_early"],
+            "R_early_difference_interval": _interval(samples.R_early[a] - samples.R_early[b]),
             "by_delta": {},
         }
         for m in MULTIPLIERS:
@@ -466,6 +485,7 @@ def pooled(
     methods = list(samples[names[0]].R)
     out: dict[str, Any] = {"grids": list(names), "methods": {}, "pairs": {}}
     r_stack = {x: np.vstack([samples[g].R[x] for g in names]) for x in methods}
+    early_stack = {x: np.vstack([samples[g].R_early[x] for g in names]) for x in methods}
     ranks = np.stack(
         [measures.ranks_of(np.vstack([samples[g].R[x] for x in methods])) for g in names]
     )
@@ -474,6 +494,8 @@ def pooled(
         entry: dict[str, Any] = {
             "mean_R": float(np.mean([r["R"] for r in rows])),
             "mean_R_interval": _interval(r_stack[x].mean(axis=0)),
+            "mean_R_early": float(np.mean([r["R_early"] for r in rows])),
+            "mean_R_early_interval": _interval(early_stack[x].mean(axis=0)),
             "grids_R_below_half": sum(r["R"] <= 0.5 and r["R_interval"][1] < 1 for r in rows),
             "mean_rank_R": float(np.mean([r["rank_R"] for r in rows])),
             "mean_rank_R_interval": _interval(ranks[:, i, :].mean(axis=0)),
@@ -502,6 +524,10 @@ def pooled(
         pair: dict[str, Any] = {
             "R_difference": float(np.mean([r["R_difference"] for r in rows])),
             "R_difference_interval": _interval((r_stack[a] - r_stack[b]).mean(axis=0)),
+            "R_early_difference": float(np.mean([r["R_early_difference"] for r in rows])),
+            "R_early_difference_interval": _interval(
+                (early_stack[a] - early_stack[b]).mean(axis=0)
+            ),
             "grids_R_difference_below_0": sum(r["R_difference_interval"][1] < 0 for r in rows),
             "grids_R_difference_above_0": sum(r["R_difference_interval"][0] > 0 for r in rows),
             "by_delta": {},
@@ -535,6 +561,9 @@ def add_replay_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, default=BUDGET, help="share of the grid's epochs")
     parser.add_argument(
         "--horizon", type=float, default=1.0, help="share of the grid's epochs for the speed-up"
+    )
+    parser.add_argument(
+        "--early", type=float, default=0.1, help="share of the grid's epochs for R_early"
     )
     parser.add_argument("--space", default="ablation", help="whose scheduler is the default")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -585,6 +614,7 @@ def replay_all(args: argparse.Namespace) -> int:
     for name, grid in grids.items():
         f = grid_facts(grid, args.budget)
         f["horizon_epochs"] = max(f["budget_epochs"], math.floor(args.horizon * f["epochs"] + 1e-9))
+        f["early_epochs"] = max(1, math.floor(args.early * f["epochs"] + 1e-9))
         facts[name] = f
         digest = digest_of(grid)
         b = f["budget_epochs"]
@@ -655,7 +685,7 @@ def summarise(
         def whole(
             method: str, which: Sequence[int], name: str = name, b: int = b, h: int = h
         ) -> list[dict[str, Any]]:
-            found = done[(name, method, default, h)]
+            found = done.get((name, method, default, h), {})
             budget = done[(name, method, default, b)]
             return [found[s] if s in found else budget[s] for s in which]
 
@@ -714,6 +744,7 @@ def summarise(
         "benchmark": "search_efficiency",
         "budget": args.budget,
         "horizon": args.horizon,
+        "early": args.early,
         "replays": args.replays,
         "gp_full_replays": args.gp_full_replays if "gp_full" in methods else 0,
         "screen_replays": args.screen_replays if screen else 0,
@@ -787,6 +818,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pack.add_argument("--grid", required=True)
     pack.add_argument("--runs", type=Path, default=RUNS)
     pack.add_argument("--output", type=Path, default=training.PACKED)
+    pack.add_argument(
+        "--retrained", action="store_true", help="runs trained again: check and record them"
+    )
     add_replay_args(commands.add_parser("replay", help="replay searches and measure them"))
     args = parser.parse_args(argv)
     if args.command in ("train", "pack") and args.grid not in GRIDS:
@@ -819,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = [k for k in args.configs.split(",") if k] or spec.configurations()
         return training.train(spec, seeds, keys, args.jobs, args.runs)
     if args.command == "pack":
-        return training.pack(GRIDS[args.grid], args.runs, args.output)
+        return training.pack(GRIDS[args.grid], args.runs, args.output, retrained=args.retrained)
     return replay_all(args)
 
 

@@ -89,6 +89,7 @@ def per_grid_table(summary: Mapping[str, Any], role: str) -> Table:
                     name,
                     _label(method),
                     f"{_f(m['R'])} {_ci(m['R_interval'])}",
+                    f"{_f(m['R_early'])} {_ci(m['R_early_interval'])}",
                     f"{_f(m['rank_R'], 1)} {_ci(m['rank_R_interval'], 0)}",
                     f"{_f(d['hit_rate'])} {_ci(d['hit_interval'])}",
                     f"{_f(d['speedup'])} {_ci(d['speedup_interval'])}",
@@ -96,8 +97,8 @@ def per_grid_table(summary: Mapping[str, Any], role: str) -> Table:
                     _f(m["trials_at_budget"], 1),
                 ]
             )
-    headers = ["grid", "method", "R [95%]", "rank by R [95%]", "hit [95%]", "speed-up [95%]",
-               "area/random", "trials"]  # fmt: skip
+    headers = ["grid", "method", "R [95%]", "R early [95%]", "rank by R [95%]", "hit [95%]",
+               "speed-up [95%]", "area/random", "trials"]  # fmt: skip
     return (f"Per grid, {ROLE_TITLES[role]}", headers, rows)
 
 
@@ -111,6 +112,7 @@ def pooled_table(summary: Mapping[str, Any], role: str) -> Table:
                 _label(method),
                 f"{_f(m['mean_R'])} {_ci(m['mean_R_interval'])}",
                 f"{m['grids_R_below_half']}/{len(group['grids'])}",
+                f"{_f(m['mean_R_early'])} {_ci(m['mean_R_early_interval'])}",
                 f"{_f(d['mean_hit_rate'])} {_ci(d['mean_hit_interval'])}",
                 f"{_f(d['geomean_speedup'])} {_ci(d['geomean_speedup_interval'])}",
                 f"{_f(m['mean_rank_R'], 2)} {_ci(m['mean_rank_R_interval'])}",
@@ -118,7 +120,8 @@ def pooled_table(summary: Mapping[str, Any], role: str) -> Table:
                 _f(m["mean_trials_at_budget"], 1),
             ]
         )
-    headers = ["method", "mean R [95%]", "grids R <= 0.5, interval < 1", "mean hit [95%]",
+    headers = ["method", "mean R [95%]", "grids R <= 0.5, interval < 1",
+               "mean R early [95%]", "mean hit [95%]",
                "speed-up, geometric mean [95%]", "mean rank by R [95%]", "area/random",
                "trials"]  # fmt: skip
     return (f"Over the {ROLE_TITLES[role]}: {', '.join(group['grids'])}", headers, rows)
@@ -134,12 +137,14 @@ def pairs_table(summary: Mapping[str, Any], role: str) -> Table:
                 _pair_label(pair),
                 f"{_f(p['R_difference'])} {_ci(p['R_difference_interval'])}",
                 f"{p['grids_R_difference_below_0']} / {p['grids_R_difference_above_0']}",
+                f"{_f(p['R_early_difference'])} {_ci(p['R_early_difference_interval'])}",
                 f"{_f(d['hit_difference'])} {_ci(d['hit_difference_interval'])}",
                 f"{_f(d['geomean_speedup_ratio'])} {_ci(d['geomean_speedup_ratio_interval'])}",
             ]
         )
     headers = ["first - second", "R difference [95%]", "grids below 0 / above 0",
-               "hit difference [95%]", "speed-up of first over second [95%]"]  # fmt: skip
+               "R early: difference [95%]", "hit difference [95%]",
+               "speed-up of first over second [95%]"]  # fmt: skip
     return (
         f"Paired differences over the {role} grids (same replay seeds; mean over grids)",
         headers,
@@ -156,10 +161,13 @@ def per_grid_pairs_table(summary: Mapping[str, Any], role: str) -> Table:
         for pair in MAIN_PAIRS:
             p = g["pairs"].get(pair)
             row.append(
-                "-" if p is None else f"{_f(p['R_difference'])} {_ci(p['R_difference_interval'])}"
+                "-"
+                if p is None
+                else f"{_f(p['R_difference'])} {_ci(p['R_difference_interval'])}; "
+                f"{_f(p['R_early_difference'])} {_ci(p['R_early_difference_interval'])}"
             )
         rows.append(row)
-    headers = ["grid", *[f"R: {_pair_label(p)}" for p in MAIN_PAIRS]]
+    headers = ["grid", *[f"R; R early: {_pair_label(p)}" for p in MAIN_PAIRS]]
     return (f"Paired R differences per grid, {role} grids", headers, rows)
 
 
@@ -321,7 +329,9 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "Written by `python scripts/bench/search_efficiency.py replay`; how to read it: "
         "`scripts/bench/README.md`. "
         f"{summary['replays']} replays per method and grid (seeds shared by the methods), "
-        f"two trials at a time, budget {summary['budget']:.0%} of a grid's epochs; "
+        f"two trials at a time, budget {summary['budget']:.0%} of a grid's epochs (R early: "
+        f"the incumbent after {summary.get('early', 0.1):.0%} of them, read off the whole-grid "
+        "replays); "
         f"random search's reference from {summary['reference_runs']} runs under the same "
         f"budget rule. ASHA: {summary['default_setting']['label']}.",
     ]

@@ -170,14 +170,28 @@ def new_grid(spec: GridSpec, run: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def pack_run(grid: dict[str, Any], run: Mapping[str, Any], *, digits: int | None = DIGITS) -> None:
+def pack_run(
+    grid: dict[str, Any],
+    run: Mapping[str, Any],
+    *,
+    retrained: bool = False,
+    digits: int | None = DIGITS,
+) -> None:
     """Add one run to a grid. A seed the grid holds must come out the same (to the stored
-    digits); it is then recorded in ``reproduced``; packing a run again changes nothing."""
+    digits); packing a run again changes nothing. A ``retrained`` run (trained again, apart,
+    to check that training repeats) must be of a seed the grid holds; it is recorded in
+    ``reproduced`` and changes nothing else.
+
+    Raises:
+        ValueError: other validation labels, a curve that differs from the stored one, or a
+            retrained run of a seed the grid does not hold.
+    """
     key, seed = run["configuration"], str(run["seed"])
     if run["labels"] != grid["grid"]["labels"]:
         raise ValueError(f"{key} seed {seed}: validation labels differ from the grid's")
-    entry = grid["configurations"].setdefault(key, {"runs": {}})
-    stored = entry["runs"].get(seed)
+    stored = grid["configurations"].get(key, {"runs": {}})["runs"].get(seed)
+    if retrained and stored is None:
+        raise ValueError(f"{key} seed {seed}: retrained, but the grid holds no such run")
     curves = {
         name: (_round(values) if digits is not None else list(values))
         for name, values in run["signals"].items()
@@ -188,10 +202,13 @@ def pack_run(grid: dict[str, Any], run: Mapping[str, Any], *, digits: int | None
         new_f1 = [round(v, len(str(stored_f1[0]).split(".")[-1])) for v in curves["val_macro_f1"]]
         if stored_f1 != curves["val_macro_f1"] and stored_f1 != new_f1:
             raise ValueError(f"{key} seed {seed}: the run does not reproduce the stored curve")
-        if not stored.get("predictions") and [key, int(seed)] not in grid["reproduced"]:
-            grid["reproduced"].append([key, int(seed)])
+        if retrained:
+            if [key, int(seed)] not in grid["reproduced"]:
+                grid["reproduced"].append([key, int(seed)])
+            return
         # The stored curves stay as they were (to the digits they were stored with).
         curves = {**curves, **{k: v for k, v in stored.items() if k != "predictions"}}
+    entry = grid["configurations"].setdefault(key, {"runs": {}})
     entry["runs"][seed] = {**curves, "predictions": run["predictions"]}
 
 
@@ -248,7 +265,9 @@ def read_packed(path: Path = PACKED) -> dict[str, Any]:
     return {"benchmark": "search_efficiency_grids", "grids": {}}
 
 
-def pack(spec: GridSpec, runs: Path, output: Path = PACKED) -> int:
+def pack(spec: GridSpec, runs: Path, output: Path = PACKED, *, retrained: bool = False) -> int:
+    """Fold the runs of ``spec`` under ``runs`` into the packed file (``retrained``: check
+    them against the runs it holds and record them as reproduced; see ``pack_run``)."""
     folder = runs / spec.name
     paths = sorted(folder.glob("*.json"))
     if not paths:
@@ -259,7 +278,7 @@ def pack(spec: GridSpec, runs: Path, output: Path = PACKED) -> int:
     loaded = [json.loads(p.read_text()) for p in paths]
     for run in loaded:
         grid = grid or new_grid(spec, run)
-        pack_run(grid, run)
+        pack_run(grid, run, retrained=retrained)
     assert grid is not None
     held = grid["configurations"]
     missing = [

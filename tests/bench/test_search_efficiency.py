@@ -164,19 +164,21 @@ def _run(key: str, seed: int, curve: list[float]) -> dict:
     }
 
 
-def test_pack_records_a_reproduced_seed_and_refuses_a_changed_curve():
+def test_pack_records_a_retrained_seed_and_refuses_a_changed_curve():
     spec = GRIDS["dev-a"]
     grid = training.new_grid(spec, _run("0.001|16|adam", 0, [0.2, 0.4]))
-    grid["configurations"]["0.001|16|adam"] = {"runs": {"0": {"val_macro_f1": [0.2, 0.4]}}}
     training.pack_run(grid, _run("0.001|16|adam", 0, [0.2, 0.4]))
     training.pack_run(grid, _run("0.001|16|adam", 1, [0.3, 0.5]))
     runs = grid["configurations"]["0.001|16|adam"]["runs"]
-    assert grid["reproduced"] == [["0.001|16|adam", 0]]
     assert runs["0"]["predictions"] == "0123" and runs["1"]["val_macro_f1"] == [0.3, 0.5]
     training.pack_run(grid, _run("0.001|16|adam", 1, [0.3, 0.5]))  # packed again: nothing new
+    assert grid["reproduced"] == []
+    training.pack_run(grid, _run("0.001|16|adam", 0, [0.2, 0.4]), retrained=True)
     assert grid["reproduced"] == [["0.001|16|adam", 0]]
     with pytest.raises(ValueError, match="does not reproduce"):
         training.pack_run(grid, _run("0.001|16|adam", 1, [0.3, 0.6]))
+    with pytest.raises(ValueError, match="holds no such run"):
+        training.pack_run(grid, _run("0.001|16|adam", 2, [0.3, 0.6]), retrained=True)
 
 
 def test_pack_rounds_curves_to_the_stored_digits_and_compares_at_them():
@@ -268,6 +270,7 @@ def test_ranks_of_share_ties_and_rank_the_lowest_first():
 def _outcomes(values, hits_at, spent, incumbents):
     return se.Outcomes(
         value=np.array(values, dtype=float),
+        early=np.array(values, dtype=float),
         incumbent=list(incumbents),
         hit_epoch={m: np.array(hits_at, dtype=float) for m in se.MULTIPLIERS},
         spent=np.array(spent, dtype=float),
