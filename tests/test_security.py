@@ -96,7 +96,8 @@ def test_a_checkpoint_with_planted_code_is_refused_unrun(tmp_path: Path) -> None
 def test_a_cache_with_planted_objects_is_refused_unrun(tmp_path: Path) -> None:
     from cxr_tune.config import DataSource
     from cxr_tune.data import DataOptions
-    from cxr_tune.data.cache import open_cache, prepare
+    from cxr_tune.data.cache import open_cache
+    from cxr_tune.data.prepare import prepare
     from tests.data.builders import build_imagefolder
 
     expected = build_imagefolder(tmp_path)
