@@ -153,7 +153,7 @@ def test_tensorboard_events_per_trial_and_checkpoints_slimmed_when_trials_end(di
 
 
 def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(diverging_run):
-    from cxr_tune.evaluate import evaluate_experiment
+    from cxr_tune.evaluation.evaluate import evaluate_experiment
     from cxr_tune.experiment import load_experiment
 
     _, _, folder, _ = diverging_run
@@ -174,7 +174,9 @@ def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(div
 
 def test_a_seed_reproduces_its_search_trial(diverging_run):
     """Retraining the best configuration with its seed gives the trial's own final model."""
-    from cxr_tune.evaluate import evaluate_run, final_checkpoint, reload_datasets
+    from cxr_tune.evaluation.contenders import final_checkpoint
+    from cxr_tune.evaluation.runs import evaluate_run
+    from cxr_tune.evaluation.sources import reload_datasets
     from cxr_tune.experiment import load_experiment
 
     _, _, folder, _ = diverging_run
