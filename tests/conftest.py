@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.experiments import FinishedSearch, drop_checkpoint_weights, run_finished_search
 
 UNMARKED_LIMIT_S = float(os.environ.get("CXR_TUNE_UNMARKED_LIMIT_S", "5"))
 LONG_MARKERS = ("integration", "slow")
@@ -90,25 +93,42 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FinishedSearch]:
+    """The smoke version of the main job, run once per test run as users run it
+    (``tests/experiments.py``); read it, never change it."""
+    finished = run_finished_search(tmp_path_factory.mktemp("finished"))
+    yield finished
+    drop_checkpoint_weights(finished.folder)
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A local Ray runtime shared by a module's tests (searches then join it, not restart it)."""
+    """A local Ray runtime in the test process, shared by the in-process searches of every module
+    that asks for it (searches join it rather than start their own: a start costs seconds of CPU).
+    It stays up after the module; a test that needs its own cluster shuts it down first, and the
+    next module that asks starts it again. Stopped when the test run ends."""
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+        )
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ray_at_the_end() -> Iterator[None]:
+    yield
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def repo_root() -> Path:
