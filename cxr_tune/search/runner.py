@@ -94,12 +94,19 @@ def check_before_start(request: SearchRequest) -> None:
 def check_external_classes(request: SearchRequest) -> None:
     """The label-map file reads, and every class of an external set maps onto a shared class
     (a bad file or a misspelt imagefolder class stops the search here, before hours of
-    training, rather than at the evaluation)."""
+    training, rather than at the evaluation). So do the class folders of a searched
+    imagefolder dataset, the one layout whose class names are the user's own: read from the
+    folder names, before Ray starts or an image is decoded (``check_searched_classes`` checks
+    every dataset again once its data is read)."""
     from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset
+    from cxr_tune.data.layouts.imagefolder import NAME as IMAGEFOLDER
 
     maps = load_label_maps(request.label_map)
     for source in request.externals:
         map_dataset(classes_of(source), maps)
+    for name, source in zip(request.dataset_names, request.sources, strict=True):
+        if source.key == IMAGEFOLDER:
+            map_dataset(classes_of(source, name, request.plan.data_options), maps)
 
 
 def check_searched_classes(request: SearchRequest, datasets: Mapping[str, DatasetArrays]) -> None:
