@@ -35,6 +35,18 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+# Tests that share a session's artefact run in one xdist worker (``--dist loadgroup``), so that
+# the artefact is built once, not once per worker.
+SHARED_FIXTURES = ("finished_search", "ray_local")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        shared = [name for name in SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+
+
 def _load_per_core() -> float:
     """The 1-minute load average per CPU core (0 where the system does not say)."""
     try:

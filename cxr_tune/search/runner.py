@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune.stopper import Stopper
-
 from cxr_tune.config import DataSource
 from cxr_tune.constants import DEFAULT_SPLIT_MODE, ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
@@ -475,7 +473,7 @@ def build_tuner(
 
     from cxr_tune.search.progress import ProgressLines
     from cxr_tune.search.retention import CheckpointRetention
-    from cxr_tune.search.scheduler import scheduler_for
+    from cxr_tune.search.scheduler import OverrunStopper, scheduler_for
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.search.tensorboard import TrialTensorBoard
     from cxr_tune.trainable import train_trial
@@ -524,24 +522,12 @@ def build_tuner(
     )
 
 
-class OverrunStopper(Stopper):
-    """Stops every running trial at once when the search is past its share of the time budget
-    by the margin (Tune asks ``stop_all`` at every step of its loop, results or not)."""
-
-    def __init__(self, budget: TimeBudget) -> None:
-        self.budget = budget
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.budget.overrun()
-
-
 def _use_time_budget(tuner: Any, budget: TimeBudget | None) -> None:
     """Hand this run's time budget to a restored tuner's searcher, scheduler and stopper: they
     were unpickled with the account of the run that saved them. Ray offers no public way to
     reach them (its tune and run configs are private)."""
+    from cxr_tune.search.scheduler import OverrunStopper
+
     search_alg, scheduler, run_config = restored_parts(tuner)
     for algorithm in (search_alg, scheduler):
         if hasattr(algorithm, "use_time_budget"):

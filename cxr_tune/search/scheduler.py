@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.stopper import Stopper
 
 from cxr_tune.constants import RAY_TRIAL_ID_ATTR, TRIAL_FILE
 from cxr_tune.metrics import learned_nothing
@@ -384,3 +385,17 @@ def _checkpoint_result(fs: Any, trial_path: str) -> dict[str, Any] | None:
         return None
     result = saved.get("result")
     return dict(result) if isinstance(result, dict) else None
+
+
+class OverrunStopper(Stopper):
+    """Stops every running trial at once when the search is past its share of the time budget
+    by the margin (Tune asks ``stop_all`` at every step of its loop, results or not)."""
+
+    def __init__(self, budget: TimeBudget) -> None:
+        self.budget = budget
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.budget.overrun()
