@@ -21,13 +21,14 @@ TorchScript module.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cxr_tune.metrics import expected_calibration_error, known_entries, top_label_calibration
+from cxr_tune.stats import interval
 
 TASKS: tuple[str, ...] = ("multiclass", "multilabel")
 # Temperatures are searched on a log scale within these bounds; an optimum at a bound means the
@@ -301,24 +302,9 @@ def ece_before_after(
     return {
         "task": task,
         "temperatures": list(calibration.temperatures),
-        "before": _interval(before, boot_before),
-        "after": _interval(after, boot_after),
-        "difference": _interval(after - before, differences),
-    }
-
-
-def _interval(point: float, samples: Sequence[float]) -> dict[str, Any]:
-    """A point with the 95% percentile interval of its bootstrap samples (NaN without any).
-
-    Written here rather than imported from ``cxr_tune.stats``: the statistics there that
-    belong to the final evaluation are moving up to the evaluation package, above this layer.
-    """
-    finite = np.asarray([s for s in samples if math.isfinite(s)], dtype=float)
-    if not finite.size:
-        return {"mean": float(point), "ci95": [math.nan, math.nan]}
-    return {
-        "mean": float(point),
-        "ci95": [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))],
+        "before": interval(before, boot_before),
+        "after": interval(after, boot_after),
+        "difference": interval(after - before, differences),
     }
 
 

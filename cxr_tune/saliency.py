@@ -35,7 +35,7 @@ from torch import nn
 from cxr_tune.engine import LoopSettings, prepare_batch
 from cxr_tune.errors import ConfigError
 from cxr_tune.models import MODELS
-from cxr_tune.stats import bootstrap_indices
+from cxr_tune.stats import bootstrap_indices, interval
 
 # The last convolutional block of each registered architecture (its rectified output), where
 # Grad-CAM reads activations and gradients. A model registered without an entry here has no
@@ -227,7 +227,7 @@ def lung_saliency(
         return LungSaliency(nothing, nothing, nothing, nothing, 0, int((~keep).sum()), margin, True)
     indices = bootstrap_indices(len(share), rounds, seed)
     summary = {
-        name: _interval(float(values.mean()), values[indices].mean(axis=1))
+        name: interval(float(values.mean()), values[indices].mean(axis=1).tolist())
         for name, values in (
             ("share", share),
             ("field", field),
@@ -246,19 +246,6 @@ def lung_saliency(
         margin=margin,
         flagged=bool(not math.isfinite(low) or low <= margin),
     )
-
-
-def _interval(point: float, samples: np.ndarray) -> dict[str, Any]:
-    """A point with the 95% percentile interval of its bootstrap samples (written here: the
-    interval helpers of ``cxr_tune.stats`` that serve the final evaluation move above this
-    layer)."""
-    finite = samples[np.isfinite(samples)]
-    if not finite.size:
-        return {"mean": point, "ci95": [math.nan, math.nan]}
-    return {
-        "mean": point,
-        "ci95": [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))],
-    }
 
 
 def overlay(image: np.ndarray, saliency: np.ndarray, *, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
