@@ -10,6 +10,8 @@ decode files with ``cxr_tune.data.images.decode_file`` (or ``cxr-tune predict``)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from cxr_tune.files import replacing
 
 # onnxruntime and PyTorch's CPU kernels differ in float rounding (convolution algorithms).
 TOLERANCE = 1e-5
-OPSET = 17
+OPSET = 18
 
 
 class _SquareInput(nn.Module):
@@ -44,25 +46,31 @@ def export_onnx(module: InferenceModule, path: str | Path) -> Path:
     (batch, S, S), output ``probabilities`` (batch, classes).
 
     Raises:
-        ImportError: the ``onnx`` package is not installed.
+        ImportError: the ``onnx`` extra (onnx, onnxscript) is not installed.
     """
-    import onnx  # noqa: F401  (torch.onnx needs it; fail early with its name)
+    import onnx  # noqa: F401  (torch.onnx needs both; fail early with their names)
+    import onnxscript  # noqa: F401
 
     size = module.image_size
     sample = torch.zeros((2, size, size), dtype=torch.uint8)
     target = Path(path)
-    with replacing(target) as partial, warnings.catch_warnings():
+    # The dynamo exporter: the TorchScript one cannot export AlexNet's adaptive pooling below
+    # 224 px (a 1x1 feature map pooled to 6x6).
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        program = torch.onnx.export(
             _SquareInput(module).eval(),
             (sample,),
-            str(partial),
             input_names=["image"],
             output_names=["probabilities"],
-            dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
             opset_version=OPSET,
-            dynamo=False,
+            dynamo=True,
         )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    with replacing(target) as partial:
+        program.save(str(partial))
     return target
 
 
