@@ -123,6 +123,21 @@ def default_workers() -> int:
     return max(1, (cores or 1) - 1)
 
 
+def default_start_method() -> str:
+    """``forkserver`` where the platform has it, else ``spawn``.
+
+    Not ``fork``: the caller runs PyTorch (and may be a Ray driver), whose threads a forked
+    child would inherit half-way. The fork server imports the decoder once and forks each
+    worker from itself. Either way each worker imports the caller's ``__main__`` module again
+    (Python 3.11's fork server does not preload it), so a caller keeps its main module light
+    and imports PyTorch inside functions, as ``cxr_tune.cli`` does: a script that imports
+    PyTorch at its top pays seconds per worker.
+    """
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def read_images(
     inputs: Sequence[Entry] | Iterable[str | os.PathLike[str]],
     image_size: int,
@@ -131,7 +146,7 @@ def read_images(
     workers: int | None = None,
     chunk: int = DEFAULT_CHUNK,
     window: int | None = None,
-    start_method: str = "spawn",
+    start_method: str | None = None,
 ) -> Iterator[Batch]:
     """Decode ``inputs`` (rows from :func:`list_inputs`, or paths) to ``image_size`` squares and
     yield them as batches of ``batch_size`` rows, in order.
@@ -142,7 +157,7 @@ def read_images(
         chunk: files per task sent to a worker.
         window: chunks in flight at most (default ``INFLIGHT_PER_WORKER`` per worker, and at
             least one batch's worth).
-        start_method: how workers start; ``spawn`` is safe beside PyTorch's threads.
+        start_method: how workers start (default :func:`default_start_method`).
 
     Raises:
         DataError: as :func:`list_inputs`, when paths are given.
@@ -158,7 +173,10 @@ def read_images(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    context = multiprocessing.get_context(start_method)
+    context = multiprocessing.get_context(start_method or default_start_method())
+    if context.get_start_method() == "forkserver":
+        # The server imports the decoder once; each worker is a fork of it.
+        context.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
         results = _parallel(pool, entries, image_size, chunk, window)

@@ -74,7 +74,8 @@ def test_empty_input_is_a_clear_error(tmp_path: Path) -> None:
         list_inputs([tmp_path / "empty"])
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# Two worker processes start (seconds on a busy 2-core machine): outside the quick loop.
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_read_images_decodes_like_training_in_order_with_reasons(
     tmp_path: Path, workers: int
 ) -> None:
