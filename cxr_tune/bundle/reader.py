@@ -32,8 +32,9 @@ from cxr_tune.data.images import SKIP_SYSTEM, decode_file, file_skip_reason
 from cxr_tune.errors import DataError
 
 SKIP_MISSING = "missing file (no such file or folder)"
-# Defaults measured by scripts/bench/predict_throughput.py (1024 px PNGs, AlexNet at 224 px, a
-# 2-core machine): see scripts/bench/README.md.
+# Defaults measured by scripts/bench/predict_throughput.py (1024 px PNGs, AlexNet at 224 px on
+# a 2-core machine: one decoding process, batches of 32, one model thread was fastest); see
+# scripts/bench/README.md.
 DEFAULT_BATCH = 32
 DEFAULT_CHUNK = 8
 # Chunks in flight per worker: enough that a worker never waits for the consumer to ask.
@@ -117,10 +118,21 @@ def _decode_chunk(paths: Sequence[str], size: int) -> tuple[list[str | None], np
     return reasons, stacked
 
 
-def default_workers() -> int:
-    """Decoding processes: one per core the process may use, less one for the model (>= 1)."""
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) - 1)
+    return max(1, cores or 1)
+
+
+def default_workers() -> int:
+    """Decoding processes: one per usable core, less one for the model (at least one)."""
+    return max(1, usable_cores() - 1)
+
+
+def model_threads(workers: int) -> int:
+    """PyTorch threads for the model beside ``workers`` decoding processes: the cores they
+    leave (at least one). More threads than that only contend with the decoders."""
+    return max(1, usable_cores() - workers)
 
 
 def default_start_method() -> str:

@@ -139,3 +139,10 @@ def test_parallel_decoding_keeps_at_most_a_window_of_chunks_in_flight(tmp_path: 
             assert len(pixels) == len(reasons)
     assert seen == 40
     assert pool.most <= 3
+
+
+def test_default_workers_and_model_threads_share_the_cores() -> None:
+    workers = reader.default_workers()
+    threads = reader.model_threads(workers)
+    assert workers >= 1 and threads >= 1
+    assert workers + threads == max(2, reader.usable_cores())
