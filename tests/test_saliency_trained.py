@@ -5,8 +5,8 @@ interval, overlays written (trains: integration).
 What this does not assert: that the flag fires on ``phantom_marker`` and not on the plain
 phantom. Measured (scripts/bench/README.md, "Saliency in the lungs on the phantom"): at 64 px,
 AlexNet's 3 x 3 Grad-CAM cells give nearly even maps and the flag does not separate the two
-(both plain-phantom models flagged, one of two marker models not); at 128 px it does for the
-seeds measured, but training those models takes minutes, beyond a test's budget.
+(both plain-phantom models flagged, one of two marker models not); at 128 px it does (two
+seeds each), but training those models takes minutes, beyond a test's budget.
 """
 
 from __future__ import annotations
