@@ -15,7 +15,13 @@ the lungs (difference below 0); one that reads the findings inside the lung fiel
 there (difference above 0). The difference rather than the ratio is bootstrapped: it stays
 bounded when an image's lung field is small.
 
-Pure PyTorch + MONAI + numpy, no Ray (layer 3, beside ``engine.py``).
+How far to trust it: the maps are as coarse as the block's grid. AlexNet at 64 px has 3 x 3
+cells there, its upsampled maps are nearly even, and the flag did not tell ``phantom_marker``
+from the plain phantom; at 128 px (7 x 7) it did, both ways, for two seeds each
+(scripts/bench/README.md, "Saliency in the lungs on the phantom").
+
+Pure PyTorch + MONAI + numpy, no Ray (layer 3, beside ``engine.py``). Importing MONAI takes
+5-15 s on two cores, once per process.
 """
 
 from __future__ import annotations
