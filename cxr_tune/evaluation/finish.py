@@ -163,7 +163,10 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # A local Ray started for the evaluation needs no dashboard (the search's runner starts
+    # none either); a cluster keeps its own.
+    ray.init(address=address, log_to_driver=False, include_dashboard=False if not address else None)
     try:
         yield
     finally:
