@@ -10,7 +10,7 @@ One error policy for every subcommand:
 - 130: interrupted (Ctrl-C); what was computed is kept.
 
 Each subcommand's options live beside its code (``search/cli.py``, ``data/cli.py``,
-``report/cli.py``); heavy modules are imported only once the arguments parse, so ``--help``
+``evaluation/cli.py``, ``report/cli.py``); heavy modules are imported only once the arguments parse, so ``--help``
 answers at once.
 """
 
@@ -28,7 +28,8 @@ from pathlib import Path
 from cxr_tune import __version__
 from cxr_tune.constants import DEFAULT_CACHE_DIR, ENV_CACHE, ENV_DEBUG
 from cxr_tune.data import cli as data_cli
-from cxr_tune.errors import ConfigError, CxrTuneError
+from cxr_tune.errors import CxrTuneError
+from cxr_tune.evaluation import cli as evaluation_cli
 from cxr_tune.report import cli as report_cli
 from cxr_tune.search import cli as search_cli
 
@@ -47,68 +48,6 @@ class Command:
     epilog: str | None = None
     # What to tell the user when Ctrl-C stops the command.
     interrupted: str = "nothing already written was lost."
-
-
-def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", help="an experiment folder written by a search")
-    parser.add_argument(
-        "--seeds", type=int, help="seeds per configuration (default: the experiment's)"
-    )
-    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    parser.add_argument(
-        "--cache-dir", help="decoded-dataset cache (default: $CXR_TUNE_CACHE or ~/.cache/cxr_tune)"
-    )
-    parser.add_argument(
-        "--external",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="[KEY=]PATH",
-        help="datasets that were not searched (a hospital's own folder, phantom_b): each cell's "
-        "best models are also scored on their test split, on the classes they share",
-    )
-    parser.add_argument(
-        "--label-map", help="your own label-map YAML, laid over cxr_tune/data/label_maps.yaml"
-    )
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    """Re-run the final evaluation of an experiment, then rewrite its report."""
-    if args.seeds is not None and args.seeds < 1:
-        raise ConfigError(f"--seeds: the value is {args.seeds}, but must be >= 1.")
-    from cxr_tune.experiment import load_experiment
-
-    # Loaded once, before Ray starts: a folder that is no experiment fails at once.
-    experiment = load_experiment(args.experiment)
-    import ray
-
-    from cxr_tune.config import DataSource
-    from cxr_tune.evaluate import (
-        evaluate_experiment,
-        generalisation_plan,
-        load_externals,
-        reload_datasets,
-    )
-    from cxr_tune.report import write_experiment_report
-
-    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else None
-    datasets = reload_datasets(experiment, cache_dir=cache_dir)
-    extra = [DataSource.parse(text) for text in args.external]
-    externals = load_externals(experiment, extra, cache_dir=cache_dir)
-    # Every class must map before a model runs: an unmatched name exits 2 here.
-    generalisation_plan(experiment, datasets, externals, args.label_map)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
-    try:
-        evaluate_experiment(
-            experiment, datasets, seeds=args.seeds, externals=externals, label_map=args.label_map
-        )
-    finally:
-        if started:
-            ray.shutdown()
-    print(f"report: {write_experiment_report(experiment)}")
-    return 0
 
 
 COMMANDS: dict[str, Command] = {
@@ -133,10 +72,9 @@ COMMANDS: dict[str, Command] = {
         Command(
             "evaluate",
             "retrain the best configurations with several seeds and score them on the test split",
-            "Retrain each cell's best configurations with several seeds and score them once on "
-            "the test split; writes evaluation.json and refreshes the report.",
-            _add_evaluate_arguments,
-            _run_evaluate,
+            evaluation_cli.DESCRIPTION,
+            evaluation_cli.add_arguments,
+            evaluation_cli.run,
         ),
         Command(
             "report",

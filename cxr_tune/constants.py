@@ -26,13 +26,11 @@ TRIAL_ID = "trial_id"
 TIME_TOTAL_S = "time_total_s"
 CONFIG = "config"
 
-# Metrics every trial reports once per epoch (validation split). Multi-label runs add
-# MULTILABEL_EXTRA. "val_accuracy" is plain accuracy for multi-class runs and per-label
-# (Hamming) accuracy for multi-label runs, the closest analogue of the paper's Dataset 3 figure.
-EPOCH_METRICS: tuple[str, ...] = (
-    EPOCH,
-    TRAIN_LOSS,
-    VAL_LOSS,
+# Metrics every trial reports once per epoch on the validation split, besides VAL_LOSS.
+# Multi-label runs add MULTILABEL_EXTRA. "val_accuracy" is plain accuracy for multi-class runs
+# and per-label (Hamming) accuracy for multi-label runs, the closest analogue of the paper's
+# Dataset 3 figure.
+VAL_METRICS: tuple[str, ...] = (
     "val_accuracy",
     "val_macro_precision",
     "val_macro_recall",
@@ -51,6 +49,16 @@ METRIC_MODES: dict[str, Literal["min", "max"]] = {
 }
 DEFAULT_METRIC = "val_macro_f1"
 
+# --- Hyperparameters ---------------------------------------------------------------------------
+# The ones a study varies, in the order tables, progress lines and the factor effects show them.
+STUDY_FACTORS: tuple[str, ...] = ("optimizer", "lr", "batch_size", "weight_decay", "momentum")
+# The image side when a space gives none (the paper's 224 px).
+DEFAULT_IMAGE_SIZE = 224
+# How a dataset that ships its own split is split: "grouped" moves images so that no patient or
+# near-duplicate cluster spans two splits; "published" keeps the published split exactly.
+SPLIT_MODES: tuple[str, ...] = ("grouped", "published")
+DEFAULT_SPLIT_MODE = "grouped"
+
 # --- A result's status: how the epoch it reports ended -----------------------------------------
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"  # the training loss became NaN/inf
@@ -63,6 +71,10 @@ DIVERGED = STATUS_DIVERGED
 FAILED = STATUS_FAILED
 UNFINISHED = "unfinished"
 TRIAL_STATES: tuple[str, ...] = (COMPLETED, STOPPED_EARLY, DIVERGED, FAILED, UNFINISHED)
+
+# --- Names in the Optuna study (optuna.db) ----------------------------------------------------
+# A trial's user attribute: the Ray Tune trial it stands for.
+RAY_TRIAL_ID_ATTR = "ray_trial_id"
 
 # --- Files ------------------------------------------------------------------------------------
 # In an experiment folder.

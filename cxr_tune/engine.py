@@ -28,6 +28,7 @@ from torch import nn
 
 from cxr_tune.config import DATA_PATHS, Task, TrialConfig
 from cxr_tune.constants import (
+    DEFAULT_IMAGE_SIZE,
     EPOCH,
     FAILURE_REASON,
     LEARNING_RATE,
@@ -37,6 +38,7 @@ from cxr_tune.constants import (
     STATUS_OK,
     TRAIN_LOSS,
     VAL_LOSS,
+    VAL_METRICS,
 )
 from cxr_tune.data.types import DatasetArrays, SplitArrays
 from cxr_tune.losses import MaskedBCEWithLogitsLoss
@@ -514,8 +516,8 @@ def eval_batch_size(device: torch.device, image_size: int) -> int:
     """
     pixels = image_size * image_size
     if device.type == "cuda":
-        return int(max(32, min(2048, 512 * 224 * 224 // pixels)))
-    return int(max(8, min(32, 32 * 224 * 224 // pixels)))
+        return int(max(32, min(2048, 512 * DEFAULT_IMAGE_SIZE**2 // pixels)))
+    return int(max(8, min(32, 32 * DEFAULT_IMAGE_SIZE**2 // pixels)))
 
 
 # --- Training one configuration -----------------------------------------------------------------
@@ -643,7 +645,7 @@ def fit_epoch(
 
 def nan_metrics(dataset: DatasetArrays) -> dict[str, float]:
     """The validation metrics of an epoch that produced none (a diverged or failed epoch)."""
-    names = [VAL_LOSS, "val_accuracy", "val_macro_precision", "val_macro_recall", "val_macro_f1"]
+    names = [VAL_LOSS, *VAL_METRICS]
     if dataset.task == "multilabel":
         names += list(MULTILABEL_EXTRA)
     return dict.fromkeys(names, math.nan)

@@ -34,3 +34,21 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of the SQLite file ``source`` in ``target``, even while another process
+    writes it (SQLite's backup API; a plain file copy could catch half a transaction).
+
+    Raises:
+        sqlite3.Error: ``source`` is not a readable SQLite file.
+    """
+    import sqlite3
+
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()

@@ -4,6 +4,10 @@
 takes one channel and whose head has ``num_classes`` outputs. With ``pretrained=True`` ImageNet
 weights are read from the local torch hub cache, never downloaded: ``check_pretrained`` tells,
 before any trial starts, whether they are there.
+
+The registry itself is plain data: torch and torchvision (whose import costs seconds of CPU)
+are imported when a model is built, so planning a search, ``--dry-run`` and the command line's
+checks never load them.
 """
 
 from __future__ import annotations
@@ -11,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cxr_tune.errors import ConfigError
 from cxr_tune.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -25,19 +29,44 @@ class ModelSpec:
     """How to build one architecture.
 
     Attributes:
-        builder: torchvision constructor (called with ``weights=None``).
-        weights: torchvision weights enum member whose file the pretrained path reads.
+        builder: the name of a ``torchvision.models`` constructor, or a constructor (called
+            with ``weights=None``).
+        weights: the torchvision weights enum member whose file the pretrained path reads, as
+            ``"<Enum>.<member>"`` of ``torchvision.models`` (None: no pretrained weights).
         first_conv: path of the first convolution, replaced by a 1-channel one.
         head: path of the final linear layer, replaced by a ``num_classes`` one.
         min_image_size: smallest input side the feature stack accepts.
     """
 
     name: str
-    builder: Callable[..., nn.Module]
-    weights: torchvision.models.WeightsEnum
+    builder: str | Callable[..., nn.Module]
+    weights: str | None
     first_conv: str
     head: str
     min_image_size: int
+
+    def build(self) -> nn.Module:
+        """The architecture with random weights, as torchvision builds it."""
+        builder = self.builder
+        if isinstance(builder, str):
+            import torchvision
+
+            builder = getattr(torchvision.models, builder)
+        return builder(weights=None)
+
+    def weights_url(self) -> str:
+        """Where torchvision downloads the pretrained weights from.
+
+        Raises:
+            ConfigError: the architecture has no pretrained weights.
+        """
+        if self.weights is None:
+            raise ConfigError(f"The model {self.name} has no pretrained weights.")
+        import torchvision
+
+        enum_name, member = self.weights.split(".")
+        weights: Any = getattr(getattr(torchvision.models, enum_name), member)
+        return str(weights.url)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -45,8 +74,8 @@ MODELS.add(
     "alexnet",
     ModelSpec(
         "alexnet",
-        torchvision.models.alexnet,
-        torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
+        "alexnet",
+        "AlexNet_Weights.IMAGENET1K_V1",
         first_conv="features.0",
         head="classifier.6",
         min_image_size=63,
@@ -56,8 +85,8 @@ MODELS.add(
     "vgg11",
     ModelSpec(
         "vgg11",
-        torchvision.models.vgg11,
-        torchvision.models.VGG11_Weights.IMAGENET1K_V1,
+        "vgg11",
+        "VGG11_Weights.IMAGENET1K_V1",
         first_conv="features.0",
         head="classifier.6",
         min_image_size=32,
@@ -67,8 +96,8 @@ MODELS.add(
     "resnet50",
     ModelSpec(
         "resnet50",
-        torchvision.models.resnet50,
-        torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+        "resnet50",
+        "ResNet50_Weights.IMAGENET1K_V2",
         first_conv="conv1",
         head="fc",
         min_image_size=32,
@@ -78,8 +107,9 @@ MODELS.add(
 
 def weights_path(name: str) -> Path:
     """Where torchvision keeps the ImageNet weights of ``name`` in the local torch hub cache."""
-    spec = MODELS.get(name)
-    filename = spec.weights.url.rsplit("/", 1)[-1]
+    import torch
+
+    filename = MODELS.get(name).weights_url().rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -91,7 +121,7 @@ def check_pretrained(name: str) -> None:
     """
     path = weights_path(name)
     if not path.is_file():
-        url = MODELS.get(name).weights.url
+        url = MODELS.get(name).weights_url()
         raise ConfigError(
             f"pretrained: true needs the ImageNet weights of {name}, which are not in the local "
             f"torch cache ({path}) and are never downloaded during a search. On a machine with "
@@ -119,8 +149,10 @@ def create_model(
     With ``pretrained`` the first convolution's RGB filters are summed into one grayscale filter,
     which keeps the response to a gray image equal to the RGB model's response.
     """
+    import torch
+
     spec = MODELS.get(name)
-    model = spec.builder(weights=None)
+    model = spec.build()
     if pretrained:
         check_pretrained(name)
         state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
@@ -141,6 +173,9 @@ def _set(module: nn.Module, path: str, new: nn.Module) -> None:
 
 
 def _replace_first_conv(model: nn.Module, path: str, in_channels: int) -> None:
+    import torch
+    from torch import nn
+
     old = _get(model, path)
     assert isinstance(old, nn.Conv2d)
     if old.in_channels == in_channels:
@@ -162,6 +197,8 @@ def _replace_first_conv(model: nn.Module, path: str, in_channels: int) -> None:
 
 
 def _replace_head(model: nn.Module, path: str, num_classes: int) -> None:
+    from torch import nn
+
     old = _get(model, path)
     assert isinstance(old, nn.Linear)
     _set(model, path, nn.Linear(old.in_features, num_classes))

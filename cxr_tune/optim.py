@@ -1,32 +1,43 @@
-"""Optimisers by name: ``sgd`` (momentum), ``adam`` (L2 weight decay, as the paper), ``adamw``."""
+"""Optimisers by name: ``sgd`` (momentum), ``adam`` (L2 weight decay, as the paper), ``adamw``.
+
+torch is imported when an optimiser is built: planning a search reads the names only.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from cxr_tune.registry import Registry
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+OptimizerFactory = Callable[..., "torch.optim.Optimizer"]
 
 OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
 
 
 @OPTIMIZERS.register("sgd")
 def _sgd(params, *, lr: float, momentum: float, weight_decay: float, fused: bool):
+    import torch
+
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
 
 
 @OPTIMIZERS.register("adam")
 def _adam(params, *, lr: float, momentum: float, weight_decay: float, fused: bool):
+    import torch
+
     # momentum does not apply to Adam (beta1 stays 0.9, PyTorch's default).
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(params, *, lr: float, momentum: float, weight_decay: float, fused: bool):
+    import torch
+
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 

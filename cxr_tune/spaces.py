@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from cxr_tune.config import SEARCH_MANAGED_FIELDS, Mode, TrialConfig, trial_field_types
-from cxr_tune.constants import METRIC_MODES
+from cxr_tune.constants import ENV_SPACES, METRIC_MODES
 from cxr_tune.errors import ConfigError, did_you_mean, unknown_name_message
 
 DOMAIN_KINDS: tuple[str, ...] = ("loguniform", "uniform", "int", "logint", "choice")
@@ -94,7 +94,7 @@ def spaces_dir() -> Path:
     (``cxr_tune/search_spaces/``, where a wheel puts the repository's ``search_spaces/``); else
     the ``search_spaces/`` of the checkout this package runs from (editable installs, tests).
     """
-    env = os.environ.get("CXR_TUNE_SPACES")
+    env = os.environ.get(ENV_SPACES)
     if env:
         return Path(env)
     package = Path(__file__).resolve().parent

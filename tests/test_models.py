@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -44,7 +47,7 @@ def test_pretrained_without_cached_weights_fails_with_the_fix(tmp_path, monkeypa
 
 def test_pretrained_loads_cached_weights_and_sums_rgb_filters(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    reference = MODELS.get("alexnet").builder(weights=None)
+    reference = MODELS.get("alexnet").build()
     path = weights_path("alexnet")
     assert path.is_relative_to(tmp_path)
     path.parent.mkdir(parents=True)
@@ -54,3 +57,18 @@ def test_pretrained_loads_cached_weights_and_sums_rgb_filters(tmp_path, monkeypa
     assert torch.allclose(model.features[0].weight, rgb.sum(dim=1, keepdim=True))
     assert torch.equal(model.features[3].weight, reference.features[3].weight)
     assert model.classifier[6].out_features == 4
+
+
+def test_the_registry_and_the_checks_load_no_torch() -> None:
+    # Planning, --dry-run and the command line's checks read the registry only.
+    script = (
+        "import sys; from cxr_tune.models import MODELS, check_image_size; "
+        "from cxr_tune.optim import OPTIMIZERS; "
+        "check_image_size('alexnet', 64); assert MODELS.names() and OPTIMIZERS.names(); "
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -14,12 +14,7 @@ import ast
 import base64
 import csv
 import io
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +24,7 @@ import yaml
 
 from cxr_tune.errors import ConfigError, DataError
 from tests.conftest import repo_root
+from tests.experiments import SECRETS, FinishedSearch
 
 PACKAGE = repo_root() / "cxr_tune"
 
@@ -96,7 +92,8 @@ def test_a_checkpoint_with_planted_code_is_refused_unrun(tmp_path: Path) -> None
 def test_a_cache_with_planted_objects_is_refused_unrun(tmp_path: Path) -> None:
     from cxr_tune.config import DataSource
     from cxr_tune.data import DataOptions
-    from cxr_tune.data.cache import open_cache, prepare
+    from cxr_tune.data.cache import open_cache
+    from cxr_tune.data.prepare import prepare
     from tests.data.builders import build_imagefolder
 
     expected = build_imagefolder(tmp_path)
@@ -185,37 +182,11 @@ def test_storage_uri_with_credentials_is_refused_without_showing_them(uri: str) 
     assert "s3cr3t-value" not in str(err.value)
 
 
-SECRETS = {
-    "AWS_SECRET_ACCESS_KEY": "aws-secret-5f1c9e",
-    "AWS_SESSION_TOKEN": "aws-session-77ab02",
-    "HF_TOKEN": "hf_token_c0ffee42",
-    "WANDB_API_KEY": "wandb-key-9d3e1a",
-}
-
-
 @pytest.fixture(scope="module")
-def searched_with_secrets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A smoke search (with its evaluation and report) run with secrets in its environment."""
-    base = tmp_path_factory.mktemp("secrets")
-    ray_tmp = Path(tempfile.mkdtemp(prefix="cxrsec", dir="/tmp"))  # Ray's sockets: a short path
-    env = {
-        **os.environ,
-        **SECRETS,
-        "PYTHONPATH": str(repo_root()),
-        "CXR_TUNE_CACHE": str(base / "cache"),
-        "RAY_TMPDIR": str(ray_tmp),
-    }
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "cxr_tune.search", "--space", "smoke", "--profile", "smoke",
-            "--num-samples", "1", "--epochs", "1", "--storage", str(base / "results"),
-            "--name", "secrets",
-        ],
-        capture_output=True, text=True, env=env, timeout=900, cwd=repo_root(),
-    )  # fmt: skip
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return base / "results" / "secrets", done.stdout + done.stderr
+def searched_with_secrets(finished_search: FinishedSearch) -> tuple[Path, str]:
+    """The shared smoke search (with its evaluation and report), run with SECRETS in its
+    environment (``tests/experiments.py``)."""
+    return finished_search.folder, finished_search.output
 
 
 @pytest.mark.integration

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cxr_tune.constants import DEFAULT_IMAGE_SIZE, DEFAULT_SPLIT_MODE
+
 # Heavy modules (numpy, PIL, the parsers) are imported after argument parsing: --help is instant.
 DESCRIPTION = "Inspect a dataset folder, or decode it once into the cache."
 
@@ -29,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for sub in (inspect, prepare):
         sub.add_argument("path", help="dataset folder, or KEY=PATH to force a layout")
         sub.add_argument("--data-key", help="force a layout (same as KEY=PATH)")
-        sub.add_argument("--image-size", type=int, default=224, help="cache image side (224)")
+        sub.add_argument(
+            "--image-size",
+            type=int,
+            default=DEFAULT_IMAGE_SIZE,
+            help=f"cache image side ({DEFAULT_IMAGE_SIZE})",
+        )
         sub.add_argument("--cache-dir", help="cache folder ($CXR_TUNE_CACHE or ~/.cache/cxr_tune)")
         sub.add_argument("--seed", type=int, default=0, help="split seed (0)")
         sub.add_argument("--workers", type=int, default=0, help="decoding processes (0: auto)")
@@ -45,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         sub.add_argument(
             "--split",
-            default="grouped",
+            default=DEFAULT_SPLIT_MODE,
             help="a dataset's own split (train/ and test/ folders, ...): grouped (default) moves "
             "images to keep patients and near-duplicates whole; published keeps it exactly",
         )
@@ -61,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``data inspect``, ``data prepare`` or ``data labels``; returns the exit code."""
     if args.data_command == "labels":
         return run_labels(args.paths, args.label_map)
-    from cxr_tune.data import DataOptions, default_cache_dir
-    from cxr_tune.data.cache import prepare
+    from cxr_tune.data.options import DataOptions, default_cache_dir
+    from cxr_tune.data.prepare import prepare
     from cxr_tune.data.published import check_split_mode
     from cxr_tune.errors import ConfigError
 

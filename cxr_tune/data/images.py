@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cxr_tune.data import dicom
+import cxr_tune.data.dicom as dicom
 
 # Extensions the parsers treat as images, compared case-insensitively (".PNG", ".Jpg" ...).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(

@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from cxr_tune.constants import SPLIT_MODES
 from cxr_tune.data.types import SPLITS
 from cxr_tune.errors import ConfigError
 
-SPLIT_MODES: tuple[str, ...] = ("grouped", "published")
-DEFAULT_SPLIT_MODE = "grouped"
 # Where a group spanning the published split goes when its images are evenly divided.
 _TIE_ORDER = {"test": 0, "val": 1, "train": 2}
 

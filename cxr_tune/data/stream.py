@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cxr_tune.data import images as image_io
+import cxr_tune.data.images as image_io
 from cxr_tune.data.types import SkipReport
 from cxr_tune.processes import process_alive
 

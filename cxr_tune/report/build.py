@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cxr_tune.experiment import Experiment
-from cxr_tune.report import analysis, generalisation, results
 from cxr_tune.report.context import Context
 from cxr_tune.report.document import Document, Paragraph, Section
+from cxr_tune.report.sections import ablation, best, generalisation, search, summary
 
 SectionBuilder = Callable[[Experiment, Context], list[Section]]
 
@@ -20,16 +20,16 @@ SectionBuilder = Callable[[Experiment, Context], list[Section]]
 def build_document(exp: Experiment, out: Path) -> tuple[Document, Context]:
     """The whole report for ``exp``, with its plots written under ``out/plots``."""
     builders: list[tuple[str, SectionBuilder]] = [
-        ("Summary", results.summary_sections),
-        ("Results beside the paper", results.paper_sections),
-        ("Best configuration per cell", results.best_sections),
+        ("Summary", summary.summary_sections),
+        ("Results beside the paper", best.paper_sections),
+        ("Best configuration per cell", best.best_sections),
         ("Generalisation", generalisation.generalisation_sections),
         ("Clinical metrics", generalisation.clinical_sections),
-        ("Ablation answers", analysis.ablation_sections),
-        ("Hyperparameter importance", analysis.importance_sections),
-        ("Search efficiency", analysis.efficiency_sections),
-        ("Failed, diverged and unfinished trials", analysis.failure_sections),
-        ("All trials", analysis.trial_sections),
+        ("Ablation answers", ablation.ablation_sections),
+        ("Hyperparameter importance", ablation.importance_sections),
+        ("Search efficiency", search.efficiency_sections),
+        ("Failed, diverged and unfinished trials", search.failure_sections),
+        ("All trials", search.trial_sections),
     ]
     ctx = Context(out)
     doc = Document(str(exp.record.get("name") or exp.folder.name))

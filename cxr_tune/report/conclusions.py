@@ -26,6 +26,7 @@ FACTOR_LABELS: dict[str, str] = {
     "batch_size": "batch size",
     "optimizer": "optimizer",
     "weight_decay": "weight decay",
+    "momentum": "momentum",
 }
 OPTIMIZER_NAMES: dict[str, str] = {"adam": "Adam", "sgd": "SGD", "adamw": "AdamW"}
 

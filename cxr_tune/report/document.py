@@ -76,6 +76,19 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def fmt_duration(seconds: Any) -> str:
+    """``45 s``, ``12.5 min`` or ``3.20 h``; ``unknown`` for a missing or non-finite value."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return "unknown"
+    if not math.isfinite(value):
+        return "unknown"
+    if value >= 7200:
+        return f"{value / 3600:.2f} h"
+    return f"{value / 60:.1f} min" if value >= 120 else f"{value:.0f} s"
+
+
 def fmt_ci(ci: Sequence[float] | None, digits: int = 4, scale: float = 1.0) -> str:
     """``[low, high]`` of an interval, or an em dash when it is unknown."""
     if not ci or len(ci) != 2 or any(not _finite(v) for v in ci):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxr_tune.constants import STUDY_FILE
+from cxr_tune.files import copy_sqlite
 
 MIN_COMPLETED = 2
 
@@ -41,20 +42,10 @@ def cell_importances(folder: Path, cells: Sequence[str]) -> list[Importance]:
     with tempfile.TemporaryDirectory(prefix="cxr_tune_study_") as scratch:
         copy = Path(scratch) / STUDY_FILE
         try:
-            _copy_sqlite(db, copy)
+            copy_sqlite(db, copy)
         except sqlite3.Error as exc:
             return [Importance(c, reason=f"{STUDY_FILE} cannot be read: {exc}") for c in cells]
         return [_importance_of(copy, cell) for cell in cells]
-
-
-def _copy_sqlite(source: Path, target: Path) -> None:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
 
 
 def _importance_of(db: Path, cell: str) -> Importance:

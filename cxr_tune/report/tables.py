@@ -19,27 +19,20 @@ from cxr_tune.constants import (
     EPOCH,
     FAILED,
     FAILURE_REASON,
+    MULTILABEL_EXTRA,
     STOPPED_EARLY,
+    STUDY_FACTORS,
     TRAIN_LOSS,
     UNFINISHED,
     VAL_LOSS,
+    VAL_METRICS,
 )
 from cxr_tune.experiment import Experiment, TrialRecord, is_ok
 from cxr_tune.report.paper import dataset_label, model_label, paper_value
 
-# Config keys shown first in tables (the ones searches vary); the rest follow sorted.
-SEARCHED_KEYS: tuple[str, ...] = ("optimizer", "lr", "batch_size", "weight_decay", "momentum")
 # Identity of a trial's cell, already columns of their own in trials.csv.
 CELL_KEYS: tuple[str, ...] = ("cell", "dataset", "model", "epochs")
-VAL_METRICS: tuple[str, ...] = (
-    "val_accuracy",
-    "val_macro_precision",
-    "val_macro_recall",
-    "val_macro_f1",
-    "val_macro_auroc",
-    "val_micro_f1",
-    "val_subset_accuracy",
-)
+VAL_COLUMNS: tuple[str, ...] = (*VAL_METRICS, *MULTILABEL_EXTRA)
 
 
 @dataclass(frozen=True)
@@ -139,12 +132,12 @@ def _test_columns(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
 def _config_keys(exp: Experiment) -> list[str]:
     keys = {k for t in exp.trials for k, v in t.config.items() if not isinstance(v, (dict, list))}
     keys -= set(CELL_KEYS)
-    return [k for k in SEARCHED_KEYS if k in keys] + sorted(keys - set(SEARCHED_KEYS))
+    return [k for k in STUDY_FACTORS if k in keys] + sorted(keys - set(STUDY_FACTORS))
 
 
 def _reported_metrics(exp: Experiment) -> list[str]:
     seen = {k for t in exp.trials for r in t.results for k in r}
-    return [m for m in VAL_METRICS if m in seen]
+    return [m for m in VAL_COLUMNS if m in seen]
 
 
 def compute_used(exp: Experiment) -> ComputeUsed:
@@ -329,7 +322,7 @@ def _default_reason(trial: TrialRecord) -> str:
 def config_text(config: Mapping[str, Any]) -> str:
     """``optimizer=adam, lr=1e-04, batch_size=32`` for the searched keys of a config."""
     parts = []
-    for key in SEARCHED_KEYS:
+    for key in STUDY_FACTORS:
         if key in config:
             value = config[key]
             text = f"{value:.2g}" if isinstance(value, float) and key == "lr" else str(value)

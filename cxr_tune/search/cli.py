@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cxr_tune.config import PROFILE_CHOICES, DataSource
-from cxr_tune.constants import DIVERGED, FAILED
+from cxr_tune.constants import DEFAULT_IMAGE_SIZE, DIVERGED, FAILED, SPLIT_MODES
 from cxr_tune.errors import ConfigError
 from cxr_tune.search.budget import parse_duration
 from cxr_tune.search.placement import parse_size
@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=("grouped", "published"),
+        choices=SPLIT_MODES,
         help="a dataset's own split (train/ and test/ folders, ...): grouped moves images to keep "
         "patients and near-duplicates whole, published keeps it exactly (default: grouped, or "
         "the experiment's with --resume)",
@@ -275,7 +275,7 @@ def _estimated_sizes(
     runner plans again with the exact figures once the data are loaded)."""
     from pathlib import Path
 
-    from cxr_tune.data.cache import search_images
+    from cxr_tune.data.prepare import search_images
     from cxr_tune.search.runner import data_options
 
     options = data_options(plan, Path(args.cache_dir).expanduser() if args.cache_dir else None)
@@ -351,7 +351,7 @@ def _announce(plan, reason: str, name: str, args: argparse.Namespace) -> None:
     if profile.name not in ("gpu", "full"):
         print(
             f"        The full study ({plan.space.epochs} epochs, {plan.space.num_samples} trials per cell, "
-            f"{plan.space.fixed.get('image_size', 224)} px) runs with --profile gpu on a GPU machine or "
+            f"{plan.space.fixed.get('image_size', DEFAULT_IMAGE_SIZE)} px) runs with --profile gpu on a GPU machine or "
             "cluster, or with --profile full on any; --epochs, --image-size and --num-samples "
             "set one value each; see README.md, 'The full study'."
         )

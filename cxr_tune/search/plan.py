@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cxr_tune.config import PROFILES, Profile, TrialConfig
-from cxr_tune.constants import EPOCH
+from cxr_tune.constants import DEFAULT_IMAGE_SIZE, EPOCH
 from cxr_tune.errors import ConfigError
 from cxr_tune.search.budget import ExperimentBudget
 from cxr_tune.search.placement import Placement
@@ -199,7 +199,7 @@ class Plan:
                 model=model,
                 optimizer=self.hungriest("optimizer", str(config.get("optimizer", "adam"))),
                 batch_size=int(self.largest("batch_size", config.get("batch_size", 32))),
-                image_size=int(config.get("image_size", 224)),
+                image_size=int(config.get("image_size", DEFAULT_IMAGE_SIZE)),
                 num_classes=int(classes),
                 bf16=precision == "bf16" or (precision == "auto" and self.profile.uses_gpu),
                 data_images=images,

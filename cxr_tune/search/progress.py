@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from cxr_tune.constants import EPOCH, STATUS, STATUS_OK
+from cxr_tune.constants import EPOCH, STATUS, STATUS_OK, STUDY_FACTORS
 from cxr_tune.metrics import NO_SKILL_KEY, TRAIN_NO_SKILL_KEY, learned_nothing
 from cxr_tune.search.budget import may_go_on
 
@@ -32,11 +32,7 @@ class ProgressLines(Callback):
     @staticmethod
     def _label(trial: Any) -> str:
         config = trial.config
-        parts = [
-            f"{k}={_short(config[k])}"
-            for k in ("optimizer", "lr", "batch_size", "weight_decay")
-            if k in config
-        ]
+        parts = [f"{k}={_short(config[k])}" for k in STUDY_FACTORS if k in config]
         return f"{config.get('cell', '')} {trial.trial_id} ({' '.join(parts)})"
 
     def on_trial_result(

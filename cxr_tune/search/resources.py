@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cxr_tune.constants import ENV_GPU_CHECK_TIMEOUT
 from cxr_tune.data.types import DatasetArrays
 from cxr_tune.errors import ConfigError
 from cxr_tune.search.plan import Plan
 
 Echo = Callable[[str], None]
 # How long to wait for a GPU: an autoscaling cluster may be starting its first GPU node.
-WAIT_ENV = "CXR_TUNE_GPU_CHECK_TIMEOUT"
 DEFAULT_WAIT_S = 900.0
 # Optimisers by the state they keep per parameter (the most state is the largest need).
 OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1}
@@ -234,7 +234,7 @@ def check_gpus_reachable(plan: Plan, echo: Echo = print) -> None:
             "--profile full to run the space as written on these CPUs, --profile cpu for a run "
             "sized to finish in minutes, or --address of a cluster with GPUs."
         )
-    wait = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+    wait = float(os.environ.get(ENV_GPU_CHECK_TIMEOUT, DEFAULT_WAIT_S))
     echo(
         f"resources: no GPU yet; asking the cluster's autoscaler for a GPU node (up to {wait:.0f} s)"
     )
@@ -253,7 +253,7 @@ def check_gpus_reachable(plan: Plan, echo: Echo = print) -> None:
     if not found:
         raise ConfigError(
             f"--profile {plan.profile.name}: no GPU node joined the cluster within {wait:.0f} s "
-            f"({WAIT_ENV}); check the autoscaler (`ray status`, `ray monitor cluster.yaml`) and "
+            f"({ENV_GPU_CHECK_TIMEOUT}); check the autoscaler (`ray status`, `ray monitor cluster.yaml`) and "
             "the GPU node types and limits of the cluster configuration."
         )
     echo(f"resources: {ray.cluster_resources().get('GPU', 0):g} GPU(s) in the cluster")
@@ -358,7 +358,7 @@ def _measure_on_cluster(todo: Sequence[Probe], echo: Echo) -> list[Measurement] 
     import ray
     from ray.exceptions import GetTimeoutError
 
-    wait = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+    wait = float(os.environ.get(ENV_GPU_CHECK_TIMEOUT, DEFAULT_WAIT_S))
     if not ray.cluster_resources().get("GPU"):
         echo(f"resources: waiting up to {wait:.0f} s for a GPU node to measure GPU shares on")
     task = ray.remote(num_gpus=1, num_cpus=1)(measure_all).remote(list(todo))
@@ -377,7 +377,7 @@ def _measure_on_cluster(todo: Sequence[Probe], echo: Echo) -> list[Measurement] 
     except GetTimeoutError:
         ray.cancel(task, force=True)
         echo(
-            f"resources: no GPU became free within {wait:.0f} s ({WAIT_ENV}); GPU shares not "
+            f"resources: no GPU became free within {wait:.0f} s ({ENV_GPU_CHECK_TIMEOUT}); GPU shares not "
             "checked: trials whose batch does not fit will fail as out of memory"
         )
         return None

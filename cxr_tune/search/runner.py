@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune.stopper import Stopper
-
 from cxr_tune.config import DataSource
-from cxr_tune.constants import ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
+from cxr_tune.constants import DEFAULT_SPLIT_MODE, ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
 from cxr_tune.errors import ConfigError
-from cxr_tune.experiment import Experiment, load_experiment
+from cxr_tune.evaluation.finish import Finished, FinishOptions, finish
 from cxr_tune.search._ray_internals import restored_parts
 from cxr_tune.search.budget import TimeBudget
 from cxr_tune.search.plan import Plan, check_batch_sizes, uses_pretrained
@@ -52,7 +50,7 @@ class SearchRequest:
     evaluate: bool = True
     keep_checkpoints: bool = False
     cache_dir: Path | None = None
-    # "grouped" or "published"; None: grouped. A resumed search keeps its recorded one.
+    # One of SPLIT_MODES; None: the default. A resumed search keeps its recorded one.
     split: str | None = None
     ray_address: str | None = None
     argv: tuple[str, ...] = ()
@@ -94,12 +92,19 @@ def check_before_start(request: SearchRequest) -> None:
 def check_external_classes(request: SearchRequest) -> None:
     """The label-map file reads, and every class of an external set maps onto a shared class
     (a bad file or a misspelt imagefolder class stops the search here, before hours of
-    training, rather than at the evaluation)."""
+    training, rather than at the evaluation). So do the class folders of a searched
+    imagefolder dataset, the one layout whose class names are the user's own: read from the
+    folder names, before Ray starts or an image is decoded (``check_searched_classes`` checks
+    every dataset again once its data is read)."""
     from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset
+    from cxr_tune.data.layouts.imagefolder import NAME as IMAGEFOLDER
 
     maps = load_label_maps(request.label_map)
     for source in request.externals:
         map_dataset(classes_of(source), maps)
+    for name, source in zip(request.dataset_names, request.sources, strict=True):
+        if source.key == IMAGEFOLDER:
+            map_dataset(classes_of(source, name, request.plan.data_options), maps)
 
 
 def check_searched_classes(request: SearchRequest, datasets: Mapping[str, DatasetArrays]) -> None:
@@ -119,7 +124,7 @@ def load_search_data(
     """Decode (or reuse from the cache) and split every dataset, with all three splits (the
     trials get ``for_search()``, the final evaluation the test split). A resumed search uses
     the data options its record holds (``previous``), so it rebuilds the data it started on."""
-    options = data_options(request.plan, request.cache_dir, request.split or "grouped")
+    options = data_options(request.plan, request.cache_dir, request.split or DEFAULT_SPLIT_MODE)
     if previous and "data_options" in previous:
         options = DataOptions.from_record(
             previous["data_options"], cache_dir=request.cache_dir or default_cache_dir()
@@ -138,7 +143,9 @@ def load_search_data(
     return data
 
 
-def data_options(plan: Plan, cache_dir: Path | None, split: str = "grouped") -> DataOptions:
+def data_options(
+    plan: Plan, cache_dir: Path | None, split: str = DEFAULT_SPLIT_MODE
+) -> DataOptions:
     return DataOptions(
         image_size=int(plan.fixed["image_size"]),
         seed=plan.seed,
@@ -170,7 +177,7 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
         "bootstrap": plan.space.bootstrap,
         "plan": plan.lines(),
         "data_options": data_options(
-            plan, request.cache_dir, request.split or "grouped"
+            plan, request.cache_dir, request.split or DEFAULT_SPLIT_MODE
         ).to_record(),
         "datasets": [
             {
@@ -235,8 +242,6 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     # Counted from here, so decoding the data counts too; a resumed run continues the account.
     time_budget = _time_budget(request.plan, previous)
     started_ray = _init_ray(request.ray_address)
-    remote: SearchOutcome | None = None
-    experiment: Experiment | None = None
     try:
         from cxr_tune.search.resources import check_gpu_shares, check_gpus_reachable
 
@@ -284,30 +289,21 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
                     else f" --storage {request.storage.root}"
                 )
             )
-        if request.storage.is_local:
-            # Loaded once: the evaluation and the report below work on this object.
-            experiment = load_experiment(request.storage.experiment(request.name))
-            if request.evaluate and not interrupted:
-                from cxr_tune.evaluate import evaluate_experiment, load_externals
-
-                externals = load_externals(experiment, cache_dir=request.cache_dir, echo=echo)
-                evaluate_experiment(
-                    experiment,
-                    datasets,
-                    echo=echo,
-                    externals=externals,
-                    label_map=request.label_map,
-                )
-        else:
-            # Evaluation and report work on a local copy, while Ray is still up.
-            remote = _finish_remote(request, datasets, echo, interrupted=interrupted)
+        # Evaluation (unless interrupted) and report, while Ray is still up.
+        finished = finish(
+            request.storage.experiment(request.name),
+            datasets,
+            FinishOptions(
+                evaluate=request.evaluate and not interrupted,
+                label_map=request.label_map,
+                cache_dir=request.cache_dir,
+            ),
+            echo,
+        )
     finally:
         if started_ray:
             ray.shutdown()
-    if remote is not None:
-        return remote
-    assert experiment is not None  # local storage: loaded above
-    return _finish(experiment, echo, interrupted=interrupted)
+    return _summarise(finished, request, echo, interrupted=interrupted)
 
 
 def _time_budget(plan: Plan, previous: Mapping[str, Any] | None) -> TimeBudget | None:
@@ -477,7 +473,7 @@ def build_tuner(
 
     from cxr_tune.search.progress import ProgressLines
     from cxr_tune.search.retention import CheckpointRetention
-    from cxr_tune.search.scheduler import scheduler_for
+    from cxr_tune.search.scheduler import OverrunStopper, scheduler_for
     from cxr_tune.search.searcher import CellSearcher
     from cxr_tune.search.tensorboard import TrialTensorBoard
     from cxr_tune.trainable import train_trial
@@ -526,24 +522,12 @@ def build_tuner(
     )
 
 
-class OverrunStopper(Stopper):
-    """Stops every running trial at once when the search is past its share of the time budget
-    by the margin (Tune asks ``stop_all`` at every step of its loop, results or not)."""
-
-    def __init__(self, budget: TimeBudget) -> None:
-        self.budget = budget
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.budget.overrun()
-
-
 def _use_time_budget(tuner: Any, budget: TimeBudget | None) -> None:
     """Hand this run's time budget to a restored tuner's searcher, scheduler and stopper: they
     were unpickled with the account of the run that saved them. Ray offers no public way to
     reach them (its tune and run configs are private)."""
+    from cxr_tune.search.scheduler import OverrunStopper
+
     search_alg, scheduler, run_config = restored_parts(tuner)
     for algorithm in (search_alg, scheduler):
         if hasattr(algorithm, "use_time_budget"):
@@ -569,40 +553,22 @@ def _trial_name(trial: Any) -> str:
     return f"{cell}-{trial.trial_id}"
 
 
-def _finish_remote(
-    request: SearchRequest,
-    datasets: Mapping[str, DatasetArrays],
-    echo: Echo,
-    *,
-    interrupted: bool,
+def _summarise(
+    finished: Finished, request: SearchRequest, echo: Echo, *, interrupted: bool
 ) -> SearchOutcome:
-    """Evaluate and report an experiment on remote storage; summarise as ``_finish`` does."""
-    from cxr_tune.search.remote import evaluate_and_report
-
-    evaluate = request.evaluate and not interrupted
-    copy = evaluate_and_report(request.storage, request.name, datasets if evaluate else None, echo)
-    where = request.storage.experiment(request.name)
-    echo(f"trials: {len(copy.trials)} ({copy.state_summary()})")
-    echo(f"report: {where}/{REPORT_MD} (a copy: {copy.folder / REPORT_MD})")
-    echo(f"tensorboard: tensorboard --logdir {where}")
+    """Say where the results are, and count the trials' outcomes."""
+    experiment = finished.experiment
+    echo(f"trials: {len(experiment.trials)} ({experiment.state_summary()})")
+    copy = f" (a copy: {experiment.folder / REPORT_MD})" if finished.is_copy else ""
+    echo(f"report: {finished.report}{copy}")
+    echo(f"tensorboard: tensorboard --logdir {finished.location}")
     echo(f"optuna: optuna-dashboard sqlite:///{_study_location(request)}")
     return SearchOutcome(
-        where, len(copy.trials), copy.state_counts(), f"{where}/{REPORT_MD}", interrupted
-    )
-
-
-def _finish(experiment: Experiment, echo: Echo, *, interrupted: bool = False) -> SearchOutcome:
-    """Write the report of a local experiment and summarise."""
-    from cxr_tune.report import write_experiment_report
-
-    report = write_experiment_report(experiment)
-    folder = experiment.folder
-    echo(f"trials: {len(experiment.trials)} ({experiment.state_summary()})")
-    echo(f"report: {report}")
-    echo(f"tensorboard: tensorboard --logdir {folder}")
-    echo(f"optuna: optuna-dashboard sqlite:///{folder / STUDY_FILE}")
-    return SearchOutcome(
-        str(folder), len(experiment.trials), experiment.state_counts(), str(report), interrupted
+        finished.location,
+        len(experiment.trials),
+        experiment.state_counts(),
+        finished.report,
+        interrupted,
     )
 
 

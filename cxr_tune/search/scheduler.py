@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import json
 import pickle
-import sqlite3
 from collections.abc import Iterable
-from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.stopper import Stopper
 
-from cxr_tune.constants import TRIAL_FILE
+from cxr_tune.constants import RAY_TRIAL_ID_ATTR, TRIAL_FILE
 from cxr_tune.metrics import learned_nothing
+from cxr_tune.search import _optuna_internals as optuna_private
 from cxr_tune.search._ray_internals import (
     asha_brackets,
     asha_trial_table,
@@ -307,9 +307,6 @@ class SavingFIFO(_RetiresEndedTrials, FIFOScheduler):
         save_experiment_soon(tune_controller)
 
 
-_ENDED_STATES = ("COMPLETE", "PRUNED", "FAIL")
-
-
 def retire_ended_trials(tune_controller: TuneController, study_db: str | None) -> None:
     """End, without training them, restored trials that had already ended before a restart.
 
@@ -332,13 +329,9 @@ def ended_trial_ids(study_db: str) -> set[str]:
     """Ray trial ids of the study's trials that ended (complete, pruned or failed)."""
     if not study_db or not Path(study_db).is_file():
         return set()
-    query = (
-        "SELECT a.value_json FROM trial_user_attributes a JOIN trials t "
-        "ON t.trial_id = a.trial_id WHERE a.key = 'ray_trial_id' AND t.state IN (?, ?, ?)"
-    )
-    with closing(sqlite3.connect(study_db, timeout=60)) as db:
-        rows = db.execute(query, _ENDED_STATES).fetchall()
-    return {str(json.loads(value)) for (value,) in rows}
+    return {
+        str(value) for value in optuna_private.ended_trial_attribute(study_db, RAY_TRIAL_ID_ATTR)
+    }
 
 
 def logged_last_result(trial: Trial) -> dict[str, Any] | None:
@@ -392,3 +385,17 @@ def _checkpoint_result(fs: Any, trial_path: str) -> dict[str, Any] | None:
         return None
     result = saved.get("result")
     return dict(result) if isinstance(result, dict) else None
+
+
+class OverrunStopper(Stopper):
+    """Stops every running trial at once when the search is past its share of the time budget
+    by the margin (Tune asks ``stop_all`` at every step of its loop, results or not)."""
+
+    def __init__(self, budget: TimeBudget) -> None:
+        self.budget = budget
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.budget.overrun()

@@ -26,14 +26,11 @@ searcher instead:
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import pickle
-import sqlite3
 import tempfile
 import warnings
 from collections.abc import Mapping
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +38,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from cxr_tune.constants import RAY_TRIAL_ID_ATTR
+from cxr_tune.files import copy_sqlite
 from cxr_tune.search import _optuna_internals as optuna_private
 from cxr_tune.search.budget import EPOCH_KEY, TimeBudget, has_room
 from cxr_tune.search.plan import Cell, Plan
@@ -184,7 +183,7 @@ class CellSearcher(Searcher):
         if self._grid:
             # Repeats of one grid point differ by seed, not by accident.
             config["seed"] = self._plan.seed + dealt // len(self._grid)
-        trial.set_user_attr("ray_trial_id", trial_id)
+        trial.set_user_attr(RAY_TRIAL_ID_ATTR, trial_id)
         trial.set_user_attr("config", {k: _plain(v) for k, v in config.items()})
         return config
 
@@ -457,13 +456,8 @@ def ended_cells(study_db: str) -> dict[str, str]:
     """Cells (study names) in which the searcher dealt its last trial -> why."""
     if not study_db or not Path(study_db).is_file():
         return {}
-    query = (
-        "SELECT s.study_name, a.value_json FROM study_user_attributes a JOIN studies s "
-        "ON s.study_id = a.study_id WHERE a.key = ?"
-    )
-    with closing(sqlite3.connect(study_db, timeout=60)) as db:
-        rows = db.execute(query, (SEARCH_ENDED,)).fetchall()
-    return {str(name): str(json.loads(value)) for name, value in rows}
+    ended = optuna_private.study_attribute(study_db, SEARCH_ENDED)
+    return {name: str(reason) for name, reason in ended.items()}
 
 
 def _key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -535,11 +529,5 @@ def _read_db(path: str) -> bytes:
     """A consistent copy of a SQLite file, even while it is open (SQLite's backup API)."""
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "copy.db"
-        source = sqlite3.connect(path)
-        target = sqlite3.connect(copy)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
+        copy_sqlite(Path(path), copy)
         return copy.read_bytes()

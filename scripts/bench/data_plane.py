@@ -164,7 +164,7 @@ def bench_cache(root: Path, cache_dir: Path, args: argparse.Namespace) -> dict[s
 
     from cxr_tune.config import DataSource
     from cxr_tune.data import DataOptions, load_dataset
-    from cxr_tune.data.cache import prepare
+    from cxr_tune.data.prepare import prepare
 
     # All images in one split, as the baseline reads all files.
     options = DataOptions(

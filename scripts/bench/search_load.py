@@ -134,7 +134,8 @@ class MemorySampler(threading.Thread):
 
 
 def train_split_size(images: int) -> int:
-    from cxr_tune.data import DataOptions, load_phantom
+    from cxr_tune.data import DataOptions
+    from cxr_tune.data.load import load_phantom
 
     return load_phantom(DataOptions(image_size=32, phantom_images=images, seed=0)).sizes()["train"]
 

@@ -105,8 +105,8 @@ def test_storage_that_is_a_file(capsys, tmp_path: Path) -> None:
 def test_ray_temp_dir_too_long_for_its_sockets(capsys, tmp_path: Path, monkeypatch) -> None:
     import ray
 
-    if ray.is_initialized():
-        pytest.skip("a Ray runtime of another test is running: the search would join it")
+    if ray.is_initialized():  # another test's: the search would join it instead of starting one
+        ray.shutdown()
     long = tmp_path / ("x" * 60)
     monkeypatch.setenv("RAY_TMPDIR", str(long))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -114,10 +114,10 @@ def test_metadata_without_a_required_column_is_named(
     assert_user_error(data(capsys, cache, "inspect", root), "is not a dataset layout")
     line = assert_user_error(
         data(capsys, cache, "inspect", f"covid_chestxray={root}"),
-        "metadata.csv' has no column finding",
+        "metadata.csv' has no column 'finding'",
         "are required",
     )
-    assert "patientid, finding, view, modality, filename" in line
+    assert "'patientid', 'finding', 'view', 'modality', 'filename'" in line
     assert_no_files(cache)
 
 

@@ -160,6 +160,7 @@ def test_train_throughput_on_cuda_uses_the_fast_path(tmp_path):
     assert fast and all(r["error"] is None and r["peak_memory_mib"] > 0 for r in fast)
 
 
+@pytest.mark.slow
 def test_dedup_calibration_smoke_test_prints_the_table():
     done = _run([sys.executable, str(BENCH / "dedup_calibration.py"), "--smoke-test"])
     lines = done.stdout.splitlines()

@@ -11,12 +11,14 @@ from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions, load_dataset
 from cxr_tune.data import cache as cache_module
 from cxr_tune.data import images as image_io
-from cxr_tune.data.cache import open_cache, prepare, read_manifest
+from cxr_tune.data import prepare as prepare_module
+from cxr_tune.data.cache import open_cache, read_manifest
+from cxr_tune.data.prepare import prepare
 from cxr_tune.errors import DataError
 from tests.data import builders
 from tests.data.builders import Expected
 
-_real_write_manifest = cache_module._write_manifest
+_real_write_manifest = prepare_module._write_manifest
 
 
 @pytest.fixture
@@ -130,14 +132,14 @@ def test_interrupted_prepare_leaves_no_cache_and_resumes(
     def explode(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_module, "_write_manifest", explode)
+    monkeypatch.setattr(prepare_module, "_write_manifest", explode)
     with pytest.raises(KeyboardInterrupt):
         prepare(DataSource(None, dataset.root), options)
     # No cache is published; only the hidden work folder stays, for the next prepare.
     left = [p.name for p in options.cache_dir.iterdir()]
     assert len(left) == 1 and left[0].startswith(".work-")
     assert len(count_decodes) == dataset.images
-    monkeypatch.setattr(cache_module, "_write_manifest", _real_write_manifest)
+    monkeypatch.setattr(prepare_module, "_write_manifest", _real_write_manifest)
     count_decodes.clear()
     entry = prepare(DataSource(None, dataset.root), options)
     assert entry.built and count_decodes == []  # every chunk was finished: nothing decoded
@@ -173,7 +175,7 @@ def test_multilabel_cache_is_multi_hot_uint8(
 def test_pool_decoding_is_deterministic(
     dataset: Expected, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cache_module, "_POOL_MIN_IMAGES", 1)
+    monkeypatch.setattr(prepare_module, "_POOL_MIN_IMAGES", 1)
     serial = prepare(
         DataSource(None, dataset.root),
         DataOptions(image_size=32, cache_dir=tmp_path / "a", workers=1),
@@ -225,7 +227,7 @@ import sys, time
 from pathlib import Path
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions, images, stream
-from cxr_tune.data.cache import prepare
+from cxr_tune.data.prepare import prepare
 
 stream.CHUNK_IMAGES = 4
 real = images.decode_file
@@ -297,7 +299,7 @@ def test_cache_rows_are_the_decoded_files_in_manifest_order(
 def test_search_images_estimates_before_and_reads_after_prepare(
     layouts: dict[str, Expected], options: DataOptions
 ) -> None:
-    from cxr_tune.data.cache import search_images
+    from cxr_tune.data.prepare import search_images
 
     expected = layouts["nih_chestxray14"]
     source = DataSource(None, expected.root)

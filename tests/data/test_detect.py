@@ -81,7 +81,7 @@ def test_a_resolved_source_is_loaded_without_detecting_again(
         raise AssertionError("the layout was detected a second time")
 
     monkeypatch.setattr(detect_module, "resolve", detect_again)
-    monkeypatch.setattr("cxr_tune.data.cache.resolve", detect_again)
+    monkeypatch.setattr("cxr_tune.data.prepare.resolve", detect_again)
     arrays = load_dataset(source, DataOptions(image_size=32, cache_dir=tmp_path))
     assert arrays.name == "covid19_radiography" and len(arrays.split("train")) > 0
 

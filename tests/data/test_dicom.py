@@ -11,8 +11,9 @@ import pytest
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions
 from cxr_tune.data import dicom as dicom_io
-from cxr_tune.data.cache import prepare, read_manifest
+from cxr_tune.data.cache import read_manifest
 from cxr_tune.data.images import SKIP_NOT_IMAGE, decode_file, file_skip_reason
+from cxr_tune.data.prepare import prepare
 from tests.data.builders import pattern
 from tests.data.dicom_builders import (
     OTHER_IDS,

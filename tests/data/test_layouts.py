@@ -6,9 +6,10 @@ import pytest
 
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions
-from cxr_tune.data.cache import prepare, read_manifest
+from cxr_tune.data.cache import read_manifest
 from cxr_tune.data.datasets import DATASETS
 from cxr_tune.data.detect import resolve
+from cxr_tune.data.prepare import prepare
 from cxr_tune.errors import ConfigError, DataError
 from tests.data import builders
 from tests.data.builders import Expected
@@ -118,7 +119,7 @@ def test_flat_options_of_other_layouts_are_ignored(layouts: dict[str, Expected])
 def test_covid_chestxray_missing_column_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "metadata.csv").write_text("patientid,finding,filename\n1,No Finding,a.png\n")
-    with pytest.raises(DataError, match=r"metadata.csv' has no column view, modality"):
+    with pytest.raises(DataError, match=r"metadata.csv' has no column 'view', 'modality'"):
         DATASETS.get("covid_chestxray").parse(tmp_path, {})
 
 

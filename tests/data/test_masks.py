@@ -9,9 +9,10 @@ import numpy as np
 
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions
-from cxr_tune.data.cache import prepare, read_manifest
+from cxr_tune.data.cache import read_manifest
 from cxr_tune.data.datasets import DATASETS
 from cxr_tune.data.images import decode_file
+from cxr_tune.data.prepare import prepare
 from tests.data import builders
 from tests.data.builders import Expected
 

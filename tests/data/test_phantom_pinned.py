@@ -10,7 +10,8 @@ import hashlib
 
 import pytest
 
-from cxr_tune.data import DataOptions, load_phantom
+from cxr_tune.data import DataOptions
+from cxr_tune.data.load import load_phantom
 from cxr_tune.data.phantom import PhantomSpec, generate
 
 

@@ -10,8 +10,9 @@ from PIL import Image
 
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions
-from cxr_tune.data.cache import prepare, read_manifest
+from cxr_tune.data.cache import read_manifest
 from cxr_tune.data.patients import name_patients, patient_from_name
+from cxr_tune.data.prepare import prepare
 from cxr_tune.data.published import plan_split, published_audit
 from cxr_tune.data.splits import grouped_stratified_split
 from cxr_tune.data.types import Record

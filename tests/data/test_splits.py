@@ -8,7 +8,8 @@ import pytest
 
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions
-from cxr_tune.data.cache import prepare, read_manifest
+from cxr_tune.data.cache import read_manifest
+from cxr_tune.data.prepare import prepare
 from cxr_tune.data.splits import grouped_stratified_split, leakage_audit, split_hash
 from tests.data.builders import Expected
 

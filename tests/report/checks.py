@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cxr_tune.report import PLOT_PREFIXES
+from cxr_tune.report.write import PLOT_PREFIXES
 
 
 class _Collector(HTMLParser):

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.report.builders import TrialSpec, ablation_trials, write_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +77,7 @@ def test_cli_writes_a_partial_report_for_an_experiment_without_trials(tmp_path: 
     assert (folder / "report.html").is_file() and (folder / "trials.csv").is_file()
 
 
+@pytest.mark.slow
 def test_cli_writes_a_partial_report_for_half_written_files(tmp_path: Path) -> None:
     folder = write_experiment(tmp_path / "exp", ablation_trials(), finished=False)
     trial = next(folder.glob("*-a1"))

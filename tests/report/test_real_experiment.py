@@ -1,7 +1,8 @@
-"""Reports of real experiments: a small smoke search, and one interrupted with Ctrl+C.
+"""Reports of real experiments: the finished smoke search shared by the test run
+(``tests/experiments.py``), and one interrupted with Ctrl+C (run here, once per module).
 
-Each search runs once per module (about a minute each on 2 cores). The report's numbers are
-checked against the files they came from: result.json, evaluation.json and the event files.
+The report's numbers are checked against the files they came from: result.json,
+evaluation.json and the event files.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from tests.experiments import SMOKE_SEARCH, SMOKE_TRIALS, FinishedSearch, drop_checkpoint_weights
 from tests.report.checks import assert_self_contained, assert_valid_pngs, markdown_images
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SEARCH = [sys.executable, "-m", "cxr_tune.search", "--space", "smoke", "--profile", "smoke"]
 CELL = "phantom/alexnet"
 
 
@@ -40,27 +41,16 @@ def last_result(folder: Path) -> dict:
     return json.loads(lines[-1])
 
 
-def drop_checkpoint_weights(experiment: Path) -> None:
-    """Smoke checkpoints weigh ~0.7 GB each; the report only needs to see that they exist."""
-    for state in experiment.glob("*/checkpoint_*/state.pt"):
-        state.unlink()
-
-
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    storage = tmp_path_factory.mktemp("searches")
-    command = [*SEARCH, "--storage", str(storage), "--name", "done", "--num-samples", "4"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    yield storage / "done"
-    drop_checkpoint_weights(storage / "done")
+def finished(finished_search: FinishedSearch) -> Path:
+    return finished_search.folder
 
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A search stopped with SIGINT (Ctrl+C) once its first epoch has reported."""
     storage = tmp_path_factory.mktemp("searches")
-    command = [*SEARCH, "--storage", str(storage), "--name", "stopped", "--num-samples", "4"]
+    command = [*SMOKE_SEARCH, "--storage", str(storage), "--name", "stopped", "--num-samples", "4"]
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -113,7 +103,7 @@ def test_report_files_are_complete_and_self_contained(report: Path) -> None:
 def test_trials_csv_has_one_row_per_trial_folder(finished: Path, report: Path) -> None:
     rows = list(csv.DictReader((report / "trials.csv").open()))
     folders = trial_folders(finished)
-    assert len(rows) == len(folders) == 4
+    assert len(rows) == len(folders) == SMOKE_TRIALS
     for row in rows:
         result = last_result(finished / row["folder"])
         assert float(row["final_val_macro_f1"]) == pytest.approx(result["val_macro_f1"])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_tune.search import resources
+from cxr_tune.constants import ENV_GPU_CHECK_TIMEOUT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -184,7 +184,7 @@ def test_gpu_profile_waits_for_the_autoscaler_to_add_a_gpu_node(
     address, env = autoscaling_cluster
     run = subprocess.run(
         [sys.executable, "-c", DRIVER, address],
-        env={**env, resources.WAIT_ENV: "180"},
+        env={**env, ENV_GPU_CHECK_TIMEOUT: "180"},
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,35 +8,20 @@ import sys
 
 import pytest
 
+from tests.experiments import SMOKE_TRIALS, FinishedSearch
+
 pytestmark = pytest.mark.integration
 
 
-def test_smoke_search_from_the_command_line_writes_a_report(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "cxr_tune.search",
-        "--space",
-        "smoke",
-        "--profile",
-        "smoke",
-        "--num-samples",
-        "3",
-        "--storage",
-        str(tmp_path),
-        "--name",
-        "cli-smoke",
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = run.stdout
-    assert "profile: smoke" in out and "report:" in out
-    folder = tmp_path / "cli-smoke"
+def test_smoke_search_from_the_command_line_writes_a_report(finished_search: FinishedSearch):
+    out = finished_search.stdout
+    assert "profile: smoke" in out and f"report: {finished_search.folder / 'report.md'}" in out
+    folder = finished_search.folder
     report = (folder / "report.md").read_text()
     record = json.loads((folder / "cxr_tune.json").read_text())
     assert record["finished_at"] and record["profile"]["name"] == "smoke"
     trials = [p for p in folder.iterdir() if (p / "params.json").exists()]
-    assert len(trials) == 3
+    assert len(trials) == SMOKE_TRIALS
     # The report names the cell's best trial, with the value from that trial's own results.
     finals = {}
     for trial in trials:

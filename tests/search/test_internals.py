@@ -9,6 +9,7 @@ somewhere in a search.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,72 @@ def test_the_scan_finds_a_private_use(tmp_path: Path) -> None:
     )
     found = _private_uses(sample)
     assert len(found) == 4, found
+
+
+# Optuna's RDB tables: SQL that names one relies on Optuna's private table layout.
+OPTUNA_TABLES = (
+    "studies",
+    "study_directions",
+    "study_user_attributes",
+    "study_system_attributes",
+    "trials",
+    "trial_params",
+    "trial_values",
+    "trial_intermediate_values",
+    "trial_user_attributes",
+    "trial_system_attributes",
+    "trial_heartbeats",
+    "version_info",
+    "alembic_version",
+)
+_SQL_TABLE = re.compile(
+    rf"\b(?:FROM|JOIN|INTO|UPDATE|TABLE)\s+({'|'.join(OPTUNA_TABLES)})\b", re.IGNORECASE
+)
+
+
+def _optuna_sql(path: Path) -> list[str]:
+    """``name:line: table`` for each string in the module that is SQL on an Optuna table."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found += [f"{path.name}:{node.lineno}: {m}" for m in _SQL_TABLE.findall(node.value)]
+    return found
+
+
+def test_sql_on_optunas_tables_is_only_in_the_optuna_internals_module() -> None:
+    uses = [
+        use
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "_optuna_internals.py"
+        for use in _optuna_sql(path)
+    ]
+    assert uses == [], "move this SQL into cxr_tune/search/_optuna_internals.py"
+
+
+def test_the_sql_scan_finds_sql_on_an_optuna_table(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'Q = ("SELECT a.value_json FROM trial_user_attributes a "\n'
+        '     "JOIN trials t ON t.trial_id = a.trial_id")\n'
+        'NOT_SQL = "the trials from the studies"\n',
+        encoding="utf-8",
+    )
+    assert [u.split(": ")[1] for u in _optuna_sql(sample)] == ["trial_user_attributes", "trials"]
+    assert _optuna_sql(PACKAGE / "search" / "_optuna_internals.py")  # the fence holds it
+
+
+def test_a_changed_optuna_table_layout_is_named_with_the_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A layout the SQL does not expect (as a schema change would leave it): named, not a crash.
+    monkeypatch.setattr(
+        _optuna_internals,
+        "ENDED_STATES",
+        ("FINISHED",),
+    )
+    found = _optuna_internals.problems()
+    assert len(found) == 1 and found[0].startswith("cxr_tune/search/_optuna_internals.py: ")
+    assert "trial_user_attributes" in found[0]
 
 
 def test_installed_ray_has_every_internal_used() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,8 @@ def test_misspelt_class_stops_the_search_before_any_trial(tmp_path: Path) -> Non
     assert run.returncode == 2, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert "'Pnuemonia'" in run.stderr and "Did you mean 'pneumonia'?" in run.stderr
+    # Read from the folder names: nothing was decoded (a decoded dataset prints its splits).
+    assert not re.search(r"data: \S+: \d+ classes", run.stdout), run.stdout
     folder = tmp_path / "results" / "mine"
     trials = (
         [p for p in folder.iterdir() if (p / "result.json").exists()] if folder.exists() else []

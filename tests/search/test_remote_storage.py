@@ -6,6 +6,7 @@ server with AWS_ENDPOINT_URL, as they would reach AWS S3 with real credentials.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -81,6 +82,20 @@ def test_search_on_s3_keeps_everything_in_the_bucket(s3_env: dict[str, str], tmp
     again = run_cli("cxr_tune.search", *common, timeout=120)
     assert again.returncode == 2
     assert "already exists" in again.stderr
+
+    # The experiment in the bucket is scored on a cohort that was not searched, from any machine:
+    # the new evaluation and report go back into the bucket.
+    evaluated = run_cli(
+        "cxr_tune.evaluate",
+        f"{root}/s3run",
+        *("--external", "phantom_marker", "--cache-dir", str(tmp_path / "cache")),
+    )
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    assert f"report: {root}/s3run/report.md" in evaluated.stdout
+    evaluation = json.loads(Storage.parse(root).read_text("s3run", "evaluation.json"))
+    assert [s["name"] for s in evaluation["external_sets"]] == ["phantom_b", "phantom_marker"]
+    assert {row["test"] for row in evaluation["transfer"]} == {"phantom_b", "phantom_marker"}
+    assert "phantom_marker" in Storage.parse(root).read_text("s3run", "report.md")
 
 
 def test_unreachable_bucket_is_a_config_error(s3_env: dict[str, str]) -> None:

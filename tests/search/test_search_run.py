@@ -40,7 +40,9 @@ def diverging_run(ray_local, tmp_path_factory, monkeypatch_module):
                 "name": "diverge",
                 "cells": {"model": ["alexnet"]},
                 "params": {"lr": {"choice": [1.0e-3, 1.0e3]}},
-                "fixed": {"epochs": 2, "batch_size": 16, "image_size": 64},
+                # Every epoch checkpointed (the smoke profile keeps the final one only), so that
+                # the retention of ended trials has an earlier checkpoint to remove.
+                "fixed": {"epochs": 2, "batch_size": 16, "image_size": 64, "checkpoint_every": 1},
                 "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2},
                 "scheduler": {"name": "none"},
                 "evaluation": {"seeds": 1, "bootstrap": 200},
@@ -153,7 +155,7 @@ def test_tensorboard_events_per_trial_and_checkpoints_slimmed_when_trials_end(di
 
 
 def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(diverging_run):
-    from cxr_tune.evaluate import evaluate_experiment
+    from cxr_tune.evaluation.evaluate import evaluate_experiment
     from cxr_tune.experiment import load_experiment
 
     _, _, folder, _ = diverging_run
@@ -174,7 +176,9 @@ def test_evaluation_on_demand_reuses_the_checkpoint_and_retrains_other_seeds(div
 
 def test_a_seed_reproduces_its_search_trial(diverging_run):
     """Retraining the best configuration with its seed gives the trial's own final model."""
-    from cxr_tune.evaluate import evaluate_run, final_checkpoint, reload_datasets
+    from cxr_tune.evaluation.contenders import final_checkpoint
+    from cxr_tune.evaluation.runs import evaluate_run
+    from cxr_tune.evaluation.sources import reload_datasets
     from cxr_tune.experiment import load_experiment
 
     _, _, folder, _ = diverging_run

@@ -13,8 +13,6 @@ case-insensitively.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,11 +21,14 @@ from typing import Any
 from cxr_tune.data.datasets import DATASETS, DatasetSpec, Detection
 from cxr_tune.data.images import file_skip_reason
 from cxr_tune.data.layouts.common import check_options, find_subdir, walk_files
+from cxr_tune.data.layouts.tables import choose_views, csv_rows, header_of
 from cxr_tune.data.types import Manifest, Record, SkipReport
-from cxr_tune.errors import ConfigError, DataError
+from cxr_tune.errors import DataError
 
 NAME = "covid_chestxray"
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP", "AP Supine", "AP semi erect", "AP erect")
+# Every view metadata.csv names (L: lateral; Axial and Coronal: CT, left out by modality anyway).
+VIEWS: tuple[str, ...] = (*FRONTAL_VIEWS, "L", "Axial", "Coronal")
 REQUIRED_COLUMNS: tuple[str, ...] = ("patientid", "finding", "view", "modality", "filename")
 NO_LABEL_FINDINGS = frozenset({"todo", "unknown"})
 
@@ -44,11 +45,7 @@ def detect(folder: Path) -> Detection | None:
     csv_path = folder / "metadata.csv"
     if not csv_path.is_file() or find_subdir(folder, "images") is None:
         return None
-    try:
-        header = _read_text(csv_path, limit=4096)[0].splitlines()[0]
-    except (OSError, IndexError):
-        return None
-    columns = {c.strip().lower() for c in header.split(",")}
+    columns = {c.lower() for c in header_of(csv_path)}
     if not set(REQUIRED_COLUMNS) <= columns:
         return None
     return Detection(NAME, folder, "metadata.csv with patientid/finding/view columns + images/", 10)
@@ -62,7 +59,7 @@ def parse(root: Path, options: Mapping[str, Any]) -> Manifest:
         ConfigError: an invalid ``views`` option.
     """
     chosen = check_options(NAME, options, ("views",))
-    views = parse_views(chosen.get("views", FRONTAL_VIEWS))
+    views = choose_views(chosen.get("views", FRONTAL_VIEWS), VIEWS)
     csv_path = root / "metadata.csv"
     images_dir = find_subdir(root, "images")
     if not csv_path.is_file() or images_dir is None:
@@ -70,8 +67,9 @@ def parse(root: Path, options: Mapping[str, Any]) -> Manifest:
             f"The folder '{root}' has no metadata.csv and images/ folder, but the "
             "covid-chestxray-dataset layout holds both."
         )
-    text, encoding = _read_text(csv_path)
-    rows = _read_rows(csv_path, text)
+    column, cells, encoding = csv_rows(csv_path, REQUIRED_COLUMNS)
+    # By lower-case column name; the header's trailing comma (an unnamed column) is left out.
+    rows = [{name: row[k] for name, k in column.items()} for row in cells]
     files = _index_files(root, images_dir)
     skipped = SkipReport()
     notes = [] if encoding == "utf-8" else [f"metadata.csv is not UTF-8; read as {encoding}."]
@@ -90,56 +88,6 @@ def parse(root: Path, options: Mapping[str, Any]) -> Manifest:
         skipped=skipped,
         notes=tuple(notes),
     )
-
-
-def parse_views(value: Any) -> tuple[str, ...]:
-    """Normalise the ``views`` option: a list of names or a comma-separated string."""
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(
-            f"The value of `views` is {value!r}, but must be a list of view names "
-            f"(e.g. {', '.join(FRONTAL_VIEWS)}, L)."
-        )
-    views = tuple(v.strip() for v in value if v.strip())
-    if not views:
-        raise ConfigError("The value of `views` is empty, but must name at least one view.")
-    return views
-
-
-def _read_text(path: Path, limit: int | None = None) -> tuple[str, str]:
-    """The file's text: UTF-8 (with or without BOM), else Latin-1, which never fails."""
-    with open(path, "rb") as handle:
-        data = handle.read() if limit is None else handle.read(limit)
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
-
-
-def _read_rows(path: Path, text: str) -> list[dict[str, str]]:
-    try:
-        return _parse_csv(path, text)
-    except csv.Error as err:
-        raise DataError(f"The file '{path}' is not a readable CSV file: {err}.") from None
-
-
-def _parse_csv(path: Path, text: str) -> list[dict[str, str]]:
-    reader = csv.reader(io.StringIO(text))
-    header = [c.strip().lower() for c in next(reader, [])]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise DataError(
-            f"The file '{path}' has no column {', '.join(missing)}; its columns are "
-            f"{', '.join(c for c in header if c) or 'none'}, but {', '.join(REQUIRED_COLUMNS)} "
-            "are required."
-        )
-    # The trailing comma of the header makes an unnamed last column: ignored.
-    return [
-        {name: (row[k] if k < len(row) else "") for k, name in enumerate(header) if name}
-        for row in reader
-        if any(cell.strip() for cell in row)
-    ]
 
 
 def _index_files(root: Path, images_dir: Path) -> dict[str, Path]:

@@ -9,7 +9,8 @@ import pytest
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions, load_dataset
 from cxr_tune.errors import DataError
-from cxr_tune.evaluate import choose_contenders, reload_datasets, retrain_seconds
+from cxr_tune.evaluation.contenders import choose_contenders, retrain_seconds
+from cxr_tune.evaluation.sources import reload_datasets
 from cxr_tune.experiment import Experiment
 from tests.records import experiment_of, trial_record
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cxr_tune.report.plots as plots
 from cxr_tune.experiment import Experiment
-from cxr_tune.report import plots
 from cxr_tune.report.context import Context
 from cxr_tune.report.document import Bullets, Paragraph, Section, fmt, fmt_ci, make_table
 from cxr_tune.report.tables import best_entries

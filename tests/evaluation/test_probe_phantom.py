@@ -8,8 +8,9 @@ import pytest
 
 from cxr_tune.config import DataSource
 from cxr_tune.data import DataOptions, load_dataset
-from cxr_tune.evaluate import evaluate_run
-from cxr_tune.stats import bootstrap_indices, probe_summary
+from cxr_tune.evaluation.generalisation import probe_summary
+from cxr_tune.evaluation.runs import evaluate_run
+from cxr_tune.stats import bootstrap_indices
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

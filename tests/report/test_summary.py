@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cxr_tune.report.results import _datasets_table
+from cxr_tune.report.sections.summary import _datasets_table
 
 
 def test_datasets_table_states_the_uncertain_label_policy() -> None:

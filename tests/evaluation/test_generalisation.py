@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 
 from cxr_tune.data.types import DatasetArrays, SplitArrays
-from cxr_tune.evaluate import Contender, assemble, generalisation_plan
+from cxr_tune.evaluation.assemble import assemble
+from cxr_tune.evaluation.contenders import Contender
+from cxr_tune.evaluation.generalisation import (
+    REGION_CENTRAL,
+    REGION_MASKS,
+    generalisation_plan,
+    probe_images,
+    probe_summary,
+)
 from cxr_tune.experiment import Experiment
-from cxr_tune.generalisation import REGION_CENTRAL, REGION_MASKS, probe_images
-from cxr_tune.stats import probe_summary
 from tests.records import trial_record
 
 D1 = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
@@ -244,7 +250,7 @@ def test_dicom_external_set_leaves_no_patient_identifier_in_the_report(
     import json
 
     from cxr_tune.config import DataSource
-    from cxr_tune.evaluate import load_externals
+    from cxr_tune.evaluation.sources import load_externals
     from cxr_tune.report import write_experiment_report
     from tests.data.builders import pattern
     from tests.data.dicom_builders import OTHER_IDS, PATIENT_ID, PATIENT_NAME, write_image
@@ -291,7 +297,7 @@ def test_dicom_external_set_leaves_no_patient_identifier_in_the_report(
 
 
 def test_report_split_lines_state_the_mode_and_the_published_split() -> None:
-    from cxr_tune.report.results import split_lines
+    from cxr_tune.report.sections.summary import split_lines
 
     exp, _ = _experiment()
     exp.record["data_options"] = {"split": "grouped"}
@@ -314,7 +320,7 @@ def test_report_split_lines_state_the_mode_and_the_published_split() -> None:
 
 def test_clinical_summary_multilabel_uses_the_covid_label() -> None:
     from cxr_tune.data.labelmap import DatasetClasses, load_label_maps
-    from cxr_tune.generalisation import clinical_of
+    from cxr_tune.evaluation.generalisation import clinical_of
 
     classes = ("COVID-19", "No Finding", "Pneumonia")
     targets = np.array([[1, 0, 1]] * 10 + [[0, 1, 0]] * 10 + [[0, 0, 1]] * 10)

@@ -1,0 +1,126 @@
+"""The final evaluation of an experiment on Ray: every contender (``contenders.py``) with every
+seed as one task (``runs.evaluate_run``), placed as its search trials were, then the assembly
+(``assemble.py``) written to ``evaluation.json``.
+
+The search never sees the test split (trials receive ``DatasetArrays.for_search()``); the
+evaluation is its only reader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cxr_tune.constants import EVALUATION_FILE
+from cxr_tune.data.types import DatasetArrays
+from cxr_tune.evaluation.assemble import assemble
+from cxr_tune.evaluation.contenders import choose_contenders, final_checkpoint, retrain_seconds
+from cxr_tune.evaluation.generalisation import generalisation_plan
+from cxr_tune.evaluation.runs import evaluate_run
+from cxr_tune.evaluation.sources import ExternalSet, reload_datasets
+from cxr_tune.experiment import Experiment
+from cxr_tune.files import write_atomic
+
+Echo = Callable[[str], None]
+
+
+def _checkpoint_location(
+    checkpoint: Path | None, folder: Path, checkpoint_root: str | None
+) -> str | None:
+    if checkpoint is None:
+        return None
+    if checkpoint_root is None:
+        return str(checkpoint)
+    return f"{checkpoint_root.rstrip('/')}/{checkpoint.relative_to(folder).as_posix()}"
+
+
+def evaluate_experiment(
+    exp: Experiment,
+    datasets: Mapping[str, DatasetArrays] | None = None,
+    *,
+    seeds: int | None = None,
+    echo: Echo = print,
+    checkpoint_root: str | None = None,
+    externals: Mapping[str, ExternalSet] | None = None,
+    label_map: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate an experiment's contenders on the test split and write ``evaluation.json``.
+
+    Each cell's best configuration is also scored on the test split of every other dataset it
+    shares classes with (the experiment's, and ``externals``), and on its own test split with
+    the lungs removed (``cxr_tune.generalisation``). The result is also set as
+    ``exp.evaluation``, so a report written next from ``exp`` shows it without reading the
+    folder again.
+
+    Args:
+        exp: the loaded experiment (its folder is where ``evaluation.json`` goes).
+        datasets: the decoded datasets with their test splits; reloaded from the record if None.
+        seeds: seeds per contender (default: the experiment's ``eval_seeds``).
+        checkpoint_root: where the evaluation tasks read trial checkpoints when the experiment
+            folder is a local copy of a remote experiment (its storage URI); default the folder.
+        externals: datasets that were not searched, scored as external sets (test split only).
+        label_map: a user's label-map file laid over the built-in mapping (default: the one
+            the search was given, if any).
+
+    Raises:
+        ConfigError: a class of an external or imagefolder dataset is close to a shared
+            class but not one (a typo).
+    """
+    import ray
+
+    folder = exp.folder
+    datasets = datasets or reload_datasets(exp)
+    externals = dict(externals or {})
+    plan = generalisation_plan(exp, datasets, externals, label_map)
+    n_seeds = seeds or int(exp.record.get("eval_seeds", 1))
+    base_seed = int(exp.record.get("seed", 0))
+    rounds = int(exp.record.get("bootstrap", 1000))
+    contenders = choose_contenders(exp)
+    echo(f"evaluate: {len(contenders)} configurations x {n_seeds} seed(s) on the test split")
+    refs = {name: ray.put(arrays) for name, arrays in datasets.items()}
+    others = {name: arrays.for_test() for name, arrays in datasets.items()}
+    others.update({name: ext.arrays.for_test() for name, ext in externals.items()})
+    others_ref = ray.put(others)
+    jobs = [
+        (contender, k, final_checkpoint(contender.trial) if k == 0 else None)
+        for contender in contenders
+        for k in range(n_seeds)
+    ]
+    # Longest first: retraining runs go out before checkpoint loads (seconds), so the last
+    # task to finish is not a long one started when the others were done.
+    jobs.sort(key=lambda job: -retrain_seconds(job[0].trial) if job[2] is None else 0.0)
+    pending: dict[str, dict[int, Any]] = {}
+    for contender, k, checkpoint in jobs:
+        config = contender.trial.config
+        best = "best" in contender.roles
+        resources = _resources(exp, str(config.get("model")))
+        task = ray.remote(num_cpus=resources["CPU"], num_gpus=resources["GPU"])(evaluate_run)
+        pending.setdefault(contender.key, {})[k] = task.remote(
+            config,
+            int(config.get("seed", base_seed)) + k,
+            refs[str(config["dataset"])],
+            _checkpoint_location(checkpoint, folder, checkpoint_root),
+            others_ref if best else None,
+            tuple(plan.pairs.get(str(config["dataset"]), {})) if best else (),
+            best,
+        )
+    runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
+    all_sets = {**datasets, **{name: ext.arrays for name, ext in externals.items()}}
+    result = assemble(exp, datasets, contenders, runs, rounds, plan=plan, others=all_sets)
+    result["external_sets"] = [ext.describe(name) for name, ext in externals.items()]
+    write_atomic(folder / EVALUATION_FILE, json.dumps(result, indent=1))
+    exp.evaluation = result
+    echo(f"evaluate: wrote {folder / EVALUATION_FILE}")
+    return result
+
+
+def _resources(exp: Experiment, model: str) -> dict[str, float]:
+    for line in exp.record.get("plan", []):
+        if line.get("model") == model and "resources" in line:
+            return {
+                "CPU": float(line["resources"].get("CPU", 1)),
+                "GPU": float(line["resources"].get("GPU", 0)),
+            }
+    return {"CPU": 1.0, "GPU": 0.0}

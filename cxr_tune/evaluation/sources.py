@@ -1,0 +1,115 @@
+"""The data an evaluation scores on: the experiment's own datasets, decoded again from what
+its record holds (and checked to be the split the search used), and the external sets that were
+not searched (recorded by the search, or named on the command line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxr_tune.config import DataSource
+from cxr_tune.constants import DEFAULT_IMAGE_SIZE
+from cxr_tune.data.types import DatasetArrays
+from cxr_tune.experiment import Experiment
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """A dataset scored only as an external set (``--external``): its arrays and source."""
+
+    arrays: DatasetArrays
+    source: DataSource
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "key": self.source.key,
+            "source": str(self.source.path) if self.source.path else "built-in",
+            "task": self.arrays.task,
+            "classes": list(self.arrays.classes),
+            "test_images": len(self.arrays.split("test")),
+            "split_hash": self.arrays.split_hash,
+        }
+
+
+def external_name(key: str, taken: Sequence[str]) -> str:
+    """A name for an external set: its layout key, made unique among ``taken``."""
+    name, n = key, 2
+    while name in taken:
+        name, n = f"{key}_{n}", n + 1
+    return name
+
+
+def reload_datasets(exp: Experiment, *, cache_dir: Path | None = None) -> dict[str, DatasetArrays]:
+    """Decode (from the cache) the experiment's datasets again, from the sources and data
+    options its record holds, and check that each split is the one the search used."""
+    from cxr_tune.data import DataOptions, load_dataset
+    from cxr_tune.errors import DataError
+
+    options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
+    datasets: dict[str, DatasetArrays] = {}
+    for info in exp.record.get("datasets", []):
+        arrays = load_dataset(_recorded_source(info), options)
+        if arrays.split_hash != info.get("split_hash"):
+            raise DataError(
+                f"The split of {info['name']} is not the one the search used "
+                f"({arrays.split_hash} != {info.get('split_hash')}): the dataset changed."
+            )
+        datasets[str(info["name"])] = arrays
+    return datasets
+
+
+def load_externals(
+    exp: Experiment,
+    extra: Sequence[DataSource] = (),
+    *,
+    cache_dir: Path | None = None,
+    echo: Echo = print,
+) -> dict[str, ExternalSet]:
+    """The experiment's external sets (recorded by the search) and ``extra`` ones, decoded with
+    the experiment's data options (its image size), named by layout key.
+
+    Raises:
+        ConfigError, DataError: as ``load_dataset``.
+    """
+    from cxr_tune.data import DataOptions, load_dataset, resolve_source
+
+    options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
+    recorded = [_recorded_source(info) for info in exp.record.get("externals", [])]
+    taken = [str(d["name"]) for d in exp.record.get("datasets", [])]
+    out: dict[str, ExternalSet] = {}
+    for source in [*recorded, *extra]:
+        source = resolve_source(source)
+        arrays = load_dataset(source, options)
+        name = external_name(str(source.key or "external"), [*taken, *out])
+        out[name] = ExternalSet(arrays, source)
+        echo(
+            f"evaluate: external set {name}: {len(arrays.split('test'))} test images, "
+            f"classes {', '.join(arrays.classes)}"
+        )
+    return out
+
+
+def _recorded_options(exp: Experiment) -> dict[str, Any]:
+    recorded = dict(exp.record.get("data_options", {}))
+    # Records written before every option was kept hold only these three.
+    recorded.setdefault("seed", exp.record.get("seed", 0))
+    recorded.setdefault("phantom_images", 640)
+    datasets = exp.record.get("datasets", [])
+    size = datasets[0].get("image_size", DEFAULT_IMAGE_SIZE) if datasets else DEFAULT_IMAGE_SIZE
+    recorded.setdefault("image_size", size)
+    return recorded
+
+
+def _recorded_source(info: Mapping[str, Any]) -> DataSource:
+    """The data source of a recorded dataset, resolved as the search resolved it."""
+    if info.get("source") == "built-in":
+        return DataSource(str(info.get("key") or "phantom"), None)
+    return DataSource(
+        str(info.get("key") or info["name"]), Path(info["source"]), detected=info.get("detected")
+    )

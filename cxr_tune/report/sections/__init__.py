@@ -1,0 +1,2 @@
+"""The report's sections, one module per part of the report, in the order ``build.py`` puts
+them."""
