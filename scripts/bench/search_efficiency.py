@@ -52,7 +52,13 @@ import search_efficiency_report as report  # noqa: E402
 import search_efficiency_train as training  # noqa: E402
 from common import RESULTS, machine_description, write_result  # noqa: E402
 from search_efficiency_grids import GRIDS  # noqa: E402
-from search_efficiency_replay import METHODS, AshaSetting, grid_results, replay  # noqa: E402
+from search_efficiency_replay import (  # noqa: E402
+    ALGORITHM,
+    METHODS,
+    AshaSetting,
+    grid_results,
+    replay,
+)
 
 RUNS = training.RUNS
 BUDGET = 0.30
@@ -129,6 +135,7 @@ def grid_facts(grid: Mapping[str, Any], budget: float) -> dict[str, Any]:
     return {
         "name": grid["grid"].get("name"),
         "role": role_of(grid),
+        "data": data_label(grid["grid"]),
         "configurations": len(refs),
         "epochs_per_trial": epochs,
         "epochs": total,
@@ -155,6 +162,20 @@ def grid_facts(grid: Mapping[str, Any], budget: float) -> dict[str, Any]:
         },
         "spearman": measures.spearman_by_epoch(grid),
     }
+
+
+def data_label(meta: Mapping[str, Any]) -> str:
+    """What a grid was trained on, in a few words (``phantom A, seed 50, 32 px, smallcnn``)."""
+    if meta.get("data") == "real":
+        parts = ["real radiographs"]
+    else:
+        parts = [f"phantom {'B' if meta.get('data') == 'phantom_b' else 'A'}, seed {meta['seed']}"]
+        if float(meta.get("strength", 1.0)) != 1.0:
+            parts.append(f"opacity x{float(meta['strength']):g}")
+        if meta.get("imbalance"):
+            parts.append(f"classes as {meta['imbalance']}")
+    parts += [f"{meta.get('image_size', '?')} px", str(meta.get("model", "?"))]
+    return ", ".join(parts)
 
 
 # ---- replays, in worker processes, cached under runs/ -------------------------------------------
@@ -593,6 +614,15 @@ def space_setting(space: str) -> AshaSetting:
     )
 
 
+def space_method(space: str) -> str:
+    """The method that replays a search space's default: its searcher, with ASHA."""
+    from cxr_tune.spaces import load_space
+
+    algorithm = load_space(space).algorithm
+    searcher = {v: k for k, v in ALGORITHM.items()}.get(algorithm, "tpe")
+    return f"{searcher}_asha"
+
+
 def replay_all(args: argparse.Namespace) -> int:
     """Replay every method (and with ``--screen`` other ASHA settings on the development
     grids) on every grid, with random search's reference runs, and measure them.
@@ -752,6 +782,7 @@ def summarise(
         "concurrency": 2,
         "multipliers": list(MULTIPLIERS),
         "default_setting": {"label": default.label(), **default.as_space()},
+        "default_method": space_method(args.space),
         "grids": facts,
         "per_grid": per_grid,
         "groups": groups,

@@ -23,7 +23,8 @@ LABELS = {
 ROLE_TITLES = {
     "held-out": "held-out grids (never used to choose a setting; the quoted figures)",
     "development": "development grids (settings chosen here: in-sample)",
-    "legacy": "legacy AlexNet grids (in-sample; 1 to 3 seeds per configuration)",
+    "legacy": "legacy AlexNet grids (in-sample: the earlier ASHA setting was chosen on them; "
+    "not held-out; 1 to 3 seeds per configuration)",
 }
 MAIN_PAIRS = ("tpe_asha - random_asha", "gp_asha - random_asha", "random_asha - random_full")
 
@@ -61,6 +62,7 @@ def grid_table(summary: Mapping[str, Any], role: str) -> Table:
         rows.append(
             [
                 name,
+                f.get("data", "-"),
                 f"{f['configurations']} x {f['epochs_per_trial']}",
                 f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}-{seeds[1]}",
                 f"{_f(f['y_star'], 3)} ({f['best']})",
@@ -71,7 +73,7 @@ def grid_table(summary: Mapping[str, Any], role: str) -> Table:
                 _f(f["random"]["by_delta"]["1.0"]["ert"], 0),
             ]
         )
-    headers = ["grid", "configs x epochs", "seeds", "y* (best)", "delta = (images^2 + seeds^2)^0.5",
+    headers = ["grid", "data", "configs x epochs", "seeds", "y* (best)", "delta = (images^2 + seeds^2)^0.5",
                "|G| at 0.5/1/2 delta", "random, same rule: E[v] (completed)",
                "textbook random: E[v] (configs)", "random ERT"]  # fmt: skip
     return (f"Grids: {ROLE_TITLES[role]}", headers, rows)
@@ -333,7 +335,10 @@ def markdown(summary: Mapping[str, Any]) -> str:
         f"the incumbent after {summary.get('early', 0.1):.0%} of them, read off the whole-grid "
         "replays); "
         f"random search's reference from {summary['reference_runs']} runs under the same "
-        f"budget rule. ASHA: {summary['default_setting']['label']}.",
+        "budget rule (two trials at once; a trial still running when the budget is spent stops "
+        "there, so the last one is cut). The default (the study's spaces): "
+        f"{_label(summary.get('default_method', 'tpe_asha'))}, ASHA "
+        f"{summary['default_setting']['label']}.",
     ]
     for title, headers, rows in tables(summary):
         lines += ["", f"**{title}**", "", "| " + " | ".join(headers) + " |"]
