@@ -89,33 +89,50 @@ def check_before_start(request: SearchRequest) -> None:
     check_external_classes(request)
 
 
+def compares_datasets(request: SearchRequest) -> bool:
+    """Whether the run scores a model on a dataset it did not train on (a transfer: several
+    searched datasets, or an external set). Class names must match shared classes only then."""
+    return len(request.sources) + len(request.externals) > 1
+
+
 def check_external_classes(request: SearchRequest) -> None:
     """The label-map file reads, and every class of an external set maps onto a shared class
     (a bad file or a misspelt imagefolder class stops the search here, before hours of
     training, rather than at the evaluation). So do the class folders of a searched
     imagefolder dataset, the one layout whose class names are the user's own: read from the
     folder names, before Ray starts or an image is decoded (``check_searched_classes`` checks
-    every dataset again once its data is read)."""
+    every dataset again once its data is read). A run that compares no datasets never stops
+    over a class name."""
     from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset
     from cxr_tune.data.layouts.imagefolder import NAME as IMAGEFOLDER
 
     maps = load_label_maps(request.label_map)
+    strict = compares_datasets(request)
     for source in request.externals:
         map_dataset(classes_of(source), maps)
     for name, source in zip(request.dataset_names, request.sources, strict=True):
         if source.key == IMAGEFOLDER:
-            map_dataset(classes_of(source, name, request.plan.data_options), maps)
+            map_dataset(classes_of(source, name, request.plan.data_options), maps, strict)
 
 
-def check_searched_classes(request: SearchRequest, datasets: Mapping[str, DatasetArrays]) -> None:
+def check_searched_classes(
+    request: SearchRequest, datasets: Mapping[str, DatasetArrays], echo: Echo = print
+) -> None:
     """Every searched dataset's classes map onto the shared classes as the final evaluation
     will map them (its clinical metrics and transfers), checked once the data is read and
-    before any trial runs."""
+    before any trial runs; the classes that match none are named."""
     from cxr_tune.data.labelmap import DatasetClasses, load_label_maps, map_dataset
 
     maps = load_label_maps(request.label_map)
+    strict = compares_datasets(request)
     for (name, arrays), key in zip(datasets.items(), request.dataset_keys, strict=True):
-        map_dataset(DatasetClasses(name, key, arrays.task, tuple(arrays.classes)), maps)
+        side = map_dataset(
+            DatasetClasses(name, key, arrays.task, tuple(arrays.classes)), maps, strict
+        )
+        unmatched = [own for own, target in side.shared.items() if target is None]
+        if unmatched:
+            where = "left out of its transfers" if strict else "this run compares no datasets"
+            echo(f"labels: {name}: {', '.join(unmatched)}: no shared class ({where})")
 
 
 def load_search_data(
@@ -248,7 +265,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         # Before decoding: a GPU run on a cluster that can never have a GPU fails at once.
         check_gpus_reachable(request.plan, echo)
         datasets = load_search_data(request, echo, previous)
-        check_searched_classes(request, datasets)
+        check_searched_classes(request, datasets, echo)
         request = _placed(request, datasets, echo)
         check_batch_sizes(request.plan, {n: a.sizes()["train"] for n, a in datasets.items()})
         search_data = {name: arrays.for_search() for name, arrays in datasets.items()}
