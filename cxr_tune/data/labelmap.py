@@ -210,6 +210,11 @@ def load_label_maps(user_file: str | Path | None = None) -> LabelMaps:
         user_text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"The label-map file '{path}' cannot be read: {err.strerror}.") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"The label-map file '{path}' is not UTF-8 text (byte {err.start}); a label map is "
+            "a YAML file of the schema in the built-in label_maps.yaml."
+        ) from None
     return _parse(_load_yaml(user_text, str(path)), str(path), base=maps)
 
 

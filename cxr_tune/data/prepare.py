@@ -451,8 +451,8 @@ def _labels(
     if not keep:
         raise DataError(
             f"The folder '{manifest.root}' leaves no label with at least {min_positives} positive "
-            f"images in every split (labels: {', '.join(vocab)}); lower min_label_positives or "
-            "add images."
+            f"images in every split (labels: {', '.join(vocab)}); lower --min-label-positives "
+            "(search, data inspect, data prepare) or add images."
         )
     return tuple(vocab[k] for k in keep), np.ascontiguousarray(hot[:, keep]), dropped
 

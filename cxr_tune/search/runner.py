@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from cxr_tune.config import DataSource
-from cxr_tune.constants import DEFAULT_SPLIT_MODE, ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
+from cxr_tune.constants import (
+    DEFAULT_MIN_LABEL_POSITIVES,
+    DEFAULT_SPLIT_MODE,
+    ENV_RAY_CHDIR,
+    RECORD_FILE,
+    REPORT_MD,
+    STUDY_FILE,
+)
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
 from cxr_tune.errors import ConfigError
 from cxr_tune.evaluation.finish import Finished, FinishOptions, finish
@@ -58,6 +65,7 @@ class SearchRequest:
     # Datasets not searched, on which the final models are also scored (external validation).
     externals: tuple[DataSource, ...] = ()
     label_map: str | None = None
+    min_label_positives: int = DEFAULT_MIN_LABEL_POSITIVES
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,7 @@ def load_search_data(
     """Decode (or reuse from the cache) and split every dataset, with all three splits (the
     trials get ``for_search()``, the final evaluation the test split). A resumed search uses
     the data options its record holds (``previous``), so it rebuilds the data it started on."""
-    options = data_options(request.plan, request.cache_dir, request.split or DEFAULT_SPLIT_MODE)
+    options = request_data_options(request)
     if previous and "data_options" in previous:
         options = DataOptions.from_record(
             previous["data_options"], cache_dir=request.cache_dir or default_cache_dir()
@@ -161,7 +169,10 @@ def load_search_data(
 
 
 def data_options(
-    plan: Plan, cache_dir: Path | None, split: str = DEFAULT_SPLIT_MODE
+    plan: Plan,
+    cache_dir: Path | None,
+    split: str = DEFAULT_SPLIT_MODE,
+    min_label_positives: int = DEFAULT_MIN_LABEL_POSITIVES,
 ) -> DataOptions:
     return DataOptions(
         image_size=int(plan.fixed["image_size"]),
@@ -170,7 +181,33 @@ def data_options(
         phantom_images=plan.profile.phantom_images,
         split=split,
         parser_options=dict(plan.data_options),
+        min_label_positives=min_label_positives,
     )
+
+
+def request_data_options(request: SearchRequest) -> DataOptions:
+    """The data options a search asks for (a resumed one uses its record's instead)."""
+    return data_options(
+        request.plan,
+        request.cache_dir,
+        request.split or DEFAULT_SPLIT_MODE,
+        request.min_label_positives,
+    )
+
+
+def check_without_training(request: SearchRequest, echo: Echo = print) -> None:
+    """What ``--dry-run`` checks: every check a search makes before its first trial apart
+    from Ray's (GPUs reachable, GPU shares): the experiment's name, the label map and the
+    class names, the data (decoded into the cache as the search decodes it, or read from
+    there, with its split and label checks) and the batch sizes against each training split.
+
+    Raises:
+        ConfigError, DataError: as the search would raise them, before its first trial.
+    """
+    check_before_start(request)
+    datasets = load_search_data(request, echo, _previous_record(request))
+    check_searched_classes(request, datasets, echo)
+    check_batch_sizes(request.plan, {n: a.sizes()["train"] for n, a in datasets.items()})
 
 
 def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays]) -> dict[str, Any]:
@@ -193,9 +230,7 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
         "eval_seeds": plan.eval_seeds,
         "bootstrap": plan.space.bootstrap,
         "plan": plan.lines(),
-        "data_options": data_options(
-            plan, request.cache_dir, request.split or DEFAULT_SPLIT_MODE
-        ).to_record(),
+        "data_options": request_data_options(request).to_record(),
         "datasets": [
             {
                 "name": name,
