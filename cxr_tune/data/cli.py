@@ -227,6 +227,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += [
         "",
         f"Leakage audit: {audit['groups']} groups ({audit['patient_groups']} by patient id, "
+        f"{audit.get('exact_copies', 0)} exact pixel copies, "
         f"{audit['near_duplicate_pairs']} near-duplicate pairs at similarity >= "
         f"{audit['min_similarity']}, largest group {audit['largest_cluster']} images, "
         f"{audit['refused_merges']} merges refused by the size cap); "
