@@ -5,6 +5,7 @@ not searched (recorded by the search, or named on the command line).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,20 @@ from cxr_tune.experiment import Experiment
 Echo = Callable[[str], None]
 
 
+# What an external set's models are scored on.
+WHOLE_COHORT = "whole cohort"
+TEST_SPLIT = "test split"
+
+
 @dataclass(frozen=True)
 class ExternalSet:
-    """A dataset scored only as an external set (``--external``): its arrays and source."""
+    """A dataset scored only as an external set (``--external``): its arrays (``test`` is
+    what is scored), its source, and ``scored_on``: the whole cohort when no model of the
+    experiment trained on it, its test split when a searched dataset is given again."""
 
     arrays: DatasetArrays
     source: DataSource
+    scored_on: str = WHOLE_COHORT
 
     def describe(self, name: str) -> dict[str, Any]:
         return {
@@ -32,13 +41,14 @@ class ExternalSet:
             "source": str(self.source.path) if self.source.path else "built-in",
             "task": self.arrays.task,
             "classes": list(self.arrays.classes),
-            "test_images": len(self.arrays.split("test")),
+            "scored_on": self.scored_on,
+            "images": len(self.arrays.split("test")),
             "split_hash": self.arrays.split_hash,
         }
 
 
 def external_name(key: str, taken: Sequence[str]) -> str:
-    """A name for an external set: its layout key, made unique among ``taken``."""
+    """A name for an external set (its folder's name), made unique among ``taken``."""
     name, n = key, 2
     while name in taken:
         name, n = f"{key}_{n}", n + 1
@@ -54,7 +64,9 @@ def reload_datasets(exp: Experiment, *, cache_dir: Path | None = None) -> dict[s
     options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
     datasets: dict[str, DatasetArrays] = {}
     for info in exp.record.get("datasets", []):
-        arrays = load_dataset(_recorded_source(info), options)
+        arrays = dataclasses.replace(
+            load_dataset(_recorded_source(info), options), name=str(info["name"])
+        )
         if arrays.split_hash != info.get("split_hash"):
             raise DataError(
                 f"The split of {info['name']} is not the one the search used "
@@ -72,7 +84,9 @@ def load_externals(
     echo: Echo = print,
 ) -> dict[str, ExternalSet]:
     """The experiment's external sets (recorded by the search) and ``extra`` ones, decoded with
-    the experiment's data options (its image size), named by layout key.
+    the experiment's data options (its image size), named by layout key. Each is scored on all
+    its usable images, as external validation scores a cohort; a set that is also one of the
+    experiment's searched datasets keeps its test split (its cells trained on the rest).
 
     Raises:
         ConfigError, DataError: as ``load_dataset``.
@@ -80,19 +94,38 @@ def load_externals(
     from cxr_tune.data import DataOptions, load_dataset, resolve_source
 
     options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
-    recorded = [_recorded_source(info) for info in exp.record.get("externals", [])]
+    recorded = [
+        (_recorded_source(info), info.get("name")) for info in exp.record.get("externals", [])
+    ]
     taken = [str(d["name"]) for d in exp.record.get("datasets", [])]
+    searched = {
+        _identity(_recorded_source(info))
+        for info in exp.record.get("datasets", [])
+        if "source" in info
+    }
     out: dict[str, ExternalSet] = {}
-    for source in [*recorded, *extra]:
-        source = resolve_source(source)
-        arrays = load_dataset(source, options)
-        name = external_name(str(source.key or "external"), [*taken, *out])
-        out[name] = ExternalSet(arrays, source)
+    for given, recorded_name in [*recorded, *((source, None) for source in extra)]:
+        # Named as the search names them: by the folder given (before detection may pick a
+        # subfolder), unique among the experiment's datasets and the other external sets.
+        name = external_name(str(recorded_name or given.default_name), [*taken, *out])
+        source = resolve_source(given)
+        arrays = dataclasses.replace(load_dataset(source, options), name=name)
+        if _identity(source) in searched:
+            external = ExternalSet(arrays.for_test(), source, TEST_SPLIT)
+        else:
+            external = ExternalSet(arrays.whole_as_test(), source, WHOLE_COHORT)
+        out[name] = external
         echo(
-            f"evaluate: external set {name}: {len(arrays.split('test'))} test images, "
-            f"classes {', '.join(arrays.classes)}"
+            f"evaluate: external set {name}: {len(external.arrays.split('test'))} images "
+            f"({external.scored_on}), classes {', '.join(arrays.classes)}"
         )
     return out
+
+
+def _identity(source: DataSource) -> tuple[str, str]:
+    """What makes two sources one dataset: the layout and the folder (resolved)."""
+    path = str(Path(source.path).expanduser().resolve()) if source.path else "built-in"
+    return str(source.key), path
 
 
 def _recorded_options(exp: Experiment) -> dict[str, Any]:

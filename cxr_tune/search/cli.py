@@ -11,11 +11,18 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from cxr_tune.config import PROFILE_CHOICES, DataSource
-from cxr_tune.constants import DEFAULT_IMAGE_SIZE, DIVERGED, FAILED, SPLIT_MODES
+from cxr_tune.config import PROFILE_CHOICES, DataSource, unique_dataset_names
+from cxr_tune.constants import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MIN_LABEL_POSITIVES,
+    DIVERGED,
+    FAILED,
+    SPLIT_MODES,
+)
 from cxr_tune.errors import ConfigError
 from cxr_tune.search.budget import parse_duration
 from cxr_tune.search.placement import parse_size
@@ -53,6 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[KEY=]PATH",
         help="a dataset root folder; repeat for several. KEY forces a layout. Built in: phantom "
         "(the default; site A), phantom_b (site B), phantom_marker (site A, class-correlated marker)",
+    )
+    parser.add_argument(
+        "--data-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the name of the --data of the same position (repeat in order): in cells, reports, "
+        "trials.csv and label-map files (default: the dataset's folder name; a built-in "
+        "dataset's own name)",
     )
     parser.add_argument(
         "--external",
@@ -152,12 +168,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "loss and metrics); overrides the space's data.uncertain (default: ignore)",
     )
     parser.add_argument(
+        "--min-label-positives",
+        type=int,
+        default=DEFAULT_MIN_LABEL_POSITIVES,
+        help="multi-label datasets: a label is kept when it has this many positive images in "
+        f"every split (default: {DEFAULT_MIN_LABEL_POSITIVES})",
+    )
+    parser.add_argument(
         "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
     )
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the resolved plan, one JSON object per cell, and start nothing",
+        help="make every check the search makes before its first trial (the data, decoded "
+        "into the cache, and the label map included) and print the resolved plan, one JSON "
+        "object per cell; no trial runs",
     )
 
 
@@ -184,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         ("--eval-seeds", args.eval_seeds),
         ("--budget-epochs", args.budget_epochs),
         ("--epochs", args.epochs),
+        ("--min-label-positives", args.min_label_positives),
     ):
         _positive(flag, value)
     if args.image_size is not None and args.image_size < 32:
@@ -195,14 +221,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed: the value is {args.seed}, but must be >= 0.")
     space = load_space(args.space)
     given = tuple(DataSource.parse(text) for text in args.data) or (DataSource.phantom(),)
+    dataset_names = _dataset_names(given, args.data_name)
     # Each layout is detected here, once: the runner loads the folders found.
     sources = tuple(_announced(resolve_source(source)) for source in given)
-    externals = tuple(
-        _announced(resolve_source(DataSource.parse(text)))
+    given_externals = tuple(
+        DataSource.parse(text)
         for text in (args.external or ([] if args.data else [DEFAULT_EXTERNAL]))
     )
+    external_names = unique_dataset_names(
+        [source.default_name for source in given_externals], taken=dataset_names
+    )
+    externals = tuple(_announced(resolve_source(source)) for source in given_externals)
     dataset_keys = tuple(str(source.key) for source in sources)
-    dataset_names = _unique_names(dataset_keys)
     storage = Storage.parse(args.storage)
     profile, reason = resolve_profile(args.profile, gpus_available=_gpus_available(args))
     plan = build_plan(
@@ -226,13 +256,8 @@ def run(args: argparse.Namespace) -> int:
     _check_data_options(dataset_keys, plan.data_options)
     if plan.needs_placement():
         plan = plan.placed(_estimated_sizes(plan, sources, dataset_names, args))
-    if args.dry_run:
-        for line in plan.lines():
-            print(json.dumps(line))
-        return 0
     name = _experiment_name(args, storage, space.name, profile.name)
-    _announce(plan, reason, name, args)
-    from cxr_tune.search.runner import SearchRequest, run_search
+    from cxr_tune.search.runner import SearchRequest, check_without_training, run_search
 
     request = SearchRequest(
         plan=plan,
@@ -247,11 +272,24 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
         split=args.split,
         externals=externals,
+        external_names=external_names,
         label_map=str(Path(args.label_map).expanduser().resolve()) if args.label_map else None,
         ray_address=args.address,
         argv=tuple(args.command_line),
         profile_reason=reason,
+        min_label_positives=args.min_label_positives,
     )
+    if args.dry_run:
+        # Every check the search makes before its first trial. What the checks read goes to
+        # stderr once they pass (stdout is the plan, one JSON object per cell; a refusal is
+        # one line).
+        read: list[str] = []
+        check_without_training(request, echo=read.append)
+        print("\n".join(read), file=sys.stderr)
+        for line in plan.lines():
+            print(json.dumps(line))
+        return 0
+    _announce(plan, reason, name, args)
     outcome = run_search(request)
     if outcome.interrupted:
         return 130
@@ -293,15 +331,26 @@ def _check_data_options(keys: tuple[str, ...], options: Mapping[str, Any]) -> No
         check_options(key, options, DATASETS.get(key).options)
 
 
-def _unique_names(keys: tuple[str, ...]) -> tuple[str, ...]:
-    """Dataset names for cells: the key, with _2, _3... when a layout is given twice."""
-    names: list[str] = []
-    for key in keys:
-        name, n = key, 2
-        while name in names:
-            name, n = f"{key}_{n}", n + 1
-        names.append(name)
-    return tuple(names)
+def _dataset_names(given: tuple[DataSource, ...], chosen: list[str]) -> tuple[str, ...]:
+    """Each dataset's name: ``--data-name`` where given (in the order of ``--data``), else the
+    folder's name; unique within the run (a repeated default gets _2, _3...)."""
+    from cxr_tune.config import safe_dataset_name, unique_dataset_names
+
+    if len(chosen) > len(given):
+        raise ConfigError(
+            f"--data-name: {len(chosen)} names for {len(given)} datasets; give one --data-name "
+            "per --data, in the same order."
+        )
+    for name in chosen:
+        if safe_dataset_name(name) != name or not name:
+            raise ConfigError(
+                f"--data-name: '{name}' is not a usable name; use letters, digits, '.', '_' "
+                "and '-' (not at either end)."
+            )
+    if len(set(chosen)) < len(chosen):
+        raise ConfigError(f"--data-name: the names {', '.join(chosen)} repeat; give each once.")
+    defaults = [source.default_name for source in given[len(chosen) :]]
+    return (*chosen, *unique_dataset_names(defaults, taken=chosen))
 
 
 def _gpus_available(args: argparse.Namespace) -> float:

@@ -209,3 +209,75 @@ def test_evaluate_with_no_seeds(capsys, tmp_path: Path) -> None:
 def test_evaluate_exits_2_in_a_real_process(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text(json.dumps({}))
     assert_user_error(run_module("cxr_tune.evaluate", tmp_path / "x.json"), "is a file")
+
+
+# --- a dry run checks what the search checks before its first trial ------------------------
+
+
+def test_dry_run_refuses_a_label_map_that_is_not_utf8(capsys, tmp_path: Path) -> None:
+    label_map = tmp_path / "maps.yaml"
+    label_map.write_bytes(b"datasets:\n  phantom: {classes: {Normal: \xff\xfe}}\n")
+    outcome = search(capsys, tmp_path, "--label-map", label_map, "--dry-run")
+    assert_user_error(outcome, f"The label-map file '{label_map}' is not UTF-8 text")
+    assert_no_files(tmp_path / "results")
+
+
+def test_dry_run_refuses_a_label_map_naming_a_class_the_data_lacks(capsys, tmp_path: Path) -> None:
+    label_map = tmp_path / "maps.yaml"
+    label_map.write_text("datasets:\n  phantom:\n    classes:\n      Normall: normal\n")
+    outcome = search(
+        capsys, tmp_path, "--label-map", label_map, "--cache-dir", tmp_path / "c", "--dry-run"
+    )
+    assert_user_error(outcome, "has no class 'Normall'", "Did you mean 'Normal'?")
+    assert_no_files(tmp_path / "results")
+
+
+@pytest.mark.slow  # decodes a miniature dataset twice
+def test_dry_run_refuses_the_data_that_data_inspect_refuses(capsys, tmp_path: Path) -> None:
+    from tests.data.builders import build_nih_chestxray14
+
+    root = build_nih_chestxray14(tmp_path / "nih").root
+    cache = tmp_path / "cache"
+    # Too few positives per split for any label: both commands refuse, the same way; the
+    # option the message names can be set on both.
+    options = ("--cache-dir", cache, "--min-label-positives", "100")
+    inspected = call_main(command("data"), capsys, "inspect", root, *options)
+    line = assert_user_error(inspected, "leaves no label with at least 100 positive images")
+    assert "--min-label-positives" in line
+    planned = search(capsys, tmp_path, "--data", root, *options, "--dry-run")
+    # The same message, apart from the command's name in front.
+    assert assert_user_error(planned).split(": error: ")[1] == line.split(": error: ")[1]
+    # With the default the same folder plans, and says what it read.
+    planned = search(capsys, tmp_path, "--data", root, "--cache-dir", cache, "--dry-run")
+    assert planned.code == 0, planned.err
+    assert "data: archive: 3 classes (multilabel)" in planned.err
+    plan = [json.loads(line) for line in planned.out.splitlines() if line.startswith("{")]
+    # Named after its folder (the Kaggle archive's), as people name it.
+    assert [cell["cell"] for cell in plan] == ["archive/alexnet"]
+
+
+@pytest.mark.slow  # reads two miniature folders' class names
+def test_datasets_are_named_after_their_folders_or_as_told(capsys, tmp_path: Path) -> None:
+    for folder in ("itu4", "other/itu4"):
+        for name in ("covid", "normal"):
+            for k in range(16):
+                save_image(tmp_path / folder / name / f"{name}{k}.png", 100 * k + len(folder))
+    data = ("--data", tmp_path / "itu4", "--data", tmp_path / "other" / "itu4")
+    common = ("--cache-dir", tmp_path / "cache", "--dry-run", "--num-samples", "1")
+
+    def cells(outcome) -> list[str]:
+        assert outcome.code == 0, outcome.err
+        return [json.loads(line)["cell"] for line in outcome.out.splitlines() if line[:1] == "{"]
+
+    assert cells(search(capsys, tmp_path, *data, *common)) == ["itu4/alexnet", "itu4_2/alexnet"]
+    named = search(capsys, tmp_path, *data, "--data-name", "site1", *common)
+    assert cells(named) == ["site1/alexnet", "itu4/alexnet"]
+    # A label-map file names a dataset by that name.
+    label_map = tmp_path / "maps.yaml"
+    label_map.write_text("datasets:\n  site1:\n    classes:\n      Covid: covid\n")
+    refused = search(capsys, tmp_path, *data, "--data-name", "site1", "--label-map", label_map)
+    assert_user_error(refused, "the dataset 'site1' has no class 'Covid'")
+    bad = search(capsys, tmp_path, *data, "--data-name", "a b", *common)
+    assert_user_error(bad, "--data-name: 'a b' is not a usable name")
+    many = search(capsys, tmp_path, "--data", tmp_path / "itu4", *("--data-name", "x") * 2)
+    assert_user_error(many, "--data-name: 2 names for 1 datasets")
