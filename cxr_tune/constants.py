@@ -113,3 +113,6 @@ ENV_RAY_CHDIR = "RAY_CHDIR_TO_TRIAL_DIR"  # Ray's: trials keep the driver's work
 DEFAULT_CACHE_DIR = "~/.cache/cxr_tune"
 DEFAULT_SCRATCH_DIR = "~/.cache/cxr_tune/studies"
 DEFAULT_STORAGE = "~/cxr_tune_results"
+# A multi-label dataset's label is kept when it has this many positive images in every split
+# (``--min-label-positives`` on the search and data commands).
+DEFAULT_MIN_LABEL_POSITIVES = 2

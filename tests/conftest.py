@@ -40,7 +40,10 @@ def _cpu_seconds() -> float:
 SHARED_FIXTURES = ("finished_search", "ray_local")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The group marker is xdist's own: without the plugin, --strict-markers would refuse it.
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
     for item in items:
         shared = [name for name in SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
         if shared:

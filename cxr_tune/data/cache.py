@@ -41,7 +41,8 @@ from cxr_tune.errors import DataError
 
 # Bump when the cache's content or meaning changes: old folders are then rebuilt, never misread.
 # 2: lung masks (masks.npy) where the dataset ships them.
-FORMAT_VERSION = 2
+# 3: uniform images skipped; exact pixel copies grouped (kept in one split).
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cxr_tune.constants import DEFAULT_IMAGE_SIZE, DEFAULT_SPLIT_MODE
+from cxr_tune.constants import DEFAULT_IMAGE_SIZE, DEFAULT_MIN_LABEL_POSITIVES, DEFAULT_SPLIT_MODE
 
 # Heavy modules (numpy, PIL, the parsers) are imported after argument parsing: --help is instant.
 DESCRIPTION = "Inspect a dataset folder, or decode it once into the cache."
@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help="a dataset's own split (train/ and test/ folders, ...): grouped (default) moves "
             "images to keep patients and near-duplicates whole; published keeps it exactly",
         )
+        sub.add_argument(
+            "--min-label-positives",
+            type=int,
+            default=DEFAULT_MIN_LABEL_POSITIVES,
+            help="multi-label datasets: a label is kept when it has this many positive images "
+            f"in every split (default: {DEFAULT_MIN_LABEL_POSITIVES})",
+        )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     labels = commands.add_parser(
         "labels", help="each dataset's classes on the shared classes, and what two datasets share"
@@ -75,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.image_size < 8:
         raise ConfigError(f"--image-size: the value is {args.image_size}, but must be >= 8.")
+    if args.min_label_positives < 1:
+        raise ConfigError(
+            f"--min-label-positives: the value is {args.min_label_positives}, but must be >= 1."
+        )
     source = parse_source(args.path, args.data_key)
     options = DataOptions(
         image_size=args.image_size,
@@ -83,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         parser_options=_parser_options(args),
         split=check_split_mode(args.split),
+        min_label_positives=args.min_label_positives,
     )
     entry = prepare(source, options, progress=None)
     if args.data_command == "prepare":
@@ -215,6 +227,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += [
         "",
         f"Leakage audit: {audit['groups']} groups ({audit['patient_groups']} by patient id, "
+        f"{audit.get('exact_copies', 0)} exact pixel copies, "
         f"{audit['near_duplicate_pairs']} near-duplicate pairs at similarity >= "
         f"{audit['min_similarity']}, largest group {audit['largest_cluster']} images, "
         f"{audit['refused_merges']} merges refused by the size cap); "

@@ -43,6 +43,7 @@ like, so :func:`audit_pairs` keeps only pairs across groups.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -359,6 +360,25 @@ class ThumbSource(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: slice) -> np.ndarray: ...
+
+
+def exact_copies(pixels: ThumbSource, chunk: int = 1024) -> list[list[int]]:
+    """Images whose decoded pixels are identical, as lists of two or more indices (ascending).
+
+    A hash of the pixels, whatever the signature: an image with too little texture has an
+    empty signature and is a near-duplicate of nothing, yet its copies are still copies.
+    """
+    first: dict[bytes, int] = {}
+    groups: dict[int, list[int]] = {}
+    for start in range(0, len(pixels), chunk):
+        block = np.asarray(pixels[start : start + chunk])
+        for k, image in enumerate(block):
+            key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+            index = start + k
+            original = first.setdefault(key, index)
+            if original != index:
+                groups.setdefault(original, [original]).append(index)
+    return list(groups.values())
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,10 @@ SKIP_TRUNCATED = "truncated or corrupt image data"
 SKIP_TOO_LARGE = f"too many pixels (over {MAX_PIXELS:,}; decompression bomb limit)"
 SKIP_TOO_SMALL = f"too small to be a radiograph (a side under {MIN_SIDE} px)"
 SKIP_ASPECT = f"not radiograph-shaped (one side over {MAX_ASPECT:g} times the other)"
+# One grey level (all black, all white, a flat export): no radiograph, and its near-duplicate
+# signature is empty, so its copies could not be grouped. Datasets skip it; prediction does not
+# (the out-of-distribution flag is what answers for such an image there).
+SKIP_UNIFORM = "uniform image (a single grey level)"
 
 # Modes holding more than 8 bits per pixel; scaled by their real range, not clipped.
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -246,3 +250,8 @@ def make_thumb(image: Image.Image) -> np.ndarray:
     """A THUMB_SIZE square thumbnail of the whole (uncropped) image, for perceptual hashing."""
     thumb = image.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(thumb, dtype=np.uint8)
+
+
+def is_uniform(pixels: np.ndarray) -> bool:
+    """Whether a decoded image has a single grey level."""
+    return bool(pixels.size) and int(pixels.min()) == int(pixels.max())

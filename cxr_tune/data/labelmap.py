@@ -13,15 +13,17 @@ Matching of a class onto a shared class, in order:
 2. else the aliases of the shared classes, compared without case, spaces, ``_`` and ``-``.
 
 A class that matches nothing is left out, except in ``imagefolder`` datasets (names chosen by
-whoever made the folders, where a typo is likely): there it is an error with a did-you-mean, and
-the user's file can map it or leave it out with ``null``.
+whoever made the folders, where a typo is likely) when a transfer compares datasets: a name
+within a small edit distance of a shared class or an alias (``Pnuemonia``) is an error with a
+did-you-mean, and the user's file can map it or leave it out with ``null``. A name that an alias
+contains, or that contains one (``Bacterial``, ``Viral-COVID19``), is a class of its own: it is
+left out and named, as any other unmatched class.
 
 Ray-free and torch-free: numpy and PyYAML only.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -208,6 +210,11 @@ def load_label_maps(user_file: str | Path | None = None) -> LabelMaps:
         user_text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"The label-map file '{path}' cannot be read: {err.strerror}.") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"The label-map file '{path}' is not UTF-8 text (byte {err.start}); a label map is "
+            "a YAML file of the schema in the built-in label_maps.yaml."
+        ) from None
     return _parse(_load_yaml(user_text, str(path)), str(path), base=maps)
 
 
@@ -318,12 +325,18 @@ def _shared_name(value: Any, where: str, origin: str, shared: set[str]) -> str |
 # --- one dataset onto the shared classes ------------------------------------------------------
 
 
-def map_dataset(dataset: DatasetClasses, maps: LabelMaps) -> SideMap:
+def map_dataset(dataset: DatasetClasses, maps: LabelMaps, strict: bool = True) -> SideMap:
     """Put one dataset's classes on the shared classes.
 
+    Args:
+        strict: refuse a class of an ``imagefolder`` dataset that looks like a misspelt shared
+            class. Only a transfer (a model scored on another dataset) needs the names to
+            match; a run that compares no datasets passes False and leaves such a class out.
+
     Raises:
-        ConfigError: a class of an ``imagefolder`` dataset matches no shared class but is close
-            to one (a typo; the message says which), or a user's entry names a class the dataset does not have.
+        ConfigError: with ``strict``, a class of an ``imagefolder`` dataset matches no shared
+            class but is a near spelling of one (a typo; the message says which); or a user's
+            entry names a class the dataset does not have.
     """
     entry = maps.datasets.get(dataset.name) or maps.datasets.get(dataset.key)
     if dataset.task == "multilabel":
@@ -343,7 +356,7 @@ def map_dataset(dataset: DatasetClasses, maps: LabelMaps) -> SideMap:
         else:
             shared[own], how[own] = None, "no shared class"
             unmatched.append(own)
-    if dataset.key in STRICT_DATASETS:
+    if strict and dataset.key in STRICT_DATASETS:
         typos = [own for own in unmatched if _closest_shared(own, maps)]
         if typos:
             raise ConfigError(_unmatched_message(dataset, typos[0], maps))
@@ -362,11 +375,36 @@ def _check_declared(dataset: DatasetClasses, declared: Mapping[str, Any], origin
             )
 
 
+# A typo is at most one edit (a transposed pair counts as one) per this many characters of the
+# name, and names shorter than TYPO_MIN_LENGTH are never typos ('a' is one edit from 'TB').
+TYPO_CHARS_PER_EDIT = 4
+TYPO_MIN_LENGTH = 4
+
+
+def is_near_spelling(name: str, alias: str) -> bool:
+    """Whether ``name`` looks like a misspelling of ``alias`` (both normalised): a few edits
+    apart, and neither inside the other (``bacterial`` is a word of ``bacterialpneumonia``,
+    not a misspelling of it)."""
+    from rapidfuzz.distance import OSA
+
+    if name == alias or name in alias or alias in name:
+        return False
+    if min(len(name), len(alias)) < TYPO_MIN_LENGTH:
+        return False
+    allowed = max(1, min(len(name), len(alias)) // TYPO_CHARS_PER_EDIT)
+    return OSA.distance(name, alias) <= allowed
+
+
 def _closest_shared(own: str, maps: LabelMaps) -> str | None:
-    """The shared class whose name (or alias) ``own`` is close to, if any."""
+    """The shared class whose name (or an alias of it) ``own`` looks like a misspelling of."""
+    from rapidfuzz.distance import OSA
+
+    name = normalise(own)
     aliases = maps.alias_index()
-    close = difflib.get_close_matches(normalise(own), list(aliases), n=1, cutoff=0.6)
-    return aliases[close[0]] if close else None
+    near = [alias for alias in aliases if is_near_spelling(name, alias)]
+    if not near:
+        return None
+    return aliases[min(near, key=lambda alias: OSA.distance(name, alias))]
 
 
 def _unmatched_message(dataset: DatasetClasses, own: str, maps: LabelMaps) -> str:

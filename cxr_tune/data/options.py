@@ -12,6 +12,7 @@ from typing import Any
 from cxr_tune.constants import (
     DEFAULT_CACHE_DIR,
     DEFAULT_IMAGE_SIZE,
+    DEFAULT_MIN_LABEL_POSITIVES,
     DEFAULT_SPLIT_MODE,
     ENV_CACHE,
 )
@@ -57,7 +58,7 @@ class DataOptions:
     phantom_multilabel: bool = False
     parser_options: dict[str, Any] = field(default_factory=dict)
     workers: int = 0
-    min_label_positives: int = 2
+    min_label_positives: int = DEFAULT_MIN_LABEL_POSITIVES
     near_duplicate_similarity: float = DEFAULT_SIMILARITY
     split: str = DEFAULT_SPLIT_MODE
 

@@ -46,6 +46,7 @@ from cxr_tune.data.dedup import (
     ThumbSource,
     UnionFind,
     audit_pairs,
+    exact_copies,
     merge_pairs,
 )
 from cxr_tune.data.detect import resolve
@@ -249,7 +250,10 @@ def _write_cache(
     ids = [_record_id(r, manifest.root) for r in records]
 
     thumbs = RowReader(work.thumbs, decoded.kept)
-    groups, dedup = _group(records, ids, thumbs, options.near_duplicate_similarity, progress, work)
+    pixels = RowReader(work.pixels, decoded.kept)
+    groups, dedup = _group(
+        records, ids, thumbs, options.near_duplicate_similarity, progress, work, pixels
+    )
     split, plan = _split(records, groups, options)
     check_splits_filled(split, groups, where=str(manifest.root), fractions=options.fractions)
     classes, labels, label_report = _labels(manifest, records, split, options.min_label_positives)
@@ -340,12 +344,15 @@ def _group(
     min_similarity: float,
     progress: bool | None = False,
     work: WorkFolder | None = None,
+    pixels: ThumbSource | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
-    """Group ids: patients where the layout has them, joined by near-duplicate clusters.
+    """Group ids: patients where the layout has them and exact pixel copies, joined by
+    near-duplicate clusters.
 
-    Patients are merged first and without a size cap; near-duplicates across patients then
-    join images (or whole patients) closest pair first, capped (see ``cxr_tune.data.dedup``).
-    The audit's pairs are saved in the work folder, so a resumed prepare does not redo it.
+    Patients and exact copies (``pixels``' hashes) are merged first and without a size cap;
+    near-duplicates across patients then join images (or whole patients) closest pair first,
+    capped (see ``cxr_tune.data.dedup``). The audit's pairs are saved in the work folder, so a
+    resumed prepare does not redo it.
     """
     sets = UnionFind(len(records))
     first_of: dict[str, int] = {}
@@ -355,6 +362,10 @@ def _group(
             first = first_of.setdefault(record.group, i)
             patient[i] = first
             sets.union(first, i)
+    copies = exact_copies(pixels) if pixels is not None else []
+    for members in copies:
+        for other in members[1:]:
+            sets.union(members[0], other)
     saved = work.saved("pairs") if work is not None else None
     if saved is not None and saved["min_similarity"] == min_similarity:
         pairs, method, seconds = saved["pairs"], str(saved["method"]), float(saved["seconds"])
@@ -375,6 +386,7 @@ def _group(
     names = _group_names(records, ids, clusters.ids)
     summary: dict[str, Any] = dict(clusters.summary())
     summary["patient_groups"] = len(first_of)
+    summary["exact_copies"] = sum(len(members) - 1 for members in copies)
     summary["method"] = method
     summary["seconds"] = round(seconds, 3)
     summary.update({f"index_{k}": v for k, v in stats.items()})
@@ -451,8 +463,8 @@ def _labels(
     if not keep:
         raise DataError(
             f"The folder '{manifest.root}' leaves no label with at least {min_positives} positive "
-            f"images in every split (labels: {', '.join(vocab)}); lower min_label_positives or "
-            "add images."
+            f"images in every split (labels: {', '.join(vocab)}); lower --min-label-positives "
+            "(search, data inspect, data prepare) or add images."
         )
     return tuple(vocab[k] for k in keep), np.ascontiguousarray(hot[:, keep]), dropped
 

@@ -315,6 +315,11 @@ def _remove_stale(parent: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
+# Bump when what a chunk records changes (2: uniform images are skipped), so that a work folder
+# an older version left is decoded again rather than resumed.
+DECODE_VERSION = 2
+
+
 def plan_of(paths: Sequence[str], size: int) -> dict[str, Any]:
     """What a work folder's content depends on: the files in order, the size, the chunking."""
     digest = hashlib.sha256()
@@ -326,6 +331,7 @@ def plan_of(paths: Sequence[str], size: int) -> dict[str, Any]:
         "image_size": size,
         "thumb_size": image_io.THUMB_SIZE,
         "chunk": CHUNK_IMAGES,
+        "decode": DECODE_VERSION,
     }
 
 
@@ -399,6 +405,8 @@ def decode_into(
                 row = start + i
                 if result.skip is not None or result.pixels is None or result.thumb is None:
                     facts.append(result.skip or image_io.SKIP_UNDECODABLE)
+                elif image_io.is_uniform(result.pixels):
+                    facts.append(image_io.SKIP_UNIFORM)
                 else:
                     _write_at(pixel_file, pixel_offset + row * size * size, result.pixels)
                     side = image_io.THUMB_SIZE

@@ -164,5 +164,16 @@ class DatasetArrays:
         test = dataclasses.replace(self.splits["test"], masks=None)
         return dataclasses.replace(self, splits={"test": test})
 
+    def whole_as_test(self) -> DatasetArrays:
+        """A copy whose only split, ``test``, holds every image of every split (images and
+        labels, in split order): what scoring a dataset that no model trained on reads, since
+        external validation scores the whole cohort. The images are copied into memory."""
+        parts = [self.splits[name] for name in self.splits]
+        whole = SplitArrays(
+            np.concatenate([np.asarray(part.images) for part in parts]),
+            np.concatenate([np.asarray(part.labels) for part in parts]),
+        )
+        return dataclasses.replace(self, splits={"test": whole})
+
     def sizes(self) -> dict[str, int]:
         return {name: len(arrays) for name, arrays in self.splits.items()}

@@ -131,7 +131,8 @@ def generalisation_plan(
 
 def positive_class(dataset: DatasetClasses, maps: LabelMaps) -> int | None:
     """Index of the dataset's class (or label) that maps to the screened class, if any."""
-    side = map_dataset(dataset, maps)
+    # One dataset's own metrics: its class names need not match (only transfers check them).
+    side = map_dataset(dataset, maps, strict=False)
     for own, target in side.shared.items():
         if target == SCREENED_CLASS and own in dataset.classes:
             return dataset.classes.index(own)

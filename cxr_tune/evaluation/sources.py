@@ -18,12 +18,20 @@ from cxr_tune.experiment import Experiment
 Echo = Callable[[str], None]
 
 
+# What an external set's models are scored on.
+WHOLE_COHORT = "whole cohort"
+TEST_SPLIT = "test split"
+
+
 @dataclass(frozen=True)
 class ExternalSet:
-    """A dataset scored only as an external set (``--external``): its arrays and source."""
+    """A dataset scored only as an external set (``--external``): its arrays (``test`` is
+    what is scored), its source, and ``scored_on``: the whole cohort when no model of the
+    experiment trained on it, its test split when a searched dataset is given again."""
 
     arrays: DatasetArrays
     source: DataSource
+    scored_on: str = WHOLE_COHORT
 
     def describe(self, name: str) -> dict[str, Any]:
         return {
@@ -32,7 +40,8 @@ class ExternalSet:
             "source": str(self.source.path) if self.source.path else "built-in",
             "task": self.arrays.task,
             "classes": list(self.arrays.classes),
-            "test_images": len(self.arrays.split("test")),
+            "scored_on": self.scored_on,
+            "images": len(self.arrays.split("test")),
             "split_hash": self.arrays.split_hash,
         }
 
@@ -72,7 +81,9 @@ def load_externals(
     echo: Echo = print,
 ) -> dict[str, ExternalSet]:
     """The experiment's external sets (recorded by the search) and ``extra`` ones, decoded with
-    the experiment's data options (its image size), named by layout key.
+    the experiment's data options (its image size), named by layout key. Each is scored on all
+    its usable images, as external validation scores a cohort; a set that is also one of the
+    experiment's searched datasets keeps its test split (its cells trained on the rest).
 
     Raises:
         ConfigError, DataError: as ``load_dataset``.
@@ -82,17 +93,32 @@ def load_externals(
     options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
     recorded = [_recorded_source(info) for info in exp.record.get("externals", [])]
     taken = [str(d["name"]) for d in exp.record.get("datasets", [])]
+    searched = {
+        _identity(_recorded_source(info))
+        for info in exp.record.get("datasets", [])
+        if "source" in info
+    }
     out: dict[str, ExternalSet] = {}
     for source in [*recorded, *extra]:
         source = resolve_source(source)
         arrays = load_dataset(source, options)
         name = external_name(str(source.key or "external"), [*taken, *out])
-        out[name] = ExternalSet(arrays, source)
+        if _identity(source) in searched:
+            external = ExternalSet(arrays.for_test(), source, TEST_SPLIT)
+        else:
+            external = ExternalSet(arrays.whole_as_test(), source, WHOLE_COHORT)
+        out[name] = external
         echo(
-            f"evaluate: external set {name}: {len(arrays.split('test'))} test images, "
-            f"classes {', '.join(arrays.classes)}"
+            f"evaluate: external set {name}: {len(external.arrays.split('test'))} images "
+            f"({external.scored_on}), classes {', '.join(arrays.classes)}"
         )
     return out
+
+
+def _identity(source: DataSource) -> tuple[str, str]:
+    """What makes two sources one dataset: the layout and the folder (resolved)."""
+    path = str(Path(source.path).expanduser().resolve()) if source.path else "built-in"
+    return str(source.key), path
 
 
 def _recorded_options(exp: Experiment) -> dict[str, Any]:

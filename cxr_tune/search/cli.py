@@ -11,11 +11,18 @@ import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from cxr_tune.config import PROFILE_CHOICES, DataSource
-from cxr_tune.constants import DEFAULT_IMAGE_SIZE, DIVERGED, FAILED, SPLIT_MODES
+from cxr_tune.constants import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MIN_LABEL_POSITIVES,
+    DIVERGED,
+    FAILED,
+    SPLIT_MODES,
+)
 from cxr_tune.errors import ConfigError
 from cxr_tune.search.budget import parse_duration
 from cxr_tune.search.placement import parse_size
@@ -152,12 +159,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "loss and metrics); overrides the space's data.uncertain (default: ignore)",
     )
     parser.add_argument(
+        "--min-label-positives",
+        type=int,
+        default=DEFAULT_MIN_LABEL_POSITIVES,
+        help="multi-label datasets: a label is kept when it has this many positive images in "
+        f"every split (default: {DEFAULT_MIN_LABEL_POSITIVES})",
+    )
+    parser.add_argument(
         "--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
     )
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the resolved plan, one JSON object per cell, and start nothing",
+        help="make every check the search makes before its first trial (the data, decoded "
+        "into the cache, and the label map included) and print the resolved plan, one JSON "
+        "object per cell; no trial runs",
     )
 
 
@@ -184,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         ("--eval-seeds", args.eval_seeds),
         ("--budget-epochs", args.budget_epochs),
         ("--epochs", args.epochs),
+        ("--min-label-positives", args.min_label_positives),
     ):
         _positive(flag, value)
     if args.image_size is not None and args.image_size < 32:
@@ -226,13 +243,8 @@ def run(args: argparse.Namespace) -> int:
     _check_data_options(dataset_keys, plan.data_options)
     if plan.needs_placement():
         plan = plan.placed(_estimated_sizes(plan, sources, dataset_names, args))
-    if args.dry_run:
-        for line in plan.lines():
-            print(json.dumps(line))
-        return 0
     name = _experiment_name(args, storage, space.name, profile.name)
-    _announce(plan, reason, name, args)
-    from cxr_tune.search.runner import SearchRequest, run_search
+    from cxr_tune.search.runner import SearchRequest, check_without_training, run_search
 
     request = SearchRequest(
         plan=plan,
@@ -251,7 +263,19 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.address,
         argv=tuple(args.command_line),
         profile_reason=reason,
+        min_label_positives=args.min_label_positives,
     )
+    if args.dry_run:
+        # Every check the search makes before its first trial. What the checks read goes to
+        # stderr once they pass (stdout is the plan, one JSON object per cell; a refusal is
+        # one line).
+        read: list[str] = []
+        check_without_training(request, echo=read.append)
+        print("\n".join(read), file=sys.stderr)
+        for line in plan.lines():
+            print(json.dumps(line))
+        return 0
+    _announce(plan, reason, name, args)
     outcome = run_search(request)
     if outcome.interrupted:
         return 130

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from cxr_tune.config import DataSource
-from cxr_tune.constants import DEFAULT_SPLIT_MODE, ENV_RAY_CHDIR, RECORD_FILE, REPORT_MD, STUDY_FILE
+from cxr_tune.constants import (
+    DEFAULT_MIN_LABEL_POSITIVES,
+    DEFAULT_SPLIT_MODE,
+    ENV_RAY_CHDIR,
+    RECORD_FILE,
+    REPORT_MD,
+    STUDY_FILE,
+)
 from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_dataset
 from cxr_tune.errors import ConfigError
 from cxr_tune.evaluation.finish import Finished, FinishOptions, finish
@@ -58,6 +65,7 @@ class SearchRequest:
     # Datasets not searched, on which the final models are also scored (external validation).
     externals: tuple[DataSource, ...] = ()
     label_map: str | None = None
+    min_label_positives: int = DEFAULT_MIN_LABEL_POSITIVES
 
 
 @dataclass(frozen=True)
@@ -89,33 +97,50 @@ def check_before_start(request: SearchRequest) -> None:
     check_external_classes(request)
 
 
+def compares_datasets(request: SearchRequest) -> bool:
+    """Whether the run scores a model on a dataset it did not train on (a transfer: several
+    searched datasets, or an external set). Class names must match shared classes only then."""
+    return len(request.sources) + len(request.externals) > 1
+
+
 def check_external_classes(request: SearchRequest) -> None:
     """The label-map file reads, and every class of an external set maps onto a shared class
     (a bad file or a misspelt imagefolder class stops the search here, before hours of
     training, rather than at the evaluation). So do the class folders of a searched
     imagefolder dataset, the one layout whose class names are the user's own: read from the
     folder names, before Ray starts or an image is decoded (``check_searched_classes`` checks
-    every dataset again once its data is read)."""
+    every dataset again once its data is read). A run that compares no datasets never stops
+    over a class name."""
     from cxr_tune.data.labelmap import classes_of, load_label_maps, map_dataset
     from cxr_tune.data.layouts.imagefolder import NAME as IMAGEFOLDER
 
     maps = load_label_maps(request.label_map)
+    strict = compares_datasets(request)
     for source in request.externals:
         map_dataset(classes_of(source), maps)
     for name, source in zip(request.dataset_names, request.sources, strict=True):
         if source.key == IMAGEFOLDER:
-            map_dataset(classes_of(source, name, request.plan.data_options), maps)
+            map_dataset(classes_of(source, name, request.plan.data_options), maps, strict)
 
 
-def check_searched_classes(request: SearchRequest, datasets: Mapping[str, DatasetArrays]) -> None:
+def check_searched_classes(
+    request: SearchRequest, datasets: Mapping[str, DatasetArrays], echo: Echo = print
+) -> None:
     """Every searched dataset's classes map onto the shared classes as the final evaluation
     will map them (its clinical metrics and transfers), checked once the data is read and
-    before any trial runs."""
+    before any trial runs; the classes that match none are named."""
     from cxr_tune.data.labelmap import DatasetClasses, load_label_maps, map_dataset
 
     maps = load_label_maps(request.label_map)
+    strict = compares_datasets(request)
     for (name, arrays), key in zip(datasets.items(), request.dataset_keys, strict=True):
-        map_dataset(DatasetClasses(name, key, arrays.task, tuple(arrays.classes)), maps)
+        side = map_dataset(
+            DatasetClasses(name, key, arrays.task, tuple(arrays.classes)), maps, strict
+        )
+        unmatched = [own for own, target in side.shared.items() if target is None]
+        if unmatched:
+            where = "left out of its transfers" if strict else "this run compares no datasets"
+            echo(f"labels: {name}: {', '.join(unmatched)}: no shared class ({where})")
 
 
 def load_search_data(
@@ -124,7 +149,7 @@ def load_search_data(
     """Decode (or reuse from the cache) and split every dataset, with all three splits (the
     trials get ``for_search()``, the final evaluation the test split). A resumed search uses
     the data options its record holds (``previous``), so it rebuilds the data it started on."""
-    options = data_options(request.plan, request.cache_dir, request.split or DEFAULT_SPLIT_MODE)
+    options = request_data_options(request)
     if previous and "data_options" in previous:
         options = DataOptions.from_record(
             previous["data_options"], cache_dir=request.cache_dir or default_cache_dir()
@@ -144,7 +169,10 @@ def load_search_data(
 
 
 def data_options(
-    plan: Plan, cache_dir: Path | None, split: str = DEFAULT_SPLIT_MODE
+    plan: Plan,
+    cache_dir: Path | None,
+    split: str = DEFAULT_SPLIT_MODE,
+    min_label_positives: int = DEFAULT_MIN_LABEL_POSITIVES,
 ) -> DataOptions:
     return DataOptions(
         image_size=int(plan.fixed["image_size"]),
@@ -153,7 +181,33 @@ def data_options(
         phantom_images=plan.profile.phantom_images,
         split=split,
         parser_options=dict(plan.data_options),
+        min_label_positives=min_label_positives,
     )
+
+
+def request_data_options(request: SearchRequest) -> DataOptions:
+    """The data options a search asks for (a resumed one uses its record's instead)."""
+    return data_options(
+        request.plan,
+        request.cache_dir,
+        request.split or DEFAULT_SPLIT_MODE,
+        request.min_label_positives,
+    )
+
+
+def check_without_training(request: SearchRequest, echo: Echo = print) -> None:
+    """What ``--dry-run`` checks: every check a search makes before its first trial apart
+    from Ray's (GPUs reachable, GPU shares): the experiment's name, the label map and the
+    class names, the data (decoded into the cache as the search decodes it, or read from
+    there, with its split and label checks) and the batch sizes against each training split.
+
+    Raises:
+        ConfigError, DataError: as the search would raise them, before its first trial.
+    """
+    check_before_start(request)
+    datasets = load_search_data(request, echo, _previous_record(request))
+    check_searched_classes(request, datasets, echo)
+    check_batch_sizes(request.plan, {n: a.sizes()["train"] for n, a in datasets.items()})
 
 
 def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays]) -> dict[str, Any]:
@@ -176,9 +230,7 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
         "eval_seeds": plan.eval_seeds,
         "bootstrap": plan.space.bootstrap,
         "plan": plan.lines(),
-        "data_options": data_options(
-            plan, request.cache_dir, request.split or DEFAULT_SPLIT_MODE
-        ).to_record(),
+        "data_options": request_data_options(request).to_record(),
         "datasets": [
             {
                 "name": name,
@@ -248,7 +300,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         # Before decoding: a GPU run on a cluster that can never have a GPU fails at once.
         check_gpus_reachable(request.plan, echo)
         datasets = load_search_data(request, echo, previous)
-        check_searched_classes(request, datasets)
+        check_searched_classes(request, datasets, echo)
         request = _placed(request, datasets, echo)
         check_batch_sizes(request.plan, {n: a.sizes()["train"] for n, a in datasets.items()})
         search_data = {name: arrays.for_search() for name, arrays in datasets.items()}

@@ -209,3 +209,47 @@ def test_evaluate_with_no_seeds(capsys, tmp_path: Path) -> None:
 def test_evaluate_exits_2_in_a_real_process(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text(json.dumps({}))
     assert_user_error(run_module("cxr_tune.evaluate", tmp_path / "x.json"), "is a file")
+
+
+# --- a dry run checks what the search checks before its first trial ------------------------
+
+
+def test_dry_run_refuses_a_label_map_that_is_not_utf8(capsys, tmp_path: Path) -> None:
+    label_map = tmp_path / "maps.yaml"
+    label_map.write_bytes(b"datasets:\n  phantom: {classes: {Normal: \xff\xfe}}\n")
+    outcome = search(capsys, tmp_path, "--label-map", label_map, "--dry-run")
+    assert_user_error(outcome, f"The label-map file '{label_map}' is not UTF-8 text")
+    assert_no_files(tmp_path / "results")
+
+
+def test_dry_run_refuses_a_label_map_naming_a_class_the_data_lacks(capsys, tmp_path: Path) -> None:
+    label_map = tmp_path / "maps.yaml"
+    label_map.write_text("datasets:\n  phantom:\n    classes:\n      Normall: normal\n")
+    outcome = search(
+        capsys, tmp_path, "--label-map", label_map, "--cache-dir", tmp_path / "c", "--dry-run"
+    )
+    assert_user_error(outcome, "has no class 'Normall'", "Did you mean 'Normal'?")
+    assert_no_files(tmp_path / "results")
+
+
+@pytest.mark.slow  # decodes a miniature dataset twice
+def test_dry_run_refuses_the_data_that_data_inspect_refuses(capsys, tmp_path: Path) -> None:
+    from tests.data.builders import build_nih_chestxray14
+
+    root = build_nih_chestxray14(tmp_path / "nih").root
+    cache = tmp_path / "cache"
+    # Too few positives per split for any label: both commands refuse, the same way; the
+    # option the message names can be set on both.
+    options = ("--cache-dir", cache, "--min-label-positives", "100")
+    inspected = call_main(command("data"), capsys, "inspect", root, *options)
+    line = assert_user_error(inspected, "leaves no label with at least 100 positive images")
+    assert "--min-label-positives" in line
+    planned = search(capsys, tmp_path, "--data", root, *options, "--dry-run")
+    # The same message, apart from the command's name in front.
+    assert assert_user_error(planned).split(": error: ")[1] == line.split(": error: ")[1]
+    # With the default the same folder plans, and says what it read.
+    planned = search(capsys, tmp_path, "--data", root, "--cache-dir", cache, "--dry-run")
+    assert planned.code == 0, planned.err
+    assert "data: nih_chestxray14: 3 classes (multilabel)" in planned.err
+    plan = [json.loads(line) for line in planned.out.splitlines() if line.startswith("{")]
+    assert [cell["cell"] for cell in plan] == ["nih_chestxray14/alexnet"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from cxr_tune.data.dedup import (
     UnionFind,
     cluster_near_duplicates,
+    exact_copies,
     merge_pairs,
     near_duplicate_pairs,
     signatures,
@@ -174,3 +176,49 @@ def test_audit_auto_compares_every_pair_of_a_small_set() -> None:
 
     thumbs, _, _ = _planted_set(n_distinct=100)
     assert audit_pairs(thumbs).method == "exact"
+
+
+def test_exact_copies_are_found_by_their_pixels_whatever_their_signature() -> None:
+    faint = np.full((4, 32, 32), 128, dtype=np.uint8)
+    faint[:, 0, 0] = 129  # texture too faint for a signature, pixels not uniform
+    faint[3, 0, 0] = 130  # a different image
+    assert exact_copies(faint) == [[0, 1, 2]]
+    assert exact_copies(faint, chunk=2) == [[0, 1, 2]]  # across reading chunks
+
+
+def test_uniform_images_are_skipped_and_exact_copies_share_a_split(tmp_path: Path) -> None:
+    import csv
+
+    from PIL import Image
+
+    from cxr_tune.config import DataSource
+    from cxr_tune.data.images import SKIP_UNIFORM
+    from cxr_tune.data.options import DataOptions
+    from cxr_tune.data.prepare import prepare
+
+    root = tmp_path / "xrays"
+    for name in ("covid", "normal"):
+        for k in range(12):
+            save_image(root / name / f"{name}_{k}.png", 100 * len(name) + k)
+    Image.new("L", (64, 64), 0).save(root / "covid" / "black.png")
+    Image.new("L", (80, 64), 128).save(root / "normal" / "grey.png")
+    # Three copies of one faint image under other names: no signature, one hash.
+    faint = np.full((64, 64), 128, dtype=np.uint8)
+    faint[10:12, 10:12] = 131
+    for k in range(3):
+        Image.fromarray(faint).save(root / "normal" / f"scan_{k}.png")
+    options = DataOptions(image_size=64, cache_dir=tmp_path / "cache", workers=1)
+    entry = prepare(DataSource("imagefolder", root), options, progress=None)
+    skipped = json.loads((entry.path / "skipped.json").read_text())
+    assert skipped["counts"][SKIP_UNIFORM] == 2
+    assert sorted(Path(p).name for p in skipped["examples"][SKIP_UNIFORM]) == [
+        "black.png",
+        "grey.png",
+    ]
+    with open(entry.path / "manifest.csv", newline="") as handle:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+    assert "black.png" not in rows and "grey.png" not in rows
+    copies = [rows[f"scan_{k}.png"] for k in range(3)]
+    assert len({r["group"] for r in copies}) == 1 and len({r["split"] for r in copies}) == 1
+    split = json.loads((entry.path / "split.json").read_text())
+    assert split["near_duplicates"]["exact_copies"] == 2

@@ -13,6 +13,7 @@ from cxr_tune.data.labelmap import (
     LEFT_OUT,
     DatasetClasses,
     classes_of,
+    is_near_spelling,
     load_label_maps,
     map_dataset,
     shared_classes,
@@ -273,3 +274,43 @@ def test_map_dataset_imagefolder_class_close_to_none_is_left_out() -> None:
     side = map_dataset(own, load_label_maps())
     assert dict(side.shared) == {"effusion": None, "normal": "normal"}
     assert side.how["effusion"] == "no shared class"
+
+
+def test_a_word_inside_an_alias_is_a_class_of_its_own_not_a_typo() -> None:
+    # 'Bacterial' is a word of the alias 'Bacterial Pneumonia', 'Viral-COVID19' contains the
+    # alias 'COVID19': different classes, left out, where 'Pnuemonia' is a misspelling.
+    four = DatasetClasses(
+        "itu4", "imagefolder", "multiclass", ("Bacterial", "Normal", "Viral-COVID19", "Viral-Other")
+    )
+    side = map_dataset(four, load_label_maps())
+    assert dict(side.shared) == {
+        "Bacterial": None,
+        "Normal": "normal",
+        "Viral-COVID19": None,
+        "Viral-Other": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "alias", "near"),
+    [
+        ("pnuemonia", "pneumonia", True),  # a transposed pair: one edit
+        ("pneumnia", "pneumonia", True),
+        ("covd", "covid", True),
+        ("bacterial", "bacterialpneumonia", False),  # a word of the alias
+        ("abnormal", "normal", False),  # contains the alias
+        ("a", "tb", False),  # too short to call a typo
+        ("effusion", "opacity", False),
+        ("turberculosis", "tuberculosis", True),
+    ],
+)
+def test_near_spelling(name: str, alias: str, near: bool) -> None:
+    assert is_near_spelling(name, alias) is near
+
+
+def test_a_run_that_compares_no_datasets_never_stops_over_a_misspelt_class() -> None:
+    typo = DatasetClasses("mine", "imagefolder", "multiclass", ("covid", "Pnuemonia"))
+    side = map_dataset(typo, load_label_maps(), strict=False)
+    assert dict(side.shared) == {"covid": "covid", "Pnuemonia": None}
+    with pytest.raises(ConfigError, match="Did you mean 'pneumonia'"):
+        map_dataset(typo, load_label_maps())

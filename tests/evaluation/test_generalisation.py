@@ -423,3 +423,36 @@ def test_clinical_summary_multilabel_uses_the_covid_label() -> None:
     assert [row["sensitivity"]["mean"] for row in clinical["per_class"]] == [1.0, 1.0, 1.0]
     # Every label probability is 0.9 where positive and 0.1 where not: ECE 0.1.
     assert clinical["ece"]["mean"] == pytest.approx(0.1)
+
+
+def test_an_external_set_is_scored_whole_and_a_searched_one_on_its_test_split(
+    tmp_path: Path,
+) -> None:
+    from cxr_tune.config import DataSource
+    from cxr_tune.data import DataOptions, load_dataset
+    from cxr_tune.evaluation.sources import TEST_SPLIT, WHOLE_COHORT, load_externals
+
+    exp = Experiment(
+        Path("."),
+        {
+            "seed": 0,
+            "data_options": {"image_size": 32, "seed": 0, "phantom_images": 96},
+            "datasets": [{"name": "phantom", "key": "phantom", "source": "built-in"}],
+        },
+        [],
+        None,
+    )
+    options = DataOptions(image_size=32, phantom_images=96, cache_dir=tmp_path / "cache")
+    sources = [DataSource("phantom_b", None), DataSource.phantom()]
+    externals = load_externals(exp, sources, cache_dir=tmp_path / "cache", echo=lambda _: None)
+    site_b, again = externals["phantom_b"], externals["phantom_2"]
+    whole_b = load_dataset(sources[0], options)
+    # No model trained on site B: every usable image is scored, labels in split order.
+    assert site_b.scored_on == WHOLE_COHORT
+    assert len(site_b.arrays.split("test")) == sum(whole_b.sizes().values())
+    expected = np.concatenate([whole_b.split(s).labels for s in ("train", "val", "test")])
+    assert np.array_equal(site_b.arrays.split("test").labels, expected)
+    assert site_b.describe("phantom_b")["images"] == sum(whole_b.sizes().values())
+    # The searched dataset given again keeps its test split: its cells trained on the rest.
+    assert again.scored_on == TEST_SPLIT
+    assert len(again.arrays.split("test")) == load_dataset(sources[1], options).sizes()["test"]

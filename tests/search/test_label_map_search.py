@@ -1,5 +1,7 @@
-"""A search over a user's class folders: a misspelt class stops it before any trial, and
-``--label-map`` maps it for the whole run (the search's evaluation and a later ``evaluate``)."""
+"""A search over a user's class folders: where a transfer compares datasets, a misspelt class
+stops it before any trial, and ``--label-map`` maps it for the whole run (the search's
+evaluation and a later ``evaluate``); a folder with its own class names, compared with nothing,
+is searched through to its report without a map."""
 
 from __future__ import annotations
 
@@ -19,9 +21,13 @@ pytestmark = pytest.mark.integration
 CLASSES = ("COVID", "Normal", "Pnuemonia")  # the last one misspelt, as folders sometimes are
 
 
-def _folder(root: Path) -> Path:
+# A 4-class folder with its own names: words of aliases ('Bacterial Pneumonia'), not typos.
+OWN_CLASSES = ("Bacterial", "Normal", "Viral-COVID19", "Viral-Other")
+
+
+def _folder(root: Path, classes: tuple[str, ...] = CLASSES) -> Path:
     seed = 7000
-    for name in CLASSES:
+    for name in classes:
         for k in range(10):
             seed += 1
             save_image(root / name / f"{name}_{k}.png", seed)
@@ -35,7 +41,9 @@ def _space(tmp_path: Path) -> Path:
     return path
 
 
-def _search(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+def _search(
+    tmp_path: Path, *extra: str, classes: tuple[str, ...] = CLASSES
+) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -47,7 +55,7 @@ def _search(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
         "--num-samples",
         "1",
         "--data",
-        str(_folder(tmp_path / "xrays")),
+        str(_folder(tmp_path / "xrays", classes)),
         "--storage",
         str(tmp_path / "results"),
         "--name",
@@ -57,8 +65,9 @@ def _search(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
-def test_misspelt_class_stops_the_search_before_any_trial(tmp_path: Path) -> None:
-    run = _search(tmp_path)
+def test_misspelt_class_stops_a_comparing_search_before_any_trial(tmp_path: Path) -> None:
+    # With an external set, the folder's classes are compared with another dataset's.
+    run = _search(tmp_path, "--external", "phantom_b")
     assert run.returncode == 2, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert "'Pnuemonia'" in run.stderr and "Did you mean 'pneumonia'?" in run.stderr
@@ -89,3 +98,14 @@ def test_label_map_maps_the_class_for_the_whole_run(tmp_path: Path) -> None:
         timeout=900,
     )
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_own_class_names_are_searched_through_to_the_report_without_a_map(tmp_path: Path) -> None:
+    run = _search(tmp_path, classes=OWN_CLASSES)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # Named, not refused: the classes that match no shared class.
+    assert "Bacterial, Viral-COVID19, Viral-Other: no shared class" in run.stdout, run.stdout
+    folder = tmp_path / "results" / "mine"
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    assert [e["classes"] for e in evaluation["entries"]][0] == sorted(OWN_CLASSES)
+    assert "## Best configuration per cell" in (folder / "report.md").read_text()

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from cxr_tune.spaces import spaces_dir
 from tests.search.conftest import read_results, trial_folders
 
 pytestmark = pytest.mark.integration
@@ -36,13 +37,23 @@ def reported_epochs(log: str) -> dict[str, list[int]]:
     return found
 
 
+def every_epoch_space(folder: Path) -> Path:
+    """The smoke space, checkpointing after every epoch (the smoke profile keeps the final
+    checkpoint only): what a resumed trial restarts from."""
+    text = (spaces_dir() / "smoke.yaml").read_text()
+    assert "  epochs: 2\n" in text
+    path = folder / "smoke_every_epoch.yaml"
+    path.write_text(text.replace("  epochs: 2\n", "  epochs: 2\n  checkpoint_every: 1\n"))
+    return path
+
+
 def search_command(storage: Path, address: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
         "cxr_tune.search",
         "--space",
-        "smoke",
+        str(every_epoch_space(storage.parent)),
         "--profile",
         "smoke",
         "--storage",

@@ -40,7 +40,9 @@ def diverging_run(ray_local, tmp_path_factory, monkeypatch_module):
                 "name": "diverge",
                 "cells": {"model": ["alexnet"]},
                 "params": {"lr": {"choice": [1.0e-3, 1.0e3]}},
-                "fixed": {"epochs": 2, "batch_size": 16, "image_size": 64},
+                # Every epoch checkpointed (the smoke profile keeps the final one only), so that
+                # the retention of ended trials has an earlier checkpoint to remove.
+                "fixed": {"epochs": 2, "batch_size": 16, "image_size": 64, "checkpoint_every": 1},
                 "search": {"algorithm": "grid", "num_samples": 1, "max_concurrent": 2},
                 "scheduler": {"name": "none"},
                 "evaluation": {"seeds": 1, "bootstrap": 200},

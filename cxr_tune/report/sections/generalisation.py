@@ -58,21 +58,27 @@ def _intro(evaluation: Mapping[str, Any], transfers: Sequence[Mapping[str, Any]]
     text = (
         "Each cell's best configuration (every evaluation seed) scored outside its own test "
         "split: on the test split of every other dataset it shares classes with, on those "
-        "classes only, and on its own test split with the lungs removed. Intervals are "
-        "bootstrap 95% intervals over test images; a difference is called clear only when its "
-        "interval leaves out zero."
+        "classes only, and on its own test split with the lungs removed. An external set "
+        "that no model trained on is scored whole (every usable image); a searched dataset, "
+        "on its test split. Intervals are bootstrap 95% intervals over the images scored; a "
+        "difference is called clear only when its interval leaves out zero."
     )
     if externals:
-        names = ", ".join(
-            f"`{e['name']}` ({e['source']}, {e['test_images']} test images)" for e in externals
-        )
-        text += f" External sets (not searched, test split only): {names}."
+        names = ", ".join(_external_line(e) for e in externals)
+        text += f" External sets (not searched): {names}."
     if not transfers:
         text += (
             " No transfer here: the experiment has one dataset and no external set shares two "
             "or more classes with it (`--external PATH` adds one)."
         )
     return text
+
+
+def _external_line(external: Mapping[str, Any]) -> str:
+    # Evaluations written before external sets were scored whole name their test split.
+    images = external.get("images", external.get("test_images"))
+    scored_on = external.get("scored_on", "test split")
+    return f"`{external['name']}` ({external['source']}, {images} images: {scored_on})"
 
 
 def _transfer_section(transfers: Sequence[Mapping[str, Any]], ctx: Context) -> Section:
@@ -91,6 +97,7 @@ def _transfer_section(transfers: Sequence[Mapping[str, Any]], ctx: Context) -> S
                 f"{fmt(drop['macro_f1']['mean'])} {fmt_ci(drop['macro_f1']['ci95'])}",
                 f"{fmt(own['macro_auroc']['mean'])} → {fmt(ext['macro_auroc']['mean'])} "
                 f"{fmt_ci(ext['macro_auroc']['ci95'])}",
+                f"{own.get('images', '—')} / {ext.get('images', '—')}",
                 _ood_pair(t.get("ood")),
                 str(t.get("seeds", "")),
             ]
@@ -106,13 +113,15 @@ def _transfer_section(transfers: Sequence[Mapping[str, Any]], ctx: Context) -> S
                 "macro-F1 external [95% CI]",
                 "drop [95% CI]",
                 "macro AUROC own → external [CI]",
+                "n own / external",
                 "OOD flagged own → external",
                 "seeds",
             ],
             rows,
             "Both sides on the shared classes only (images of other classes left out; a model's "
             "probability of a left-out class is dropped and the rest renormalised). OOD flagged: "
-            "the share of test images (all of them, first seed) whose features lie beyond the "
+            "the share of the images scored on each side (all of them, first seed, whatever their "
+            "class) whose features lie beyond the "
             "validation split's 99th percentile of Mahalanobis distance; about 1% on images "
             "like the training data.",
         )
