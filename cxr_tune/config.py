@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -137,6 +137,27 @@ def is_builtin_name(text: str) -> bool:
     return variant != text and variant.replace("_", "").isalnum() and not Path(text).exists()
 
 
+# Characters a dataset name keeps (it becomes part of cell ids, study names and paths).
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def safe_dataset_name(text: str) -> str:
+    """``text`` with every character outside letters, digits, ``.``, ``_`` and ``-`` made
+    ``_`` (a folder named ``COVID-19 Radiography Database`` becomes one token)."""
+    return "".join(ch if ch in _NAME_CHARS else "_" for ch in text.strip()).strip("._")
+
+
+def unique_dataset_names(wanted: Sequence[str], taken: Sequence[str] = ()) -> tuple[str, ...]:
+    """``wanted`` made unique among themselves and ``taken``: a repeated name gets _2, _3..."""
+    names: list[str] = []
+    for name in wanted:
+        candidate, n = name, 2
+        while candidate in names or candidate in taken:
+            candidate, n = f"{name}_{n}", n + 1
+        names.append(candidate)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class DataSource:
     """A dataset given on the command line: ``--data [KEY=]PATH``, or the built-in phantom.
@@ -155,6 +176,15 @@ class DataSource:
     def phantom(cls) -> DataSource:
         """The built-in phantom dataset."""
         return cls(key="phantom", path=None)
+
+    @property
+    def default_name(self) -> str:
+        """What a run calls the dataset unless told otherwise: the folder's name, as people
+        name their datasets (``itu4``), made safe for cell ids and paths; a built-in one's
+        key."""
+        if self.path is None:
+            return str(self.key or "phantom")
+        return safe_dataset_name(self.path.name) or str(self.key or "data")
 
     @property
     def is_phantom(self) -> bool:

@@ -5,6 +5,7 @@ not searched (recorded by the search, or named on the command line).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class ExternalSet:
 
 
 def external_name(key: str, taken: Sequence[str]) -> str:
-    """A name for an external set: its layout key, made unique among ``taken``."""
+    """A name for an external set (its folder's name), made unique among ``taken``."""
     name, n = key, 2
     while name in taken:
         name, n = f"{key}_{n}", n + 1
@@ -63,7 +64,9 @@ def reload_datasets(exp: Experiment, *, cache_dir: Path | None = None) -> dict[s
     options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
     datasets: dict[str, DatasetArrays] = {}
     for info in exp.record.get("datasets", []):
-        arrays = load_dataset(_recorded_source(info), options)
+        arrays = dataclasses.replace(
+            load_dataset(_recorded_source(info), options), name=str(info["name"])
+        )
         if arrays.split_hash != info.get("split_hash"):
             raise DataError(
                 f"The split of {info['name']} is not the one the search used "
@@ -91,7 +94,9 @@ def load_externals(
     from cxr_tune.data import DataOptions, load_dataset, resolve_source
 
     options = DataOptions.from_record(_recorded_options(exp), cache_dir=cache_dir)
-    recorded = [_recorded_source(info) for info in exp.record.get("externals", [])]
+    recorded = [
+        (_recorded_source(info), info.get("name")) for info in exp.record.get("externals", [])
+    ]
     taken = [str(d["name"]) for d in exp.record.get("datasets", [])]
     searched = {
         _identity(_recorded_source(info))
@@ -99,10 +104,12 @@ def load_externals(
         if "source" in info
     }
     out: dict[str, ExternalSet] = {}
-    for source in [*recorded, *extra]:
-        source = resolve_source(source)
-        arrays = load_dataset(source, options)
-        name = external_name(str(source.key or "external"), [*taken, *out])
+    for given, recorded_name in [*recorded, *((source, None) for source in extra)]:
+        # Named as the search names them: by the folder given (before detection may pick a
+        # subfolder), unique among the experiment's datasets and the other external sets.
+        name = external_name(str(recorded_name or given.default_name), [*taken, *out])
+        source = resolve_source(given)
+        arrays = dataclasses.replace(load_dataset(source, options), name=name)
         if _identity(source) in searched:
             external = ExternalSet(arrays.for_test(), source, TEST_SPLIT)
         else:

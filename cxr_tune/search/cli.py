@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from cxr_tune.config import PROFILE_CHOICES, DataSource
+from cxr_tune.config import PROFILE_CHOICES, DataSource, unique_dataset_names
 from cxr_tune.constants import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_MIN_LABEL_POSITIVES,
@@ -60,6 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[KEY=]PATH",
         help="a dataset root folder; repeat for several. KEY forces a layout. Built in: phantom "
         "(the default; site A), phantom_b (site B), phantom_marker (site A, class-correlated marker)",
+    )
+    parser.add_argument(
+        "--data-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the name of the --data of the same position (repeat in order): in cells, reports, "
+        "trials.csv and label-map files (default: the dataset's folder name; a built-in "
+        "dataset's own name)",
     )
     parser.add_argument(
         "--external",
@@ -212,14 +221,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed: the value is {args.seed}, but must be >= 0.")
     space = load_space(args.space)
     given = tuple(DataSource.parse(text) for text in args.data) or (DataSource.phantom(),)
+    dataset_names = _dataset_names(given, args.data_name)
     # Each layout is detected here, once: the runner loads the folders found.
     sources = tuple(_announced(resolve_source(source)) for source in given)
-    externals = tuple(
-        _announced(resolve_source(DataSource.parse(text)))
+    given_externals = tuple(
+        DataSource.parse(text)
         for text in (args.external or ([] if args.data else [DEFAULT_EXTERNAL]))
     )
+    external_names = unique_dataset_names(
+        [source.default_name for source in given_externals], taken=dataset_names
+    )
+    externals = tuple(_announced(resolve_source(source)) for source in given_externals)
     dataset_keys = tuple(str(source.key) for source in sources)
-    dataset_names = _unique_names(dataset_keys)
     storage = Storage.parse(args.storage)
     profile, reason = resolve_profile(args.profile, gpus_available=_gpus_available(args))
     plan = build_plan(
@@ -259,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir).expanduser() if args.cache_dir else None,
         split=args.split,
         externals=externals,
+        external_names=external_names,
         label_map=str(Path(args.label_map).expanduser().resolve()) if args.label_map else None,
         ray_address=args.address,
         argv=tuple(args.command_line),
@@ -317,15 +331,26 @@ def _check_data_options(keys: tuple[str, ...], options: Mapping[str, Any]) -> No
         check_options(key, options, DATASETS.get(key).options)
 
 
-def _unique_names(keys: tuple[str, ...]) -> tuple[str, ...]:
-    """Dataset names for cells: the key, with _2, _3... when a layout is given twice."""
-    names: list[str] = []
-    for key in keys:
-        name, n = key, 2
-        while name in names:
-            name, n = f"{key}_{n}", n + 1
-        names.append(name)
-    return tuple(names)
+def _dataset_names(given: tuple[DataSource, ...], chosen: list[str]) -> tuple[str, ...]:
+    """Each dataset's name: ``--data-name`` where given (in the order of ``--data``), else the
+    folder's name; unique within the run (a repeated default gets _2, _3...)."""
+    from cxr_tune.config import safe_dataset_name, unique_dataset_names
+
+    if len(chosen) > len(given):
+        raise ConfigError(
+            f"--data-name: {len(chosen)} names for {len(given)} datasets; give one --data-name "
+            "per --data, in the same order."
+        )
+    for name in chosen:
+        if safe_dataset_name(name) != name or not name:
+            raise ConfigError(
+                f"--data-name: '{name}' is not a usable name; use letters, digits, '.', '_' "
+                "and '-' (not at either end)."
+            )
+    if len(set(chosen)) < len(chosen):
+        raise ConfigError(f"--data-name: the names {', '.join(chosen)} repeat; give each once.")
+    defaults = [source.default_name for source in given[len(chosen) :]]
+    return (*chosen, *unique_dataset_names(defaults, taken=chosen))
 
 
 def _gpus_available(args: argparse.Namespace) -> float:

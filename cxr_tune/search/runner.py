@@ -64,6 +64,8 @@ class SearchRequest:
     profile_reason: str = ""
     # Datasets not searched, on which the final models are also scored (external validation).
     externals: tuple[DataSource, ...] = ()
+    # Their names (default: the folder's), unique among the searched datasets' names.
+    external_names: tuple[str, ...] = ()
     label_map: str | None = None
     min_label_positives: int = DEFAULT_MIN_LABEL_POSITIVES
 
@@ -103,6 +105,16 @@ def compares_datasets(request: SearchRequest) -> bool:
     return len(request.sources) + len(request.externals) > 1
 
 
+def _external_names(request: SearchRequest) -> tuple[str, ...]:
+    """The external sets' names (a request built without them names each by its folder)."""
+    if len(request.external_names) == len(request.externals):
+        return request.external_names
+    from cxr_tune.config import unique_dataset_names
+
+    wanted = [source.default_name for source in request.externals]
+    return unique_dataset_names(wanted, taken=request.dataset_names)
+
+
 def check_external_classes(request: SearchRequest) -> None:
     """The label-map file reads, and every class of an external set maps onto a shared class
     (a bad file or a misspelt imagefolder class stops the search here, before hours of
@@ -116,8 +128,8 @@ def check_external_classes(request: SearchRequest) -> None:
 
     maps = load_label_maps(request.label_map)
     strict = compares_datasets(request)
-    for source in request.externals:
-        map_dataset(classes_of(source), maps)
+    for source, name in zip(request.externals, _external_names(request), strict=True):
+        map_dataset(classes_of(source, name), maps)
     for name, source in zip(request.dataset_names, request.sources, strict=True):
         if source.key == IMAGEFOLDER:
             map_dataset(classes_of(source, name, request.plan.data_options), maps, strict)
@@ -157,7 +169,8 @@ def load_search_data(
     data: dict[str, DatasetArrays] = {}
     for name, source in zip(request.dataset_names, request.sources):
         started = time.perf_counter()
-        arrays = load_dataset(source, options)
+        # Called by the run's name for it (the folder's, or --data-name), not the layout's.
+        arrays = dataclasses.replace(load_dataset(source, options), name=name)
         sizes = ", ".join(f"{k} {v}" for k, v in arrays.sizes().items())
         echo(
             f"data: {name}: {arrays.num_classes} classes ({arrays.task}), {sizes}, "
@@ -252,11 +265,12 @@ def experiment_record(request: SearchRequest, data: Mapping[str, DatasetArrays])
         ],
         "externals": [
             {
+                "name": name,
                 "key": source.key,
                 "source": str(source.path) if source.path else "built-in",
                 "detected": source.detected,
             }
-            for source in request.externals
+            for source, name in zip(request.externals, _external_names(request), strict=True)
         ],
         "label_map": request.label_map,
         "command": " ".join(request.argv),

@@ -250,6 +250,34 @@ def test_dry_run_refuses_the_data_that_data_inspect_refuses(capsys, tmp_path: Pa
     # With the default the same folder plans, and says what it read.
     planned = search(capsys, tmp_path, "--data", root, "--cache-dir", cache, "--dry-run")
     assert planned.code == 0, planned.err
-    assert "data: nih_chestxray14: 3 classes (multilabel)" in planned.err
+    assert "data: archive: 3 classes (multilabel)" in planned.err
     plan = [json.loads(line) for line in planned.out.splitlines() if line.startswith("{")]
-    assert [cell["cell"] for cell in plan] == ["nih_chestxray14/alexnet"]
+    # Named after its folder (the Kaggle archive's), as people name it.
+    assert [cell["cell"] for cell in plan] == ["archive/alexnet"]
+
+
+@pytest.mark.slow  # reads two miniature folders' class names
+def test_datasets_are_named_after_their_folders_or_as_told(capsys, tmp_path: Path) -> None:
+    for folder in ("itu4", "other/itu4"):
+        for name in ("covid", "normal"):
+            for k in range(16):
+                save_image(tmp_path / folder / name / f"{name}{k}.png", 100 * k + len(folder))
+    data = ("--data", tmp_path / "itu4", "--data", tmp_path / "other" / "itu4")
+    common = ("--cache-dir", tmp_path / "cache", "--dry-run", "--num-samples", "1")
+
+    def cells(outcome) -> list[str]:
+        assert outcome.code == 0, outcome.err
+        return [json.loads(line)["cell"] for line in outcome.out.splitlines() if line[:1] == "{"]
+
+    assert cells(search(capsys, tmp_path, *data, *common)) == ["itu4/alexnet", "itu4_2/alexnet"]
+    named = search(capsys, tmp_path, *data, "--data-name", "site1", *common)
+    assert cells(named) == ["site1/alexnet", "itu4/alexnet"]
+    # A label-map file names a dataset by that name.
+    label_map = tmp_path / "maps.yaml"
+    label_map.write_text("datasets:\n  site1:\n    classes:\n      Covid: covid\n")
+    refused = search(capsys, tmp_path, *data, "--data-name", "site1", "--label-map", label_map)
+    assert_user_error(refused, "the dataset 'site1' has no class 'Covid'")
+    bad = search(capsys, tmp_path, *data, "--data-name", "a b", *common)
+    assert_user_error(bad, "--data-name: 'a b' is not a usable name")
+    many = search(capsys, tmp_path, "--data", tmp_path / "itu4", *("--data-name", "x") * 2)
+    assert_user_error(many, "--data-name: 2 names for 1 datasets")

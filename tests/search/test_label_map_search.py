@@ -82,7 +82,7 @@ def test_misspelt_class_stops_a_comparing_search_before_any_trial(tmp_path: Path
 
 def test_label_map_maps_the_class_for_the_whole_run(tmp_path: Path) -> None:
     label_map = tmp_path / "maps.yaml"
-    label_map.write_text("datasets:\n  imagefolder:\n    classes:\n      Pnuemonia: pneumonia\n")
+    label_map.write_text("datasets:\n  xrays:\n    classes:\n      Pnuemonia: pneumonia\n")
     run = _search(tmp_path, "--label-map", str(label_map))
     assert run.returncode == 0, run.stderr[-3000:]
     folder = tmp_path / "results" / "mine"

@@ -34,6 +34,10 @@ def test_smoke_search_runs_on_every_miniature_layout(tmp_path):
             else f"{name}={expected.root}"
         )
         data_args += ["--data", text]
+    # Named after their layouts, but the last (imagefolder) after its folder, by default.
+    assert list(built)[-1] == "imagefolder"
+    data_args += [arg for name in list(built)[:-1] for arg in ("--data-name", name)]
+    names = {key: key for key in built} | {"imagefolder": built["imagefolder"].root.name}
     command = [
         sys.executable,
         "-m",
@@ -56,9 +60,10 @@ def test_smoke_search_runs_on_every_miniature_layout(tmp_path):
     folder = tmp_path / "results" / "layouts"
     record = json.loads((folder / "cxr_tune.json").read_text())
     datasets = {d["name"]: d for d in record["datasets"]}
-    assert set(datasets) == set(BUILDERS)
-    for name, expected in built.items():
-        assert sum(datasets[name]["sizes"].values()) == expected.images, name
+    assert set(datasets) == set(names.values())
+    for key, expected in built.items():
+        assert sum(datasets[names[key]]["sizes"].values()) == expected.images, key
+        assert datasets[names[key]]["key"] == key
     assert datasets["covid_chestxray"]["task"] == "multilabel"
     results = {}
     for trial in (p for p in folder.iterdir() if (p / "result.json").exists()):
@@ -66,11 +71,12 @@ def test_smoke_search_runs_on_every_miniature_layout(tmp_path):
             json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line
         ]
         results[rows[-1]["config"]["dataset"]] = rows
-    assert set(results) == set(BUILDERS)
+    assert set(results) == set(names.values())
     for name, rows in results.items():
         assert rows[-1]["status"] == "ok" and rows[-1]["epoch"] == 2, name
         assert rows[-1]["split_hash"] == datasets[name]["split_hash"]
     assert "val_macro_auroc" in results["covid_chestxray"][-1]
     evaluation = json.loads((folder / "evaluation.json").read_text())
-    assert {e["cell"].split("/")[0] for e in evaluation["entries"]} == set(BUILDERS)
+    assert {e["cell"].split("/")[0] for e in evaluation["entries"]} == set(names.values())
+    assert "| `my_xrays` | `imagefolder` |" in (folder / "report.md").read_text()
     assert (folder / "report.md").is_file()

@@ -144,6 +144,7 @@ def _datasets_table(datasets: list[Mapping[str, Any]]) -> Block:
         rows.append(
             [
                 f"`{info.get('name')}`",
+                f"`{key}`",
                 PAPER_DATASETS.get(key, "— (not in the paper)"),
                 f"{info.get('task', '?')}, {len(info.get('classes', []))} classes",
                 *(str(sizes.get(split, "—")) for split in ("train", "val", "test")),
@@ -154,6 +155,7 @@ def _datasets_table(datasets: list[Mapping[str, Any]]) -> Block:
         )
     headers = [
         "dataset",
+        "layout",
         "paper",
         "task",
         "train",
