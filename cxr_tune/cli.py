@@ -1,5 +1,6 @@
-"""``cxr-tune``: the one command line, with subcommands ``search``, ``data``, ``evaluate`` and
-``report``; ``python -m cxr_tune.search`` and the other ``python -m`` forms run the same code.
+"""``cxr-tune``: the one command line, with subcommands ``search``, ``data``, ``evaluate``,
+``report``, ``export`` and ``predict``; ``python -m cxr_tune.search`` and the other
+``python -m`` forms run the same code.
 
 One error policy for every subcommand:
 
@@ -10,7 +11,7 @@ One error policy for every subcommand:
 - 130: interrupted (Ctrl-C); what was computed is kept.
 
 Each subcommand's options live beside its code (``search/cli.py``, ``data/cli.py``,
-``evaluation/cli.py``, ``report/cli.py``); heavy modules are imported only once the arguments parse, so ``--help``
+``evaluation/cli.py``, ``report/cli.py``, ``bundle/cli.py``); heavy modules are imported only once the arguments parse, so ``--help``
 answers at once.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxr_tune import __version__
+from cxr_tune.bundle import cli as bundle_cli
 from cxr_tune.constants import DEFAULT_CACHE_DIR, ENV_CACHE, ENV_DEBUG
 from cxr_tune.data import cli as data_cli
 from cxr_tune.errors import CxrTuneError
@@ -83,6 +85,22 @@ COMMANDS: dict[str, Command] = {
             report_cli.add_arguments,
             report_cli.run,
         ),
+        Command(
+            "export",
+            "write each cell's best model as a model package (MONAI bundle, TorchScript, card)",
+            bundle_cli.EXPORT_DESCRIPTION,
+            bundle_cli.add_export_arguments,
+            bundle_cli.run_export,
+            interrupted=bundle_cli.EXPORT_INTERRUPTED,
+        ),
+        Command(
+            "predict",
+            "predict image files with a model package or an experiment's best model (CSV)",
+            bundle_cli.PREDICT_DESCRIPTION,
+            bundle_cli.add_predict_arguments,
+            bundle_cli.run_predict,
+            interrupted=bundle_cli.PREDICT_INTERRUPTED,
+        ),
     )
 }
 
@@ -119,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Hyperparameter search for chest X-ray classifiers, and what comes after it: "
-        "datasets, final evaluation on the test split, reports.",
+        "datasets, final evaluation on the test split, reports, model packages, prediction.",
         epilog="Run `cxr-tune COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -85,6 +85,12 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 TRIALS_CSV = "trials.csv"
 PLOTS_DIR = "plots"
+# The evaluation's files for each cell's best model (``<dir>/<cell slug>/``): what export needs
+# (MODEL_MANIFEST, the OOD statistics, retrained weights) and the saliency overlays, which hold
+# images from the data and so stay out of the report.
+MODELS_DIR = "models"
+MODEL_MANIFEST = "model.json"
+SALIENCY_DIR = "saliency"
 # In a trial folder (Ray Tune's names).
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"

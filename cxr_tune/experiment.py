@@ -177,6 +177,11 @@ class Experiment:
         return max(pool, key=lambda t: sign * t.value(self.metric))
 
 
+def cell_slug(cell: str) -> str:
+    """A file-name-safe form of a cell id: ``phantom/alexnet`` -> ``phantom-alexnet``."""
+    return "".join(c if c.isalnum() or c in "_." else "-" for c in cell).strip("-") or "cell"
+
+
 def load_experiment(folder: str | Path) -> Experiment:
     """Read an experiment folder.
 

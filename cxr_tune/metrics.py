@@ -306,6 +306,43 @@ def specificity_at_sensitivity(scores: np.ndarray, positives: np.ndarray, target
     return float((scores[~positives] < threshold).mean())
 
 
+def threshold_at_sensitivity(scores: np.ndarray, positives: np.ndarray, target: float) -> float:
+    """The operating threshold for a target sensitivity: the highest score threshold whose
+    sensitivity on these images is at least ``target`` (an image is called positive when its
+    score is at or above it), so the specificity there is the best any such threshold has.
+
+    Chosen on one split (the validation split) and applied to another (the test split): see
+    :func:`sensitivity_specificity_at`. NaN when the images hold no positive.
+
+    Raises:
+        ValueError: ``target`` is not in (0, 1].
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"The value of `target` is {target}, but must be in (0, 1].")
+    scores = np.asarray(scores, dtype=float)
+    positives = np.asarray(positives).astype(bool)
+    n_pos = int(positives.sum())
+    if n_pos == 0:
+        return math.nan
+    needed = max(1, math.ceil(target * n_pos - 1e-9))
+    return float(np.sort(scores[positives])[::-1][needed - 1])
+
+
+def sensitivity_specificity_at(
+    scores: np.ndarray, positives: np.ndarray, threshold: float
+) -> tuple[float, float]:
+    """Sensitivity and specificity when an image is called positive at ``score >= threshold``;
+    NaN for a side with no image (and both NaN for a NaN threshold)."""
+    scores = np.asarray(scores, dtype=float)
+    positives = np.asarray(positives).astype(bool)
+    if not math.isfinite(threshold):
+        return math.nan, math.nan
+    called = scores >= threshold
+    sensitivity = float(called[positives].mean()) if positives.any() else math.nan
+    specificity = float((~called[~positives]).mean()) if (~positives).any() else math.nan
+    return sensitivity, specificity
+
+
 def roc_points(
     scores: np.ndarray, positives: np.ndarray, points: int = CURVE_POINTS
 ) -> dict[str, Any]:

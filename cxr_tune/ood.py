@@ -119,11 +119,9 @@ class OodStats:
             val_images=int(values.get("val_images", 0)),
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write to a compressed ``.npz`` (arrays in float32: distances move by ~1e-6
-        relative), whole or not at all."""
-        from cxr_tune.files import write_atomic
-
+    def to_bytes(self) -> bytes:
+        """The compressed ``.npz`` that :meth:`save` writes, as bytes (arrays in float32:
+        distances move by ~1e-6 relative)."""
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
@@ -142,12 +140,23 @@ class OodStats:
                 dtype=np.float64,
             ),
         )
-        write_atomic(Path(path), buffer.getvalue())
+        return buffer.getvalue()
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_bytes` to ``path``, whole or not at all."""
+        from cxr_tune.files import write_atomic
+
+        write_atomic(Path(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> OodStats:
         """Read what :meth:`save` wrote."""
-        with np.load(Path(path), allow_pickle=False) as data:
+        return cls.from_bytes(Path(path).read_bytes())
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> OodStats:
+        """Read what :meth:`to_bytes` gave."""
+        with np.load(io.BytesIO(payload), allow_pickle=False) as data:
             residual, shrinkage, threshold, percentile, n_train, n_val = data["scalars"].tolist()
             return cls(
                 mean=data["mean"].astype(np.float64),

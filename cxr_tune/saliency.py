@@ -1,9 +1,23 @@
 """Where a model looks: Grad-CAM maps, the share of saliency inside the lungs, overlays.
 
 Grad-CAM (Selvaraju et al., 2017) comes from MONAI (``monai.visualize.GradCAM``), not from code
-of our own: the class score's gradient, averaged over the last convolutional block's positions,
-weighs that block's activation maps; their weighted sum, rectified and upsampled to the image,
-is the map. The block is declared per registered architecture in :data:`TARGET_LAYERS`.
+of our own: the class score's gradient, averaged over a convolutional block's positions, weighs
+that block's activation maps; their weighted sum, rectified and upsampled (bilinear) to the
+image, is the map.
+
+Which block. A map is as coarse as the block's grid, and the last block of a network trained on
+small images has very few cells (AlexNet's last block is 3 x 3 at 64 px, ResNet50's 2 x 2):
+upsampled, such a map is nearly even, and no share of it says where the model looks.
+:func:`choose_layer` takes the deepest of the architecture's declared blocks
+(:data:`TARGET_LAYERS`, shallow to deep) whose map is at least :data:`MIN_GRID` cells a side at
+the model's image size: the last block at 224 px (AlexNet 13 x 13, VGG11 14 x 14, ResNet50
+7 x 7); at 64 px AlexNet's second block (``features.4``, 7 x 7), VGG11's ``features.14`` (8 x 8)
+and ResNet50's ``layer2`` (8 x 8). That keeps the maps and overlays spatially resolved; it does
+not make the flag trustworthy on small images. Measured on the phantom (scripts/bench/README.md,
+"Saliency in the lungs on the phantom"): at 128 px AlexNet's last block (7 x 7) flags the
+models that read the corner marker of ``phantom_marker`` and not the plain phantom's; at 64 px
+no block of AlexNet tells the two apart, ``features.4`` included (there the marker's models put
+more of their saliency in the lungs, not less).
 
 One number per model says whether the maps sit on the lungs. Per image: the share of the map's
 mass inside the lung mask, and the mask's share of the image (what a map spread evenly would
@@ -14,11 +28,6 @@ more than an even spread would be. A model that reads a corner marker puts its s
 the lungs (difference below 0); one that reads the findings inside the lung fields puts it
 there (difference above 0). The difference rather than the ratio is bootstrapped: it stays
 bounded when an image's lung field is small.
-
-How far to trust it: the maps are as coarse as the block's grid. AlexNet at 64 px has 3 x 3
-cells there, its upsampled maps are nearly even, and the flag did not tell ``phantom_marker``
-from the plain phantom; at 128 px (7 x 7) it did, both ways, for two seeds each
-(scripts/bench/README.md, "Saliency in the lungs on the phantom").
 
 Pure PyTorch + MONAI + numpy, no Ray (layer 3, beside ``engine.py``). Importing MONAI takes
 5-15 s on two cores, once per process.
@@ -43,14 +52,20 @@ from cxr_tune.errors import ConfigError
 from cxr_tune.models import MODELS
 from cxr_tune.stats import bootstrap_indices, interval
 
-# The last convolutional block of each registered architecture (its rectified output), where
-# Grad-CAM reads activations and gradients. A model registered without an entry here has no
-# saliency: `target_layer` says so.
-TARGET_LAYERS: dict[str, str] = {
-    "alexnet": "features.11",  # ReLU after the fifth convolution, before the last max-pool
-    "vgg11": "features.19",  # ReLU after the eighth convolution, before the last max-pool
-    "resnet50": "layer4",  # the last bottleneck stage
-}
+# The convolutional blocks of each registered architecture where Grad-CAM may read activations
+# and gradients (each block's rectified output), shallow to deep. A model registered without an
+# entry here has no saliency: `target_layer` says so.
+TARGET_LAYERS: dict[str, tuple[str, ...]] = {
+    # The ReLU after each of the five convolutions.
+    "alexnet": ("features.1", "features.4", "features.7", "features.9", "features.11"),
+    # The ReLU after the second to eighth convolutions.
+    "vgg11": ("features.4", "features.7", "features.9", "features.12", "features.14",
+              "features.17", "features.19"),
+    # The bottleneck stages.
+    "resnet50": ("layer1", "layer2", "layer3", "layer4"),
+}  # fmt: skip
+# The least cells a side the chosen block's map has (where some block has that many).
+MIN_GRID = 7
 # Flag when the lower end of the 95% interval of the mean (share in lungs - lungs' share of the
 # image) is not above this.
 LUNG_MARGIN = 0.0
@@ -59,8 +74,8 @@ OVERLAY_ALPHA = 0.45
 OVERLAY_COLORMAP = "jet"
 
 
-def target_layer(name: str) -> str:
-    """The Grad-CAM layer of the registered model ``name``.
+def target_layers(name: str) -> tuple[str, ...]:
+    """The declared Grad-CAM blocks of the registered model ``name``, shallow to deep.
 
     Raises:
         ConfigError: ``name`` is not registered, or has no declared layer.
@@ -68,11 +83,58 @@ def target_layer(name: str) -> str:
     MODELS.get(name)  # an unknown name gets the registry's did-you-mean
     if name not in TARGET_LAYERS:
         raise ConfigError(
-            f"No saliency layer is declared for the model '{name}': add its last convolutional "
-            f"block to cxr_tune.saliency.TARGET_LAYERS (declared for: "
+            f"No saliency layer is declared for the model '{name}': add its convolutional "
+            f"blocks to cxr_tune.saliency.TARGET_LAYERS (declared for: "
             f"{', '.join(sorted(TARGET_LAYERS))})."
         )
     return TARGET_LAYERS[name]
+
+
+def target_layer(name: str) -> str:
+    """The deepest declared block of ``name`` (its Grad-CAM layer at large image sizes)."""
+    return target_layers(name)[-1]
+
+
+@dataclass(frozen=True)
+class TargetLayer:
+    """The block Grad-CAM reads, and the side of its map (cells) at the model's image size."""
+
+    name: str
+    grid: int
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.grid} x {self.grid} cells)"
+
+
+def layer_grids(model: nn.Module, name: str, image_size: int) -> dict[str, int]:
+    """The map side (the smaller of height and width) of every declared block of ``model`` at
+    ``image_size``, from one forward pass of a blank image."""
+    grids: dict[str, int] = {}
+    handles = [
+        model.get_submodule(layer).register_forward_hook(
+            lambda _m, _i, out, layer=layer: grids.__setitem__(layer, int(min(out.shape[2:])))
+        )
+        for layer in target_layers(name)
+    ]
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, image_size, image_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return grids
+
+
+def choose_layer(model: nn.Module, name: str, image_size: int) -> TargetLayer:
+    """The deepest declared block whose map is at least :data:`MIN_GRID` cells a side at
+    ``image_size``; the one with the largest map where none is."""
+    grids = layer_grids(model, name, image_size)
+    fitting = [layer for layer in target_layers(name) if grids[layer] >= MIN_GRID]
+    chosen = fitting[-1] if fitting else max(grids, key=lambda layer: grids[layer])
+    return TargetLayer(chosen, grids[chosen])
 
 
 class SaliencyMapper:
@@ -85,17 +147,36 @@ class SaliencyMapper:
         model: a model built by ``create_model(name, ...)``.
         name: its registered architecture name.
         settings: the loop settings images are prepared with (its device).
+        image_size: the side of the images it sees (chooses the block, :func:`choose_layer`).
+        layer: a declared block to use instead of the chosen one.
     """
 
-    def __init__(self, model: nn.Module, name: str, settings: LoopSettings) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str,
+        settings: LoopSettings,
+        *,
+        image_size: int,
+        layer: str | None = None,
+    ) -> None:
         from monai.visualize import GradCAM
 
         self.settings = settings
         self.model = copy.deepcopy(model).to(settings.device).eval()
+        if layer is None:
+            self.layer = choose_layer(self.model, name, image_size)
+        else:
+            if layer not in target_layers(name):
+                raise ConfigError(
+                    f"The layer {layer!r} is not a declared Grad-CAM block of {name} "
+                    f"(declared: {', '.join(target_layers(name))})."
+                )
+            self.layer = TargetLayer(layer, layer_grids(self.model, name, image_size)[layer])
         # Identity post-processing: MONAI's default rescales each map to [1, 0] for display;
         # the shares need the map's own (non-negative) mass.
         self.cam = GradCAM(
-            nn_module=self.model, target_layers=target_layer(name), postprocessing=_identity
+            nn_module=self.model, target_layers=self.layer.name, postprocessing=_identity
         )
 
     def maps(
@@ -127,7 +208,7 @@ class SaliencyMapper:
         scaled = np.divide(
             maps, peak[:, None, None], out=np.zeros_like(maps), where=peak[:, None, None] > 0
         )
-        return scaled.astype(np.float32), index.cpu().numpy()
+        return scaled.astype(np.float32), index.numpy()
 
 
 def _identity(x: Any) -> Any:
@@ -142,9 +223,12 @@ def saliency_maps(
     settings: LoopSettings,
     classes: Sequence[int] | None = None,
     batch_size: int = 16,
+    layer: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Grad-CAM maps of uint8 images (N, H, W), batch by batch (see :class:`SaliencyMapper`)."""
-    mapper = SaliencyMapper(model, name, settings)
+    """Grad-CAM maps of uint8 images (N, H, W), batch by batch (see :class:`SaliencyMapper`;
+    the block is chosen for the images' size unless ``layer`` names one)."""
+    images = np.asarray(images)
+    mapper = SaliencyMapper(model, name, settings, image_size=int(images.shape[-1]), layer=layer)
     maps: list[np.ndarray] = []
     explained: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
@@ -153,7 +237,7 @@ def saliency_maps(
         maps.append(m)
         explained.append(c)
     if not maps:
-        size = np.asarray(images).shape[1:]
+        size = images.shape[1:]
         return np.zeros((0, *size), np.float32), np.zeros(0, np.int64)
     return np.concatenate(maps), np.concatenate(explained)
 
@@ -278,17 +362,22 @@ def overlay(image: np.ndarray, saliency: np.ndarray, *, alpha: float = OVERLAY_A
     return np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
 
 
+def overlay_png(image: np.ndarray, saliency: np.ndarray, *, alpha: float = OVERLAY_ALPHA) -> bytes:
+    """:func:`overlay` encoded as PNG bytes (what an evaluation task hands back to its driver)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(overlay(image, saliency, alpha=alpha), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def write_overlay(
     path: str | Path, image: np.ndarray, saliency: np.ndarray, *, alpha: float = OVERLAY_ALPHA
 ) -> Path:
     """Write :func:`overlay` as a PNG file, whole or not at all; returns the path."""
-    from PIL import Image
-
     from cxr_tune.files import write_atomic
 
-    buffer = io.BytesIO()
-    Image.fromarray(overlay(image, saliency, alpha=alpha), mode="RGB").save(buffer, format="PNG")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, buffer.getvalue())
+    write_atomic(target, overlay_png(image, saliency, alpha=alpha))
     return target

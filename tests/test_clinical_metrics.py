@@ -14,7 +14,9 @@ from cxr_tune.metrics import (
     reliability_bins,
     roc_points,
     sensitivity_specificity,
+    sensitivity_specificity_at,
     specificity_at_sensitivity,
+    threshold_at_sensitivity,
     top_label_calibration,
 )
 
@@ -55,6 +57,24 @@ def test_specificity_at_sensitivity_by_hand() -> None:
     assert specificity_at_sensitivity(scores, positives, 0.90) == pytest.approx(0.25)
     assert specificity_at_sensitivity(scores, positives, 0.95) == pytest.approx(0.25)
     assert math.isnan(specificity_at_sensitivity(scores, np.zeros(8), 0.9))
+
+
+def test_operating_threshold_chosen_on_one_split_and_applied_to_another() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.5, 0.3, 0.1])
+    positives = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    # The highest threshold finding 3 of 4 positives (75%) is 0.7; all 4 (90%, 95%) needs 0.2.
+    assert threshold_at_sensitivity(scores, positives, 0.75) == 0.7
+    assert threshold_at_sensitivity(scores, positives, 0.90) == 0.2
+    assert threshold_at_sensitivity(scores, positives, 0.95) == 0.2
+    assert math.isnan(threshold_at_sensitivity(scores, np.zeros(8), 0.9))
+    with pytest.raises(ValueError, match="must be in \\(0, 1\\]"):
+        threshold_at_sensitivity(scores, positives, 0.0)
+    # On other images the threshold gives whatever it gives: here 2 of 3 positives, and one
+    # of two negatives called positive (at or above the threshold).
+    other = np.array([0.75, 0.7, 0.1, 0.7, 0.3])
+    sensitivity, specificity = sensitivity_specificity_at(other, np.array([1, 1, 1, 0, 0]), 0.7)
+    assert (sensitivity, specificity) == (pytest.approx(2 / 3), 0.5)
+    assert all(math.isnan(v) for v in sensitivity_specificity_at(other, np.ones(5), math.nan))
 
 
 def test_sensitivity_specificity_from_a_confusion_matrix() -> None:

@@ -57,14 +57,19 @@ LAYERS: dict[str, int] = {
     "cxr_tune.cli": 8,
     # ``python -m cxr_tune.evaluate``, the command's documented name: an entry point only.
     "cxr_tune.evaluate": 9,
+    # ``python -m cxr_tune.export`` and ``python -m cxr_tune.predict``: entry points only.
+    "cxr_tune.export": 9,
+    "cxr_tune.predict": 9,
 }
 ENTRY_POINT_LAYER = 9  # ``<package>/__main__.py``: ``python -m cxr_tune.<package>``
 # These never import Ray, so their tests (and the report on any laptop) need no cluster.
 RAY_FREE_BELOW = 4
 RAY_FREE = (
     "cxr_tune.report",
+    "cxr_tune.evaluation.artefacts",
     "cxr_tune.evaluation.assemble",
     "cxr_tune.evaluation.contenders",
+    "cxr_tune.evaluation.evidence",
     "cxr_tune.evaluation.generalisation",
     "cxr_tune.evaluation.runs",
     "cxr_tune.evaluation.sources",

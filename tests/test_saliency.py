@@ -1,5 +1,6 @@
-"""Grad-CAM saliency (MONAI): a declared layer per registered model, maps of the image's size,
-shares of saliency in the lungs, the flag, and overlays."""
+"""Grad-CAM saliency (MONAI): declared blocks per registered model and the one chosen for the
+image size, maps of the image's size (a batch's maps are each image's own), shares of saliency
+in the lungs, the flag, and overlays."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from cxr_tune.engine import LoopSettings, prepare_batch
 from cxr_tune.errors import ConfigError
 from cxr_tune.models import MODELS, create_model
 from cxr_tune.saliency import (
+    MIN_GRID,
     TARGET_LAYERS,
+    choose_layer,
+    layer_grids,
     lung_saliency,
     lung_shares,
     overlay,
@@ -44,6 +48,60 @@ def test_a_model_without_a_declared_layer_is_a_clear_error(monkeypatch) -> None:
         target_layer("alexnt")
 
 
+# The block Grad-CAM reads at each size: the deepest with a map of at least MIN_GRID cells.
+CHOSEN = {
+    ("alexnet", 64): ("features.4", 7),
+    ("alexnet", 128): ("features.11", 7),
+    ("vgg11", 64): ("features.14", 8),
+    ("resnet50", 64): ("layer2", 8),
+}
+
+
+@pytest.mark.parametrize(("name", "size"), list(CHOSEN))
+def test_the_block_is_the_deepest_with_a_fine_enough_map(name: str, size: int) -> None:
+    model = create_model(name, num_classes=2)
+    chosen = choose_layer(model, name, size)
+    assert (chosen.name, chosen.grid) == CHOSEN[(name, size)]
+    grids = layer_grids(model, name, size)
+    deeper = TARGET_LAYERS[name][TARGET_LAYERS[name].index(chosen.name) + 1 :]
+    assert all(grids[layer] < MIN_GRID for layer in deeper)
+
+
+def test_a_map_coarser_than_any_rule_takes_the_finest_block() -> None:
+    model = create_model("resnet50", num_classes=2)
+    assert choose_layer(model, "resnet50", 16).name == "layer1"  # 4 x 4 there, the largest
+
+
+@pytest.mark.slow  # imports MONAI (5-15 s on two cores)
+def test_a_batchs_maps_equal_each_images_own() -> None:
+    """Images of a batch predicted as different classes each get their own class's map, as
+    MONAI's Grad-CAM gives it for the image alone."""
+    import copy
+
+    from monai.visualize import GradCAM
+
+    torch.manual_seed(0)
+    model = create_model("alexnet", num_classes=4).eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    for layer in ("features.4", "features.11"):
+        ours, classes = saliency_maps(
+            model, "alexnet", images, settings=CPU, layer=layer, classes=[0, 1, 2]
+        )
+        cam = GradCAM(nn_module=copy.deepcopy(model), target_layers=layer, postprocessing=_same)
+        x = prepare_batch(torch.as_tensor(images), CPU)
+        for k in range(len(images)):
+            reference = (
+                cam(x[k : k + 1], class_idx=int(classes[k]))[0, 0].detach().clamp_min(0).numpy()
+            )
+            peak = reference.max()
+            expected = reference / peak if peak > 0 else reference  # no positive evidence: 0
+            np.testing.assert_allclose(ours[k], expected, atol=1e-5)
+
+
+def _same(x):
+    return x
+
+
 @pytest.mark.slow  # importing MONAI takes 5-15 s on two cores
 def test_saliency_maps_of_a_random_model_have_the_image_size_and_leave_it_unchanged() -> None:
     torch.manual_seed(0)
@@ -61,6 +119,8 @@ def test_saliency_maps_of_a_random_model_have_the_image_size_and_leave_it_unchan
     # MONAI's hooks went on a copy: the model is as it was, and its ReLUs still in place.
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model._forward_hooks and model.features[11].inplace
+    with pytest.raises(ConfigError, match="is not a declared Grad-CAM block"):
+        saliency_maps(model, "alexnet", images, settings=CPU, layer="features.12")
 
 
 def test_lung_shares_of_known_maps() -> None:

@@ -2,11 +2,10 @@
 maps of the image's size, shares of saliency in the lung masks in [0, 1], a summary with its
 interval, overlays written (trains: integration).
 
-What this does not assert: that the flag fires on ``phantom_marker`` and not on the plain
-phantom. Measured (scripts/bench/README.md, "Saliency in the lungs on the phantom"): at 64 px,
-AlexNet's 3 x 3 Grad-CAM cells give nearly even maps and the flag does not separate the two
-(both plain-phantom models flagged, one of two marker models not); at 128 px it does (two
-seeds each), but training those models takes minutes, beyond a test's budget.
+That the flag fires on ``phantom_marker`` and not on the plain phantom is asserted at 128 px by
+``tests/evaluation/test_probe_phantom.py`` (on the models the shortcut probe's test trains); at
+64 px no block of AlexNet separates them (scripts/bench/README.md, "Saliency in the lungs on the
+phantom").
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Facts (every key optional but ``name``, ``architecture``, ``classes``)::
     saliency: {flagged, share_in_lungs: {mean, ci95}, lung_share: {mean, ci95},
                difference: {mean, ci95}, images},
     calibration: {temperatures: [...], ece_before: {mean, ci95}, ece_after: {mean, ci95}},
-    operating_points: {class, thresholds: {"0.90": t, "0.95": t},
+    operating_points: {class, thresholds: {"0.9": t, "0.95": t},
                        specificity_at_sensitivity_90: {mean, ci95}, ...},
     ood: {threshold, percentile, rates: {dataset: rate}},
     versions: {torch, torchvision, cxr_tune}
@@ -251,7 +251,9 @@ def _operating_line(facts: Mapping[str, Any]) -> str:
     parts = []
     for target in ("90", "95"):
         spec = points.get(f"specificity_at_sensitivity_{target}")
-        threshold = (points.get("thresholds") or {}).get(f"0.{target}")
+        thresholds = points.get("thresholds") or {}
+        # Keyed by the sensitivity as a fraction: "0.9" (as the evaluation writes it) or "0.90".
+        threshold = thresholds.get(f"{int(target) / 100:g}", thresholds.get(f"0.{target}"))
         if spec is None and threshold is None:
             continue
         text = f"at {target}% sensitivity: specificity {_value(spec)}"

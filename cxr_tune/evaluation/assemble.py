@@ -1,8 +1,10 @@
 """From the runs' stored test predictions to ``evaluation.json``'s content: per configuration
 the summary over seeds with bootstrap intervals, the confusion matrix or per-label scores, the
 clinical metrics and the shortcut probe; per cell's best configuration its transfers to the
-other datasets; paired comparisons of the best configuration of each optimizer; the factor
-effects of the search. Pure numpy: no model runs here.
+other datasets, its calibration (ECE before and after) and operating points, and its first
+seed's out-of-distribution rates, saliency summary and files; paired comparisons of the best
+configuration of each optimizer; the factor effects of the search. Pure numpy: no model runs
+here.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from cxr_tune.data.types import DatasetArrays
 from cxr_tune.evaluation.contenders import Contender
 from cxr_tune.evaluation.generalisation import (
     GeneralisationPlan,
+    calibration_summary,
     clinical_of,
     generalisation_plan,
+    operating_points_summary,
+    positive_class,
     probe_of,
     transfer_of,
 )
@@ -68,7 +73,11 @@ def assemble(
             "trial_id": contender.trial.trial_id,
             "config": contender.trial.config,
             "val_metric": contender.trial.value(exp.metric),
-            "runs": runs[contender.key],
+            # The first seed's model-level facts go up to the entry (once, not per run).
+            "runs": [
+                {k: v for k, v in r.items() if k not in FIRST_SEED_KEYS}
+                for r in runs[contender.key]
+            ],
             "task": dataset.task,
             "classes": list(dataset.classes),
         }
@@ -93,7 +102,11 @@ def assemble(
             if probe is not None:
                 entry["probe"] = probe
             if "best" in contender.roles:
-                transfers += _transfers(contender, usable, dataset, plan, others, rounds, seed)
+                entry.update({k: usable[0][k] for k in FIRST_SEED_KEYS if k in usable[0]})
+                _trust(entry, dataset, usable, targets, plan, indices[dataset.name])
+                transfers += _transfers(
+                    contender, usable, dataset, plan, others, rounds, seed, entry.get("ood")
+                )
         entries.append(entry)
     comparisons = _optimizer_comparisons(contenders, boots)
     return {
@@ -111,6 +124,31 @@ def assemble(
     }
 
 
+# Facts of a best model's first seed (the model export packages): kept once, in the entry.
+FIRST_SEED_KEYS: tuple[str, ...] = ("ood", "saliency", "files")
+
+
+def _trust(
+    entry: dict[str, Any],
+    dataset: DatasetArrays,
+    runs: Sequence[Mapping[str, Any]],
+    targets: np.ndarray,
+    plan: GeneralisationPlan,
+    indices: np.ndarray,
+) -> None:
+    """The calibration (ECE before and after) and the screened class's operating points of a
+    best configuration, into its clinical metrics."""
+    calibration = calibration_summary(dataset.task, runs, targets, indices)
+    if calibration is not None:
+        entry["clinical"]["calibration"] = calibration
+    positive = positive_class(plan.classes[dataset.name], plan.maps)
+    points = operating_points_summary(
+        dataset.task, runs, targets, dataset.classes, positive, indices
+    )
+    if points is not None:
+        entry["clinical"]["operating_points"] = points
+
+
 def _transfers(
     contender: Contender,
     runs: Sequence[Mapping[str, Any]],
@@ -119,6 +157,7 @@ def _transfers(
     others: Mapping[str, DatasetArrays],
     rounds: int,
     seed: int,
+    ood: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for test_name, shared in plan.pairs.get(dataset.name, {}).items():
@@ -134,6 +173,13 @@ def _transfers(
                     "test": test_name,
                     "seeds": len(runs),
                     **row,
+                    # The first seed's out-of-distribution flags on this set and its own test.
+                    "ood": {
+                        "own": (ood or {}).get("own"),
+                        "external": ((ood or {}).get("external") or {}).get(test_name),
+                    }
+                    if ood
+                    else None,
                 }
             )
     return rows

@@ -1,6 +1,7 @@
 """The final evaluation of an experiment on Ray: every contender (``contenders.py``) with every
 seed as one task (``runs.evaluate_run``), placed as its search trials were, then the assembly
-(``assemble.py``) written to ``evaluation.json``.
+(``assemble.py``) written to ``evaluation.json``, and each cell's best model's files
+(``artefacts.py``: what export needs, the saliency overlays) beside it.
 
 The search never sees the test split (trials receive ``DatasetArrays.for_search()``); the
 evaluation is its only reader.
@@ -15,9 +16,11 @@ from typing import Any
 
 from cxr_tune.constants import EVALUATION_FILE
 from cxr_tune.data.types import DatasetArrays
+from cxr_tune.evaluation.artefacts import store_artefacts
 from cxr_tune.evaluation.assemble import assemble
 from cxr_tune.evaluation.contenders import choose_contenders, final_checkpoint, retrain_seconds
-from cxr_tune.evaluation.generalisation import generalisation_plan
+from cxr_tune.evaluation.evidence import EvidenceRequest
+from cxr_tune.evaluation.generalisation import generalisation_plan, positive_class
 from cxr_tune.evaluation.runs import evaluate_run
 from cxr_tune.evaluation.sources import ExternalSet, reload_datasets
 from cxr_tune.experiment import Experiment
@@ -50,7 +53,10 @@ def evaluate_experiment(
 
     Each cell's best configuration is also scored on the test split of every other dataset it
     shares classes with (the experiment's, and ``externals``), and on its own test split with
-    the lungs removed (``cxr_tune.generalisation``). The result is also set as
+    the lungs removed (``cxr_tune.generalisation``); its calibration is fitted on the
+    validation split, and its first seed's out-of-distribution statistics, saliency and
+    overlays are measured and written beside ``evaluation.json`` (``artefacts.py``). The
+    result is also set as
     ``exp.evaluation``, so a report written next from ``exp`` shows it without reading the
     folder again.
 
@@ -91,12 +97,24 @@ def evaluate_experiment(
     # Longest first: retraining runs go out before checkpoint loads (seconds), so the last
     # task to finish is not a long one started when the others were done.
     jobs.sort(key=lambda job: -retrain_seconds(job[0].trial) if job[2] is None else 0.0)
+    positives = {name: positive_class(plan.classes[name], plan.maps) for name in datasets}
     pending: dict[str, dict[int, Any]] = {}
     for contender, k, checkpoint in jobs:
         config = contender.trial.config
         best = "best" in contender.roles
         resources = _resources(exp, str(config.get("model")))
         task = ray.remote(num_cpus=resources["CPU"], num_gpus=resources["GPU"])(evaluate_run)
+        evidence = None
+        if best:
+            # Calibration for every seed; the first seed (the model export packages) also
+            # gets its OOD statistics, saliency and, when retrained, its weights kept.
+            evidence = EvidenceRequest(
+                positive=positives.get(str(config["dataset"])),
+                explain=k == 0,
+                keep_weights=k == 0,
+                rounds=rounds,
+                seed=base_seed,
+            )
         pending.setdefault(contender.key, {})[k] = task.remote(
             config,
             int(config.get("seed", base_seed)) + k,
@@ -105,8 +123,17 @@ def evaluate_experiment(
             others_ref if best else None,
             tuple(plan.pairs.get(str(config["dataset"]), {})) if best else (),
             best,
+            evidence,
         )
     runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
+    for contender in contenders:
+        first = runs[contender.key][0] if runs[contender.key] else None
+        if "best" in contender.roles and first is not None and not first.get("diverged"):
+            first["files"] = store_artefacts(
+                folder, contender, first, final_checkpoint(contender.trial)
+            )
+        for run in runs[contender.key]:
+            run.pop("artefacts", None)
     all_sets = {**datasets, **{name: ext.arrays for name, ext in externals.items()}}
     result = assemble(exp, datasets, contenders, runs, rounds, plan=plan, others=all_sets)
     result["external_sets"] = [ext.describe(name) for name, ext in externals.items()]

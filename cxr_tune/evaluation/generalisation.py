@@ -472,3 +472,104 @@ def probe_summary(
         "margin": PROBE_MARGIN,
         "flagged": bool(math.isfinite(auroc["ci95"][0]) and auroc["ci95"][0] > 0.5 + PROBE_MARGIN),
     }
+
+
+# --- calibration and operating points ----------------------------------------------------------
+
+
+def calibration_summary(
+    task: str,
+    runs: Sequence[Mapping[str, Any]],
+    targets: np.ndarray,
+    indices: np.ndarray,
+) -> dict[str, Any] | None:
+    """ECE on the test split before and after temperature scaling, for the runs that were
+    calibrated (None when none was): point values are means over the seeds, intervals
+    bootstrap 95% intervals over the test images with the same resample for before and after
+    (so the difference, after minus before, is paired)."""
+    from cxr_tune.calibration import calibration_error
+
+    calibrated = [r for r in runs if "calibrated_probabilities" in r]
+    if not calibrated:
+        return None
+    targets = np.asarray(targets)
+    raw = [np.asarray(r["probabilities"], dtype=float) for r in calibrated]
+    scaled = [np.asarray(r["calibrated_probabilities"], dtype=float) for r in calibrated]
+
+    def both(sample: np.ndarray | None) -> tuple[float, float]:
+        pick = (lambda a: a) if sample is None else (lambda a: a[sample])
+        before = [calibration_error(pick(p), pick(targets), task) for p in raw]
+        after = [calibration_error(pick(p), pick(targets), task) for p in scaled]
+        return _seed_mean(before), _seed_mean(after)
+
+    point = both(None)
+    boot = [both(s) for s in indices]
+    return {
+        "method": "temperature scaling (Guo et al. 2017), fitted on the validation split",
+        "seeds": len(calibrated),
+        "temperatures": [list(r["calibration"]["temperatures"]) for r in calibrated],
+        "before": interval(point[0], [b[0] for b in boot]),
+        "after": interval(point[1], [b[1] for b in boot]),
+        "difference": interval(point[1] - point[0], [b[1] - b[0] for b in boot]),
+        "reasons": sorted(
+            {
+                str(f["reason"])
+                for r in calibrated
+                for f in r["calibration"].get("fits", [])
+                if f.get("reason")
+            }
+        ),
+    }
+
+
+def operating_points_summary(
+    task: str,
+    runs: Sequence[Mapping[str, Any]],
+    targets: np.ndarray,
+    classes: Sequence[str],
+    positive: int | None,
+    indices: np.ndarray,
+) -> dict[str, Any] | None:
+    """The screened class's operating points: per target sensitivity, the threshold each seed
+    chose on its validation split's calibrated probabilities, and the test split's sensitivity
+    and specificity at it (means over seeds, bootstrap 95% intervals over test images). None
+    without a screened class or calibrated runs."""
+    from cxr_tune.metrics import sensitivity_specificity_at
+
+    chosen = [r for r in runs if r.get("operating_thresholds") and "calibrated_probabilities" in r]
+    if positive is None or not chosen:
+        return None
+    targets = np.asarray(targets)
+    positives = targets[:, positive] == 1 if task == "multilabel" else targets == positive
+    scores = [np.asarray(r["calibrated_probabilities"], dtype=float)[:, positive] for r in chosen]
+    out: dict[str, Any] = {
+        "class": classes[positive],
+        "chosen_on": "validation split, calibrated probabilities",
+        "rule": "called positive when the calibrated probability is at or above the threshold",
+        "targets": {},
+    }
+    for target in (0.90, 0.95):
+        key = f"{target:g}"
+        thresholds = [r["operating_thresholds"].get(key) for r in chosen]
+        values = [math.nan if t is None else float(t) for t in thresholds]
+
+        def at(sample: np.ndarray | None, values: list[float] = values) -> tuple[float, float]:
+            pairs = [
+                sensitivity_specificity_at(
+                    s if sample is None else s[sample],
+                    positives if sample is None else positives[sample],
+                    t,
+                )
+                for s, t in zip(scores, values, strict=True)
+            ]
+            return _seed_mean([p[0] for p in pairs]), _seed_mean([p[1] for p in pairs])
+
+        point = at(None)
+        boot = [at(s) for s in indices]
+        out["targets"][key] = {
+            "threshold": thresholds[0],
+            "thresholds": thresholds,
+            "sensitivity": interval(point[0], [b[0] for b in boot]),
+            "specificity": interval(point[1], [b[1] for b in boot]),
+        }
+    return out

@@ -1,6 +1,8 @@
 """One final model: a configuration trained (or loaded from its search checkpoint) with one
 seed and scored once on the test split, on other datasets' test splits and on the shortcut
-probe's images. The body of one evaluation task: it runs wherever Ray places it, and needs no
+probe's images; for a cell's best configuration also its calibration and, for the first seed,
+its out-of-distribution statistics, saliency and what the model package needs
+(``evidence.py``). The body of one evaluation task: it runs wherever Ray places it, and needs no
 Ray itself.
 """
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from cxr_tune.constants import CHECKPOINT_FILE, STATUS, STATUS_OK
 from cxr_tune.data.types import DatasetArrays, SplitArrays
+from cxr_tune.evaluation.evidence import EvidenceRequest
 from cxr_tune.evaluation.generalisation import probe_images
 
 # Probabilities are stored to this many decimals (evaluation.json stays small; metrics unmoved).
@@ -29,6 +32,7 @@ def evaluate_run(
     others: Mapping[str, DatasetArrays] | None = None,
     external: Sequence[str] = (),
     probe: bool = False,
+    evidence: EvidenceRequest | None = None,
 ) -> dict[str, Any]:
     """Train (or load) one configuration with ``seed`` and score it once on the test split.
 
@@ -36,14 +40,17 @@ def evaluate_run(
         others: test splits of other datasets (``DatasetArrays.for_test()``), by name.
         external: the names in ``others`` to score this model on (external validation).
         probe: also score the test split with the lung field removed (the shortcut probe).
+        evidence: also measure the calibration (and, with ``explain``, the OOD statistics and
+            the saliency) of ``evidence.py``.
 
     Returns:
         The run: seed, where the model came from, and the test probabilities (multi-class runs
         also their predictions); ``probe`` and ``external`` hold the probe's and each external
-        test split's probabilities.
+        test split's probabilities; with ``evidence``: ``calibration``,
+        ``calibrated_probabilities``, ``operating_thresholds``, ``ood``, ``saliency``, and
+        ``artefacts`` (bytes for the driver to write and drop: ``ood.npz``, overlays, the
+        weights of a retrained model).
     """
-    import torch
-
     from cxr_tune.config import TrialConfig
     from cxr_tune.engine import (
         build_state,
@@ -78,17 +85,20 @@ def evaluate_run(
         source = "retrained"
     batch = eval_batch_size(device, cfg.image_size)
 
-    def probabilities(images: Any) -> np.ndarray:
+    def logits_of(images: Any) -> np.ndarray:
         # Labels are not read here; the split only carries the images down the data path.
         unlabelled = SplitArrays(np.asarray(images), np.zeros(len(images), dtype=np.int64))
         pixels = place_split(unlabelled, device, "multiclass", cfg.data_path)
-        logits = predict_logits(state.model, pixels, batch_size=batch, settings=settings)
-        if dataset.task == "multilabel":
-            return torch.sigmoid(logits).cpu().numpy()
-        return torch.softmax(logits, dim=1).cpu().numpy()
+        return (
+            predict_logits(state.model, pixels, batch_size=batch, settings=settings).cpu().numpy()
+        )
+
+    def probabilities(images: Any) -> np.ndarray:
+        return _activate(logits_of(images), dataset.task)
 
     test = dataset.split("test")
-    own = probabilities(test.images)
+    test_logits = logits_of(test.images)
+    own = _activate(test_logits, dataset.task)
     run: dict[str, Any] = {"seed": seed, "source": source, "seconds": time.perf_counter() - started}
     run["probabilities"] = own.round(PROBABILITY_DIGITS).tolist()
     if dataset.task != "multilabel":
@@ -104,7 +114,83 @@ def evaluate_run(
         run.setdefault("external", {})[name] = {
             "probabilities": probabilities(other.images).round(PROBABILITY_DIGITS).tolist()
         }
+    if evidence is not None:
+        run.update(
+            _evidence(
+                state.model,
+                cfg.model,
+                dataset,
+                test_logits,
+                others or {},
+                external,
+                settings,
+                batch,
+                evidence,
+                logits_of,
+            )  # fmt: skip
+        )
+        if evidence.keep_weights and source == "retrained":
+            from cxr_tune.evaluation.evidence import weights_bytes
+
+            run.setdefault("artefacts", {})["weights"] = weights_bytes(state.model)
+    run["seconds"] = time.perf_counter() - started
     return run
+
+
+def _activate(logits: np.ndarray, task: str) -> np.ndarray:
+    """Softmax (multi-class) or sigmoid (multi-label) of float32 logits, as the runs always
+    computed them (in PyTorch, float32)."""
+    import torch
+
+    values = torch.as_tensor(logits)
+    if task == "multilabel":
+        return torch.sigmoid(values).numpy()
+    return torch.softmax(values, dim=1).numpy()
+
+
+def _evidence(
+    model: Any,
+    name: str,
+    dataset: DatasetArrays,
+    test_logits: np.ndarray,
+    others: Mapping[str, DatasetArrays],
+    external: Sequence[str],
+    settings: Any,
+    batch: int,
+    request: EvidenceRequest,
+    logits_of: Any,
+) -> dict[str, Any]:
+    """Calibration (and with ``request.explain`` OOD statistics and saliency) of one model."""
+    from cxr_tune.evaluation.evidence import (
+        OOD_FILE,
+        calibration_evidence,
+        ood_evidence,
+        saliency_evidence,
+        split_features,
+    )
+
+    out: dict[str, Any] = {}
+    val = dataset.split("val")
+    if request.explain:
+        features, val_logits = split_features(
+            model, name, dataset, others, external, settings, batch, request
+        )
+    else:
+        val_logits = logits_of(val.images)
+    if request.calibrate and len(val):
+        out.update(
+            calibration_evidence(
+                val_logits, np.asarray(val.labels), test_logits, dataset.task, request.positive
+            )
+        )
+    if request.explain:
+        artefacts: dict[str, Any] = {}
+        out["ood"], artefacts[OOD_FILE] = ood_evidence(features)
+        out["saliency"], artefacts["overlays"] = saliency_evidence(
+            model, name, dataset.split("test"), dataset.classes, settings, request
+        )
+        out["artefacts"] = artefacts
+    return out
 
 
 def read_checkpoint_state(checkpoint: str, device: Any) -> dict[str, Any]:

@@ -31,12 +31,20 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Links:
+    """A list of links to files beside the report (relative paths), shown as links and never
+    embedded: e.g. saliency overlays, which hold images from the data."""
+
+    items: tuple[tuple[str, str], ...]  # (label, relative path)
+
+
+@dataclass(frozen=True)
 class Figure:
     path: str  # relative to the output folder, e.g. "plots/efficiency.png"
     caption: str
 
 
-Block = Paragraph | Bullets | Table | Figure
+Block = Paragraph | Bullets | Table | Figure | Links
 
 
 @dataclass

@@ -10,10 +10,20 @@ from __future__ import annotations
 import base64
 import html
 import re
+import urllib.parse
 from pathlib import Path
 
 from cxr_tune import __version__
-from cxr_tune.report.document import Block, Bullets, Document, Figure, Paragraph, Section, Table
+from cxr_tune.report.document import (
+    Block,
+    Bullets,
+    Document,
+    Figure,
+    Links,
+    Paragraph,
+    Section,
+    Table,
+)
 
 STYLE = """
 :root { color-scheme: light; }
@@ -101,6 +111,8 @@ def _block(block: Block, out: Path) -> str:
         return _table(block)
     if isinstance(block, Figure):
         return _figure(block, out)
+    if isinstance(block, Links):
+        return "<ul>" + "".join(_link(label, path) for label, path in block.items) + "</ul>"
     raise TypeError(f"Unknown block {type(block).__name__}")
 
 
@@ -115,6 +127,12 @@ def _table(table: Table) -> str:
 def _cell(value: str) -> str:
     numeric = bool(value.strip()) and bool(_NUMBER.match(value.strip()))
     return f'<td class="num">{_inline(value)}</td>' if numeric else f"<td>{_inline(value)}</td>"
+
+
+def _link(label: str, path: str) -> str:
+    """A link to a file beside the report (a relative path: nothing is loaded with the page)."""
+    href = html.escape(urllib.parse.quote(path), quote=True)
+    return f'<li><a href="{href}">{_inline(label)}</a></li>'
 
 
 def _figure(figure: Figure, out: Path) -> str:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from cxr_tune.report.document import Block, Bullets, Document, Figure, Paragraph, Section, Table
+from cxr_tune.report.document import (
+    Block,
+    Bullets,
+    Document,
+    Figure,
+    Links,
+    Paragraph,
+    Section,
+    Table,
+)
 
 
 def render(doc: Document) -> str:
@@ -32,6 +41,9 @@ def _block(block: Block) -> str:
         return _table(block)
     if isinstance(block, Figure):
         return f"![{_alt(block.caption)}]({block.path})\n\n*{_inline(block.caption)}*"
+    if isinstance(block, Links):
+        # A link, not an image (``![...]``): the file is not shown in the report.
+        return "\n".join(f"- [{_alt(label)}]({_href(path)})" for label, path in block.items)
     raise TypeError(f"Unknown block {type(block).__name__}")
 
 
@@ -54,6 +66,11 @@ def _cell(text: str) -> str:
 def _alt(text: str) -> str:
     # A bracket in an image's alt text (an interval "[0.05, 0.20]") would end it early.
     return _inline(text).replace("[", "\\[").replace("]", "\\]")
+
+
+def _href(path: str) -> str:
+    # Spaces and parentheses would end a Markdown link target early.
+    return path.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
 
 
 def _inline(text: str) -> str:

@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cxr_tune.experiment import TrialRecord
+from cxr_tune.experiment import TrialRecord, cell_slug
 from cxr_tune.files import replacing
 from cxr_tune.report.conclusions import (
     FACTOR_LABELS,
@@ -36,7 +36,7 @@ FINAL_COLOUR = "#d9822b"
 
 def slug(text: str) -> str:
     """A file-name-safe form of a cell id: ``phantom/alexnet`` -> ``phantom-alexnet``."""
-    return "".join(c if c.isalnum() or c in "_." else "-" for c in text).strip("-") or "cell"
+    return cell_slug(text)
 
 
 def save(fig: Figure, path: Path) -> Path:

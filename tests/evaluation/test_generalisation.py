@@ -3,6 +3,7 @@ predictions whose scores are known by construction (no training)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,94 @@ def test_clinical_metrics_of_each_entry(assembled: dict) -> None:
     # Confident (0.97) and always right: ECE 0.03.
     assert clinical["ece"]["mean"] == pytest.approx(0.03)
     assert clinical["roc"]["COVID"]["auc"] == pytest.approx(1.0)
+
+
+# The facts a best model's first seed brings (evidence.py), made by hand: temperature scaling
+# took the raw 0.97 on the predicted class to 0.999; the operating thresholds; OOD flag rates;
+# a saliency summary that is flagged; one overlay file.
+OVERLAY = "saliency/covid19_radiography-alexnet/covid-right-0.png"
+
+
+def _trusted_runs() -> dict[str, list[dict]]:
+    runs = _runs()
+    d1 = runs["covid19_radiography/alexnet#t-covid19_radiography"][0]
+    labels = np.repeat(np.arange(4), PER_CLASS)
+    sharp = np.full((len(labels), 4), 0.001 / 3)
+    sharp[np.arange(len(labels)), labels] = 0.999
+    d1.update(
+        {
+            "calibration": {"temperatures": [0.5], "fits": [{"reason": None}]},
+            "calibrated_probabilities": sharp.tolist(),
+            "operating_thresholds": {"0.9": 0.9, "0.95": 0.5},
+            "ood": {
+                "threshold": 12.5,
+                "own": {"images": 80, "flag_rate": 0.015, "mean_distance": 9.0},
+                "external": {
+                    "covid19_pneumonia_normal": {
+                        "images": 60, "flag_rate": 0.4, "mean_distance": 14.0
+                    }
+                },
+            },
+            "saliency": {
+                "available": True, "layer": "features.4", "grid": 7, "images": 80,
+                "share_in_lungs": {"mean": 0.1, "ci95": [0.08, 0.12]},
+                "lung_share": {"mean": 0.25, "ci95": [0.24, 0.26]},
+                "difference": {"mean": -0.15, "ci95": [-0.17, -0.13]},
+                "flagged": True,
+            },
+            "files": {"overlays": [OVERLAY], "ood": None, "weights": None},
+        }
+    )  # fmt: skip
+    return runs
+
+
+@pytest.mark.slow  # renders a whole report with its plots (about 7 s of CPU)
+def test_calibration_operating_points_ood_and_saliency_are_assembled_and_reported(
+    tmp_path: Path,
+) -> None:
+    from cxr_tune.report import write_experiment_report
+
+    exp, contenders = _experiment()
+    exp.folder = tmp_path
+    datasets = {
+        "covid19_radiography": _dataset("covid19_radiography", D1),
+        "covid19_pneumonia_normal": _dataset("covid19_pneumonia_normal", D2),
+    }
+    plan = generalisation_plan(exp, datasets, {})
+    result = assemble(exp, datasets, contenders, _trusted_runs(), 100, plan=plan)
+    entry = next(e for e in result["entries"] if e["cell"] == "covid19_radiography/alexnet")
+    calibration = entry["clinical"]["calibration"]
+    assert calibration["before"]["mean"] == pytest.approx(0.03)
+    assert calibration["after"]["mean"] == pytest.approx(0.001)
+    assert calibration["difference"]["mean"] == pytest.approx(-0.029)
+    points = entry["clinical"]["operating_points"]
+    assert points["class"] == "COVID" and points["targets"]["0.95"]["threshold"] == 0.5
+    assert points["targets"]["0.95"]["sensitivity"]["mean"] == 1.0
+    assert points["targets"]["0.95"]["specificity"]["mean"] == 1.0
+    # The first seed's facts sit on the entry once, not in its runs.
+    assert entry["saliency"]["flagged"] and entry["ood"]["threshold"] == 12.5
+    assert "ood" not in entry["runs"][0] and "saliency" not in entry["runs"][0]
+    transfer = next(t for t in result["transfer"] if t["cell"] == entry["cell"])
+    assert transfer["ood"]["external"]["flag_rate"] == 0.4
+    assert transfer["ood"]["own"]["flag_rate"] == 0.015
+
+    (tmp_path / OVERLAY).parent.mkdir(parents=True)
+    (tmp_path / OVERLAY).write_bytes(b"\x89PNG overlay")
+    exp.evaluation = result
+    out = tmp_path / "report"
+    markdown = write_experiment_report(exp, out).read_text()
+    html = (out / "report.html").read_text()
+    assert "1.5% → 40.0%" in markdown  # OOD flagged, own → external, beside the drop
+    assert "### Out-of-distribution flag" in markdown and "12.5" in markdown
+    assert "### Saliency in the lungs" in markdown and "**not clearly in the lungs**" in markdown
+    assert "**likely uses shortcuts**" in markdown  # the probe, in the same table
+    assert "ECE after temperature scaling" in markdown and "0.0010" in markdown
+    assert "threshold (validation)" in markdown
+    # The overlay is linked, never embedded.
+    link = f"../{OVERLAY}"
+    assert f"]({link})" in markdown and f'href="{link}"' in html
+    assert not [m for m in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown) if "saliency" in m]
+    assert all(src.startswith("data:image/png") for src in re.findall(r'<img src="([^"]+)"', html))
 
 
 def test_probe_summary_on_random_scores_is_quiet() -> None:

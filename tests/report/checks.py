@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from cxr_tune.constants import SALIENCY_DIR
 from cxr_tune.report.write import PLOT_PREFIXES
 
 
@@ -23,7 +24,8 @@ class _Collector(HTMLParser):
 
 
 def assert_self_contained(page: str) -> int:
-    """The page references nothing outside itself; returns how many images it embeds."""
+    """The page references nothing outside itself but the saliency overlays, linked (never
+    loaded with the page) by a relative path; returns how many images it embeds."""
     # Base64 may hold "//"; an embedded image is no reference, so it is left out of the scan.
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", page)
     for needle in ("http:", "https:", "//", "url(", "@import"):
@@ -37,9 +39,15 @@ def assert_self_contained(page: str) -> int:
             assert value.startswith("data:image/png;base64,"), f"<{tag} src={value[:40]}>"
             images += 1
         if name == "href":
-            assert value.startswith("#"), f"<{tag} href={value}>"
+            assert value.startswith("#") or is_overlay_link(value), f"<{tag} href={value}>"
     assert images == len(re.findall(r"<img ", page))
     return images
+
+
+def is_overlay_link(href: str) -> bool:
+    """A relative link to a saliency overlay PNG in an experiment folder."""
+    relative = ":" not in href and not href.startswith("/")
+    return relative and f"/{SALIENCY_DIR}/" in f"/{href}" and href.endswith(".png")
 
 
 def assert_valid_pngs(folder: Path) -> list[Path]:

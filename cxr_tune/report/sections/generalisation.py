@@ -1,19 +1,28 @@
-"""Report sections: Generalisation (transfer to other datasets, the shortcut probe) and the
-clinical metrics of the best configurations, from ``evaluation.json``.
+"""Report sections: Generalisation (transfer to other datasets with the out-of-distribution
+flag rate beside each, the shortcut probe, the saliency in the lungs) and the clinical metrics
+of the best configurations (calibration before and after temperature scaling, operating points),
+from ``evaluation.json``.
 
 A difference is called clear only when its 95% interval leaves out zero; a probe flags a model
-only when its interval says it scores above chance without the lungs.
+only when its interval says it scores above chance without the lungs; the saliency check flags
+a model whose Grad-CAM maps are not clearly inside the lungs. An evaluation written before a
+measure existed is shown with a line saying what it lacks.
+
+The saliency overlays (images from the data) are linked, never embedded: a report carries no
+image from a dataset (``tests/test_security.py``, promise 6).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import cxr_tune.report.plots as plots
 from cxr_tune.experiment import Experiment
 from cxr_tune.report.context import Context
-from cxr_tune.report.document import Bullets, Paragraph, Section, fmt, fmt_ci, make_table
+from cxr_tune.report.document import Bullets, Links, Paragraph, Section, fmt, fmt_ci, make_table
 from cxr_tune.report.tables import best_entries
 
 
@@ -37,7 +46,9 @@ def generalisation_sections(exp: Experiment, ctx: Context) -> list[Section]:
     if transfers:
         sections.append(_transfer_section(transfers, ctx))
         sections.append(_mapping_section(transfers, evaluation))
+    sections.append(_ood_section(entries))
     sections.append(_probe_section(entries))
+    sections.append(_saliency_section(exp, entries, ctx))
     sections.append(_conclusions_section(entries, transfers))
     return sections
 
@@ -87,6 +98,7 @@ def _transfer_section(transfers: Sequence[Mapping[str, Any]], ctx: Context) -> S
                 f"{fmt(own['macro_auroc']['mean'])} → {fmt(ext['macro_auroc']['mean'])} "
                 f"{fmt_ci(ext['macro_auroc']['ci95'])}",
                 f"{own.get('images', '—')} / {ext.get('images', '—')}",
+                _ood_pair(t.get("ood")),
                 str(t.get("seeds", "")),
             ]
         )
@@ -102,11 +114,16 @@ def _transfer_section(transfers: Sequence[Mapping[str, Any]], ctx: Context) -> S
                 "drop [95% CI]",
                 "macro AUROC own → external [CI]",
                 "n own / external",
+                "OOD flagged own → external",
                 "seeds",
             ],
             rows,
             "Both sides on the shared classes only (images of other classes left out; a model's "
-            "probability of a left-out class is dropped and the rest renormalised).",
+            "probability of a left-out class is dropped and the rest renormalised). OOD flagged: "
+            "the share of the images scored on each side (all of them, first seed, whatever their "
+            "class) whose features lie beyond the "
+            "validation split's 99th percentile of Mahalanobis distance; about 1% on images "
+            "like the training data.",
         )
     )
     section.blocks.append(_sensitivity_table(transfers))
@@ -172,6 +189,58 @@ def _mapping_section(
     return section
 
 
+def _rate(value: Any) -> str:
+    return "—" if value is None else f"{float(value):.1%}"
+
+
+def _ood_pair(ood: Mapping[str, Any] | None) -> str:
+    if not ood or not ood.get("external"):
+        return "—"
+    return f"{_rate((ood.get('own') or {}).get('flag_rate'))} → {_rate(ood['external'].get('flag_rate'))}"
+
+
+def _ood_section(entries: Mapping[str, Mapping[str, Any]]) -> Section:
+    section = Section("Out-of-distribution flag", level=3)
+    rows = []
+    for cell, entry in entries.items():
+        ood = entry.get("ood")
+        if not ood:
+            continue
+        sets = [("own test split", ood.get("own") or {})]
+        sets += [(f"`{name}`", value) for name, value in (ood.get("external") or {}).items()]
+        for name, value in sets:
+            rows.append(
+                [
+                    f"`{cell}`",
+                    name,
+                    str(value.get("images", "—")),
+                    _rate(value.get("flag_rate")),
+                    fmt(value.get("mean_distance"), 1),
+                    fmt(ood.get("threshold"), 1),
+                ]
+            )
+    if not rows:
+        section.blocks.append(
+            Paragraph(
+                "No out-of-distribution statistics: this evaluation was written before they "
+                "were measured (run `cxr-tune evaluate` again to add them)."
+            )
+        )
+        return section
+    section.blocks.append(
+        make_table(
+            ["cell", "test images of", "images", "flagged", "mean distance", "threshold"],
+            rows,
+            "Each best model's penultimate features (first seed): mean and Ledoit-Wolf shrunk "
+            "covariance on the training split; an image is flagged when its Mahalanobis distance "
+            "exceeds the validation split's 99th percentile (the threshold). Expect about 1% "
+            "flagged on the own test split; much more on a set marks images unlike the training "
+            "data, whose scores deserve less trust.",
+        )
+    )
+    return section
+
+
 def _probe_section(entries: Mapping[str, Mapping[str, Any]]) -> Section:
     section = Section("Shortcut probe", level=3)
     rows = []
@@ -205,12 +274,124 @@ def _probe_section(entries: Mapping[str, Mapping[str, Any]]) -> Section:
     return section
 
 
+def _saliency_section(
+    exp: Experiment, entries: Mapping[str, Mapping[str, Any]], ctx: Context
+) -> Section:
+    section = Section("Saliency in the lungs", level=3)
+    rows, missing = [], []
+    for cell, entry in entries.items():
+        saliency = entry.get("saliency")
+        if not saliency:
+            missing.append(cell)
+            continue
+        if not saliency.get("available"):
+            rows.append([f"`{cell}`", "—", "—", "—", "—", "—", saliency.get("reason", "—"), ""])
+            continue
+        probe = entry.get("probe") or {}
+        rows.append(
+            [
+                f"`{cell}`",
+                f"{saliency['layer']} ({saliency['grid']}x{saliency['grid']})",
+                str(saliency.get("images", "—")),
+                _ci_text(saliency.get("share_in_lungs")),
+                fmt((saliency.get("lung_share") or {}).get("mean")),
+                _ci_text(saliency.get("difference")),
+                "**not clearly in the lungs**" if saliency.get("flagged") else "no",
+                ("**flagged**" if probe.get("flagged") else "no") if probe else "—",
+            ]
+        )
+    if not rows:
+        section.blocks.append(
+            Paragraph(
+                "No saliency: this evaluation was written before Grad-CAM was measured (run "
+                "`cxr-tune evaluate` again to add it)."
+            )
+        )
+        return section
+    section.blocks.append(
+        make_table(
+            [
+                "cell",
+                "Grad-CAM block (grid)",
+                "images",
+                "saliency in lungs [95% CI]",
+                "lungs' share of image",
+                "difference [95% CI]",
+                "saliency flag",
+                "shortcut probe",
+            ],
+            rows,
+            "Grad-CAM of the predicted class (first seed) on the test images with lung masks: "
+            "the mean share of each map inside the lung mask, against the mask's share of the "
+            "image (what an even spread would give). A model is flagged when the lower end of "
+            "the difference's bootstrap 95% interval is not above 0. The block is the deepest "
+            "whose map is at least 7 cells a side at the trained image size. On the phantom the "
+            "flag told models that read a corner marker from others at 128 px, and did not at "
+            "64 px (scripts/bench/README.md): on small images, read it with the overlays.",
+        )
+    )
+    if missing:
+        section.blocks.append(
+            Paragraph(
+                f"No saliency for {', '.join(f'`{c}`' for c in missing)}: evaluated before "
+                "Grad-CAM was measured."
+            )
+        )
+    section.blocks += _overlay_links(exp, entries, ctx)
+    return section
+
+
+def _overlay_links(
+    exp: Experiment, entries: Mapping[str, Mapping[str, Any]], ctx: Context
+) -> list[Any]:
+    """Links to the overlay PNGs in the experiment folder, relative to the report."""
+    items: list[tuple[str, str]] = []
+    for cell, entry in entries.items():
+        for path in (entry.get("files") or {}).get("overlays", []):
+            target = Path(exp.folder) / path
+            if target.is_file():
+                items.append((f"{cell}: {Path(path).stem}", _relative(target, ctx.out)))
+    if not items:
+        return []
+    return [
+        Paragraph(
+            "Overlays of a few test images per class, right and wrong (Grad-CAM over the "
+            "image), are in the experiment folder, linked here rather than shown: they are "
+            "images from the data, and this report carries none, so that it can be shared "
+            "(the files stay with the data's owner)."
+        ),
+        Links(tuple(items)),
+    ]
+
+
+def _relative(target: Path, out: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), out.resolve())).as_posix()
+
+
+def saliency_conclusion(cell: str, saliency: Mapping[str, Any]) -> str:
+    """One sentence on where a cell's best model looks."""
+    diff = saliency["difference"]
+    text = (
+        f"`{cell}` Grad-CAM ({saliency['layer']}): {fmt(saliency['share_in_lungs']['mean'])} of "
+        f"the saliency in the lungs, which cover {fmt(saliency['lung_share']['mean'])} of the "
+        f"image (difference {fmt(diff['mean'])} {fmt_ci(diff['ci95'])})"
+    )
+    if saliency.get("flagged"):
+        return f"{text}: **not clearly inside the lungs**; look at the overlays."
+    return f"{text}: concentrated in the lungs."
+
+
 def _conclusions_section(
     entries: Mapping[str, Mapping[str, Any]], transfers: Sequence[Mapping[str, Any]]
 ) -> Section:
     section = Section("Conclusions per cell", level=3)
     lines = [transfer_conclusion(t) for t in transfers]
     lines += [probe_conclusion(cell, e["probe"]) for cell, e in entries.items() if e.get("probe")]
+    lines += [
+        saliency_conclusion(cell, e["saliency"])
+        for cell, e in entries.items()
+        if (e.get("saliency") or {}).get("available")
+    ]
     section.blocks.append(Bullets(tuple(lines)) if lines else Paragraph("Nothing to conclude."))
     return section
 
@@ -270,6 +451,7 @@ def clinical_sections(exp: Experiment, ctx: Context) -> list[Section]:
         )
     )
     section.blocks.append(_screening_table(entries))
+    section.blocks.append(_operating_table(entries))
     sections = [section]
     for cell, entry in entries.items():
         sections.append(_clinical_cell(cell, entry, ctx))
@@ -281,20 +463,85 @@ def _screening_table(entries: Mapping[str, Mapping[str, Any]]) -> Any:
     for cell, entry in entries.items():
         clinical = entry["clinical"]
         positive = clinical.get("positive_class") or {}
+        calibration = clinical.get("calibration") or {}
         rows.append(
             [
                 f"`{cell}`",
                 f"{fmt(clinical['ece']['mean'])} {fmt_ci(clinical['ece']['ci95'])}",
+                _ci_text(calibration.get("after")),
+                _ci_text(calibration.get("difference")),
+                _temperatures(calibration.get("temperatures")),
                 positive.get("class", "—"),
                 _ci_text(positive.get("specificity_at_sensitivity_90")),
                 _ci_text(positive.get("specificity_at_sensitivity_95")),
             ]
         )
     return make_table(
-        ["cell", "ECE [95% CI]", "COVID class", "specificity at 90% sensitivity", "at 95%"],
+        [
+            "cell",
+            "ECE [95% CI]",
+            "ECE after temperature scaling",
+            "after − before",
+            "temperature(s)",
+            "COVID class",
+            "specificity at 90% sensitivity",
+            "at 95%",
+        ],
         rows,
+        "ECE before and after temperature scaling (one temperature per model, one per label "
+        "for multi-label data, fitted on the validation split's negative log-likelihood, Guo "
+        "et al. 2017), on the same bootstrap resamples of the test split, so that 'after − "
+        "before' is a paired difference; a dash where the evaluation predates calibration. "
         "Specificity at a sensitivity: the best specificity of any threshold on the COVID "
-        "class's probability that still finds that share of COVID images.",
+        "class's probability that still finds that share of COVID images (chosen on the test "
+        "split itself: an optimistic bound; the operating points below choose on validation).",
+    )
+
+
+def _temperatures(values: Any) -> str:
+    """Per seed: the temperature, or the labels' temperatures joined by '/'."""
+    if not values:
+        return "—"
+    return "; ".join("/".join(f"{float(t):.3g}" for t in seed) for seed in values)
+
+
+def _operating_table(entries: Mapping[str, Mapping[str, Any]]) -> Any:
+    rows = []
+    for cell, entry in entries.items():
+        points = entry["clinical"].get("operating_points")
+        if not points:
+            continue
+        for target, point in points["targets"].items():
+            threshold = point.get("threshold")
+            rows.append(
+                [
+                    f"`{cell}`",
+                    points["class"],
+                    f"{float(target):.0%}",
+                    "—" if threshold is None else f"{float(threshold):.4g}",
+                    _ci_text(point.get("sensitivity")),
+                    _ci_text(point.get("specificity")),
+                ]
+            )
+    if not rows:
+        return Paragraph(
+            "No operating points: no COVID class, or the evaluation predates calibration (run "
+            "`cxr-tune evaluate` again to add them)."
+        )
+    return make_table(
+        [
+            "cell",
+            "class",
+            "target sensitivity",
+            "threshold (validation)",
+            "test sensitivity [95% CI]",
+            "test specificity [95% CI]",
+        ],
+        rows,
+        "Operating points for screening: the threshold on the calibrated COVID probability is "
+        "chosen on the validation split (the highest that reaches the target sensitivity "
+        "there; first seed shown, each seed uses its own), then applied once to the test "
+        "split. The model package flags COVID at the 95% point by default.",
     )
 
 
