@@ -71,6 +71,7 @@ def test_no_pickle_is_read_outside_the_searchers_own_state() -> None:
     assert set(readers) <= allowed, readers
 
 
+@pytest.mark.slow  # imports torch and ray.tune: about 5 s of CPU in a fresh process
 def test_a_checkpoint_with_planted_code_is_refused_unrun(tmp_path: Path) -> None:
     import torch
     from ray import tune
