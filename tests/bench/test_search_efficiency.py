@@ -25,6 +25,15 @@ from search_efficiency_grids import GRIDS  # noqa: E402
 sys.path.remove(str(BENCH))
 
 
+@pytest.fixture(autouse=True)
+def _package_model_registry(monkeypatch):
+    """A replay registers the benchmark's ``smallcnn`` in this process; the registry is put back
+    afterwards, so tests that run later in the same process see the package's models only."""
+    from cxr_tune.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
+
+
 def _incumbents_by_enumeration(observed: dict[str, float], k: int) -> dict[str, float]:
     """Over every order of drawing: the first drawn among the best observed of the first k."""
     counts = dict.fromkeys(observed, 0)
