@@ -31,6 +31,8 @@ from cxr_tune.errors import ConfigError
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
+    from cxr_tune.search.reserve import FinishingCosts
+
 CELL_KEY = "cell"  # the trial config's cell id
 # Ray Tune's Trial.PENDING and Trial.RUNNING: the trials with an epoch under way.
 LIVE_STATUSES = ("PENDING", "RUNNING")
@@ -97,6 +99,14 @@ class BudgetKeeper:
         if rungs:
             self.rungs = frozenset(rungs)
 
+    def observe(self, trial: Trial, result: Mapping[str, Any], tune_controller: Any) -> None:
+        """Account ``trial``'s newest ``result`` in the time budget (its GPU time, and the
+        finishing's reserve). A scheduler calls this on every result, also those after which
+        the trial stops anyway (its last epoch, or a stop by early stopping)."""
+        time_budget = getattr(self, "time", None)  # a keeper saved before time budgets: none
+        if time_budget is not None:
+            time_budget.observe(tune_controller.get_trials(), trial, result)
+
     def lets_go_on(self, trial: Trial, result: dict[str, Any], tune_controller: Any) -> bool:
         """False when ``trial`` must stop for a budget. A trial that ends anyway (its last
         epoch, or a diverged or failed result) is never stopped, nor counted, here."""
@@ -104,9 +114,8 @@ class BudgetKeeper:
         ends_anyway = result.get(STATUS, STATUS_OK) != STATUS_OK or epoch >= int(
             trial.config.get("epochs", 0)
         )
-        time_budget = getattr(self, "time", None)  # a keeper saved before time budgets: none
-        if time_budget is not None:
-            time_budget.observe(tune_controller.get_trials(), trial, result)
+        self.observe(trial, result, tune_controller)
+        time_budget = getattr(self, "time", None)
         if ends_anyway:
             return True
         cell = cell_of(trial)
@@ -201,11 +210,20 @@ class TimeBudget:
     trial's own time times its GPU share, summed over every trial of the experiment, as the
     scheduler sees them at each result (restored trials included).
 
+    The wall-clock reserve for the finishing (evaluation and report) is ``finishing``'s
+    estimate (``reserve.py``), refreshed at every result from the trials' measured epoch
+    times; until a trial has reported, and without ``finishing``, it is the budget's up-front
+    share. The GPU-hour reserve is always that share.
+
     Args:
         budget: the limits and the evaluation's share.
         gpu_shares: GPUs per trial, by model (0 where trials run on CPUs).
         wall_spent_before_s: wall-clock seconds earlier runs spent of the budget.
         clock: seconds, monotonic (a replay passes its simulated clock).
+        finishing: what the finishing costs besides the trials' epochs (None: the up-front
+            share only).
+        metric: the search metric, which chooses the contenders the finishing retrains.
+        started: when the command started, on ``clock`` (None: now).
     """
 
     def __init__(
@@ -215,13 +233,20 @@ class TimeBudget:
         *,
         wall_spent_before_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        finishing: FinishingCosts | None = None,
+        metric: str = "",
+        started: float | None = None,
     ) -> None:
         self.budget = budget
         self.gpu_shares = dict(gpu_shares or {})
         self.wall_spent_before_s = wall_spent_before_s
         self.clock = clock
-        self.started = clock()
+        self.started = clock() if started is None else started
         self.gpu_s = 0.0
+        self.finishing = finishing
+        self.metric = metric
+        self.reserve_s = (budget.wall_s or 0.0) * budget.evaluation_share
+        self.reserve_measured = False
 
     def wall_spent_s(self) -> float:
         return self.wall_spent_before_s + self.clock() - self.started
@@ -235,12 +260,33 @@ class TimeBudget:
             if math.isfinite(seconds):
                 total += seconds * self.gpu_shares.get(str(each.config.get("model")), 0.0)
         self.gpu_s = total
+        if self.finishing is not None and self.budget.wall_s is not None:
+            self._estimate_reserve(trials, trial, result)
+
+    def _estimate_reserve(
+        self, trials: Iterable[Trial], trial: Trial, result: Mapping[str, Any]
+    ) -> None:
+        """The finishing's reserve, from every trial's measured epochs (``reserve.py``)."""
+        from cxr_tune.search.reserve import finishing_seconds, trial_costs
+
+        assert self.finishing is not None
+        costs = trial_costs(trials, self.metric, {trial.trial_id: result})
+        if any(math.isfinite(c.seconds_per_epoch) for c in costs):
+            self.reserve_s = finishing_seconds(costs, self.finishing)
+            self.reserve_measured = True
+
+    def search_wall_s(self) -> float | None:
+        """The search's share of the wall-clock budget: what the finishing's reserve leaves."""
+        if self.budget.wall_s is None:
+            return None
+        return max(self.budget.wall_s - self.reserve_s, 0.0)
 
     def _used(self) -> float:
         """The larger of the spent shares of the search's wall and GPU budgets (0..)."""
         shares = [0.0]
-        if self.budget.search_wall_s is not None:
-            shares.append(self.wall_spent_s() / max(self.budget.search_wall_s, 1e-9))
+        search_wall_s = self.search_wall_s()
+        if search_wall_s is not None:
+            shares.append(self.wall_spent_s() / max(search_wall_s, 1e-9))
         if self.budget.search_gpu_s is not None:
             shares.append(self.gpu_s / max(self.budget.search_gpu_s, 1e-9))
         return max(shares)
@@ -260,3 +306,17 @@ class TimeBudget:
     def account(self) -> dict[str, float]:
         """What was spent, for the experiment record."""
         return {"wall_s": self.wall_spent_s(), "gpu_hours": self.gpu_s / 3600.0}
+
+    def describe(self) -> dict[str, Any]:
+        """The budget as the experiment record shows it: ``ExperimentBudget.describe`` with
+        the wall-clock reserve as last estimated, and where that estimate came from."""
+        shown = self.budget.describe()
+        wall = self.budget.wall_s
+        if wall is not None:
+            shown["search_time_s"] = self.search_wall_s()
+            shown["evaluation_reserve_s"] = self.reserve_s
+            shown["wall_reserve_share"] = round(self.reserve_s / wall, 4)
+            shown["reserve_basis"] = (
+                "measured epochs" if self.reserve_measured else "up-front share"
+            )
+        return shown

@@ -196,7 +196,11 @@ def run(args: argparse.Namespace) -> int:
 
     ``args.command_line`` is the command as the user typed it (recorded in the experiment).
     """
+    import time
     from pathlib import Path
+
+    # A time budget counts from here: resolving and announcing the data count too.
+    started = time.monotonic()
 
     from cxr_tune.data import resolve_source
     from cxr_tune.search.plan import Overrides, build_plan, resolve_profile
@@ -278,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         argv=tuple(args.command_line),
         profile_reason=reason,
         min_label_positives=args.min_label_positives,
+        started=started,
     )
     if args.dry_run:
         # Every check the search makes before its first trial. What the checks read goes to
@@ -411,14 +416,18 @@ def _announce(plan, reason: str, name: str, args: argparse.Namespace) -> None:
 
 
 def _budget_text(budget) -> str:
-    """'3.00 h of wall-clock time: the search 2.10 h, the final evaluation 0.90 h (30%) ...'."""
+    """'0.05 h of wall-clock time: the search's share ends where the reserve for the evaluation
+    and report begins (estimated as the trials report, from their measured epochs; ...)'."""
     share = f"{100 * budget.evaluation_share:.0f}%"
     parts = []
     if budget.wall_s is not None:
         parts.append(
-            f"{budget.wall_s / 3600:.2f} h of wall-clock time: the search "
-            f"{budget.search_wall_s / 3600:.2f} h, the final evaluation's reserve "
-            f"{budget.wall_s * budget.evaluation_share / 3600:.2f} h ({share})"
+            f"{budget.wall_s / 3600:.2f} h of wall-clock time: the search spends what the "
+            "evaluation and report leave; their reserve is estimated from the trials' measured "
+            "epoch times as they report (retraining the contenders not trained to the end and "
+            "for each seed after the first, scoring, the report), "
+            f"{budget.wall_s * budget.evaluation_share / 3600:.2f} h ({share}) until the first "
+            "trial reports"
         )
     if budget.gpu_hours is not None:
         parts.append(

@@ -32,8 +32,9 @@ from cxr_tune.data import DataOptions, DatasetArrays, default_cache_dir, load_da
 from cxr_tune.errors import ConfigError
 from cxr_tune.evaluation.finish import Finished, FinishOptions, finish
 from cxr_tune.search._ray_internals import restored_parts
-from cxr_tune.search.budget import TimeBudget
+from cxr_tune.search.budget import BUDGET_MARGIN, TimeBudget
 from cxr_tune.search.plan import Plan, check_batch_sizes, uses_pretrained
+from cxr_tune.search.reserve import FinishingCosts
 from cxr_tune.storage import Storage, scratch_dir
 
 Echo = Callable[[str], None]
@@ -68,6 +69,9 @@ class SearchRequest:
     external_names: tuple[str, ...] = ()
     label_map: str | None = None
     min_label_positives: int = DEFAULT_MIN_LABEL_POSITIVES
+    # When the command started (time.monotonic): a time budget counts from there (None: from
+    # the start of run_search).
+    started: float | None = None
 
 
 @dataclass(frozen=True)
@@ -305,8 +309,9 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
     _quiet_ray_output()
     check_before_start(request)
     previous = _previous_record(request)
-    # Counted from here, so decoding the data counts too; a resumed run continues the account.
-    time_budget = _time_budget(request.plan, previous)
+    # Counted from the command's start, so decoding the data counts too; a resumed run
+    # continues the account.
+    time_budget = _time_budget(request.plan, previous, request.started)
     started_ray = _init_ray(request.ray_address)
     try:
         from cxr_tune.search.resources import check_gpu_shares, check_gpus_reachable
@@ -334,7 +339,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
         record["search_seconds"] = record.get("search_seconds", 0.0) + time.time() - started
         if time_budget is not None:
             record["budget"] = {
-                **time_budget.budget.describe(),
+                **time_budget.describe(),
                 "spent": time_budget.account(),
                 # The budget's time zero on the clock of the results' timestamps (a resumed
                 # experiment's pause between runs is left out, as the budget leaves it out).
@@ -356,6 +361,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
                 )
             )
         # Evaluation (unless interrupted) and report, while Ray is still up.
+        finishing_started = time.monotonic()
         finished = finish(
             request.storage.experiment(request.name),
             datasets,
@@ -366,13 +372,17 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
             ),
             echo,
         )
+        if time_budget is not None and time_budget.budget.wall_s is not None:
+            _record_finishing(request, record, time_budget, finishing_started, echo)
     finally:
         if started_ray:
             ray.shutdown()
     return _summarise(finished, request, echo, interrupted=interrupted)
 
 
-def _time_budget(plan: Plan, previous: Mapping[str, Any] | None) -> TimeBudget | None:
+def _time_budget(
+    plan: Plan, previous: Mapping[str, Any] | None, started: float | None = None
+) -> TimeBudget | None:
     """The running account of the plan's time budget (None without one); a resumed search
     starts from what the earlier runs spent."""
     if plan.budget is None:
@@ -380,19 +390,65 @@ def _time_budget(plan: Plan, previous: Mapping[str, Any] | None) -> TimeBudget |
     spent = ((previous or {}).get("budget") or {}).get("spent") or {}
     models = {str(plan.base_config(cell).get("model")) for cell in plan.cells}
     gpu_shares = {model: plan.resources(model)["GPU"] for model in models}
-    return TimeBudget(
-        plan.budget, gpu_shares, wall_spent_before_s=float(spent.get("wall_s", 0.0) or 0.0)
+    finishing = FinishingCosts(
+        seeds=plan.eval_seeds, slots=plan.max_concurrent, mode=plan.space.mode
     )
+    return TimeBudget(
+        plan.budget,
+        gpu_shares,
+        wall_spent_before_s=float(spent.get("wall_s", 0.0) or 0.0),
+        finishing=finishing,
+        metric=plan.space.metric,
+        started=started,
+    )
+
+
+def _record_finishing(
+    request: SearchRequest,
+    record: dict[str, Any],
+    budget: TimeBudget,
+    started: float,
+    echo: Echo,
+) -> None:
+    """Say, and record, how long the evaluation and report took against their reserve, and
+    how much of the wall-clock budget the whole run used."""
+    took = time.monotonic() - started
+    total = budget.wall_spent_s()
+    wall = budget.budget.wall_s or 0.0
+    searched = float(record.get("budget", {}).get("spent", {}).get("wall_s", total - took))
+    echo(
+        f"budget: evaluation and report {took / 60:.1f} min (reserved {budget.reserve_s / 60:.1f}"
+        f" min); the whole run {total / 60:.1f} of {wall / 60:.1f} min"
+    )
+    if total > wall * (1 + BUDGET_MARGIN):
+        echo(
+            "budget: overrun: "
+            + (
+                "the evaluation and report needed more than the search left of the budget "
+                "(each cell's best model is trained to its last epoch and scored, whatever "
+                "the budget); give a larger --time-budget"
+                if searched + budget.reserve_s > wall * (1 + BUDGET_MARGIN)
+                else "the evaluation and report took longer than their estimate"
+            )
+        )
+    record.setdefault("budget", {})["finishing"] = {"seconds": took, "total_wall_s": total}
+    request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
 
 
 def _budget_line(budget: TimeBudget) -> str:
     """'search 12.0 of 45.0 min spent (evaluation reserve 15.0 min), 0.00 of 1.0 GPU-hours'."""
     limits, spent = budget.budget, budget.account()
     parts = []
-    if limits.search_wall_s is not None:
+    search_wall_s = budget.search_wall_s()
+    if search_wall_s is not None and not budget.reserve_measured:
         parts.append(
-            f"search {spent['wall_s'] / 60:.1f} of {limits.search_wall_s / 60:.1f} min spent "
-            f"(evaluation reserve {(limits.wall_s or 0) * limits.evaluation_share / 60:.1f} min)"
+            f"search {spent['wall_s'] / 60:.1f} min spent of {(limits.wall_s or 0) / 60:.1f}; the "
+            "evaluation and report's reserve is estimated once a trial reports"
+        )
+    elif search_wall_s is not None:
+        parts.append(
+            f"search {spent['wall_s'] / 60:.1f} of {search_wall_s / 60:.1f} min spent "
+            f"(evaluation and report reserve {budget.reserve_s / 60:.1f} min)"
         )
     if limits.search_gpu_s is not None:
         parts.append(

@@ -188,6 +188,8 @@ class CellASHA(_RetiresEndedTrials, FIFOScheduler):
     def on_trial_result(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> str:
+        # Every result counts in the time budget, whatever ASHA decides below.
+        self._budget.observe(trial, result, tune_controller)
         # A diverged or failed trial ends by itself; its NaN must not enter the rungs.
         if result.get("status", "ok") != "ok":
             return TrialScheduler.CONTINUE

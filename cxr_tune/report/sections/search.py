@@ -155,11 +155,14 @@ def budget_lines(exp: Experiment, budget: Mapping[str, Any]) -> list[str]:
     margin = float(budget.get("margin") or 0.0)
     lines = []
     if budget.get("time_budget_s"):
+        wall_share = float(budget.get("wall_reserve_share", share) or 0.0)
+        basis = budget.get("reserve_basis")
         lines.append(
             f"time budget: {fmt_duration(budget['time_budget_s'])} of wall-clock time for the "
             f"whole experiment; the search's share {fmt_duration(budget['search_time_s'])}, the "
-            f"final evaluation's reserve {fmt_duration(budget['evaluation_reserve_s'])} "
-            f"({_percent(share)}); the search spent {fmt_duration(spent.get('wall_s', 0.0))}"
+            f"reserve for the evaluation and report {fmt_duration(budget['evaluation_reserve_s'])} "
+            f"({_percent(wall_share)}{', estimated from the measured epochs' if basis == 'measured epochs' else ''}); "
+            f"the search spent {fmt_duration(spent.get('wall_s', 0.0))}"
         )
     if budget.get("gpu_hours"):
         lines.append(

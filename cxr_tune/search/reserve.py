@@ -1,0 +1,168 @@
+"""The finishing's reserve in a time budget: how long the work after the search will take,
+estimated from the search's own trials and refreshed at each of their results.
+
+After the search, ``evaluation/`` retrains every contender (a cell's best configuration, and the
+best of each optimizer searched) that did not train all its epochs, retrains every contender
+once per evaluation seed after the first, scores the models (test split, external sets, the
+shortcut probe, calibration, out-of-distribution statistics, saliency), and the report is
+written. A budget that reserved only the extra seeds' retraining reserved nothing with one seed,
+and the command ran half as long again as its budget.
+
+Here each piece is costed in the unit the search measures, the trial's own seconds per epoch
+(``time_total_s / epochs``), and the evaluation's tasks are laid on its slots longest first, as
+``evaluation/evaluate.py`` sends them, to give the wall-clock time. Constants below cover what
+no epoch measures (a task's worker start, decoding the external sets, the report); they were
+measured with ``scripts/bench/finishing.py``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cxr_tune.constants import EPOCH, TIME_TOTAL_S
+
+# Scoring a cell's best model (test split, external sets, probe, validation logits for the
+# calibration, features for the OOD statistics, Grad-CAM overlays) is forward passes, whatever
+# the batch size the trial trained with: so it is counted in the cell's fastest epoch (its
+# largest batch), plus the OOD statistics' fit. The other contenders score the test split only.
+# Measured on the main job (external set 1.4x the training split): 1.4-1.5 epochs.
+BEST_SCORING_EPOCHS = 1.5
+BEST_SCORING_S = 12.0
+OTHER_SCORING_EPOCHS = 0.2
+# A new Ray worker for each evaluation task: Python, torch and the task's data.
+TASK_START_S = 6.0
+# Besides the tasks: the assembly (bootstrap intervals, transfer, artefacts) and the report
+# with its figures (about 20 s each on the main job here).
+FIXED_S = 40.0
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    """What the estimate needs of one trial.
+
+    Attributes:
+        cell: the trial's cell id.
+        optimizer: its optimizer (contenders are the best of each).
+        value: its last value of the search metric (NaN: none yet).
+        epochs: epochs it reported.
+        planned: epochs it would train to the end.
+        seconds_per_epoch: its time so far over its epochs (NaN before its first).
+    """
+
+    cell: str
+    optimizer: str
+    value: float
+    epochs: int
+    planned: int
+    seconds_per_epoch: float
+
+    @property
+    def trained_to_the_end(self) -> bool:
+        return self.epochs >= self.planned
+
+
+@dataclass(frozen=True)
+class FinishingCosts:
+    """What the finishing does besides the contenders' own costs.
+
+    Attributes:
+        seeds: evaluation seeds per contender.
+        slots: evaluation tasks that run at once.
+        mode: ``max`` or ``min``, the metric's direction.
+    """
+
+    seeds: int
+    slots: int
+    mode: str = "max"
+    best_scoring_epochs: float = BEST_SCORING_EPOCHS
+    best_scoring_s: float = BEST_SCORING_S
+    other_scoring_epochs: float = OTHER_SCORING_EPOCHS
+    task_start_s: float = TASK_START_S
+    fixed_s: float = FIXED_S
+
+
+def contenders(trials: Sequence[TrialCost], mode: str = "max") -> list[tuple[TrialCost, bool]]:
+    """Per cell: the best trial and the best of each optimizer, each with whether it is the
+    cell's best, as ``evaluation/contenders.py`` chooses them: trials trained to the end
+    first."""
+    sign = 1.0 if mode == "max" else -1.0
+    scored = [t for t in trials if math.isfinite(t.value) and math.isfinite(t.seconds_per_epoch)]
+    chosen: list[tuple[TrialCost, bool]] = []
+    for cell in sorted({t.cell for t in scored}):
+        mine = [t for t in scored if t.cell == cell]
+
+        def top(pool: list[TrialCost]) -> TrialCost:
+            pool = [t for t in pool if t.trained_to_the_end] or pool
+            return max(pool, key=lambda t: sign * t.value)
+
+        best = top(mine)
+        picked = [best]
+        optimizers = sorted({t.optimizer for t in mine})
+        if len(optimizers) > 1:
+            for optimizer in optimizers:
+                alternate = top([t for t in mine if t.optimizer == optimizer])
+                if all(alternate is not p for p in picked):
+                    picked.append(alternate)
+        chosen += [(t, t is best) for t in picked]
+    return chosen
+
+
+def task_seconds(trials: Sequence[TrialCost], costs: FinishingCosts) -> list[float]:
+    """Each evaluation task's expected seconds: one per contender and seed."""
+    fastest: dict[str, float] = {}
+    for trial in trials:
+        if math.isfinite(trial.seconds_per_epoch):
+            fastest[trial.cell] = min(fastest.get(trial.cell, math.inf), trial.seconds_per_epoch)
+    tasks = []
+    for trial, best in contenders(trials, costs.mode):
+        epoch = trial.seconds_per_epoch
+        if best:
+            scoring = costs.best_scoring_epochs * fastest[trial.cell] + costs.best_scoring_s
+        else:
+            scoring = costs.other_scoring_epochs * fastest[trial.cell]
+        for seed in range(costs.seeds):
+            # The first seed scores the search trial's own weights when it trained them all.
+            retrain = seed > 0 or not trial.trained_to_the_end
+            tasks.append(costs.task_start_s + scoring + (trial.planned * epoch if retrain else 0))
+    return tasks
+
+
+def makespan(durations: Iterable[float], slots: int) -> float:
+    """Wall-clock time of tasks handed longest first to whichever of ``slots`` frees first."""
+    ends = [0.0] * max(1, slots)
+    for duration in sorted(durations, reverse=True):
+        heapq.heapreplace(ends, ends[0] + duration)
+    return max(ends)
+
+
+def finishing_seconds(trials: Sequence[TrialCost], costs: FinishingCosts) -> float:
+    """The finishing's expected wall-clock seconds after a search that ran ``trials``."""
+    return makespan(task_seconds(trials, costs), costs.slots) + costs.fixed_s
+
+
+def trial_costs(
+    trials: Iterable[Any], metric: str, newest: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[TrialCost]:
+    """``TrialCost`` of Ray Tune trials (``newest``: a trial id's result not yet in its
+    ``last_result``, as a scheduler sees it)."""
+    costs = []
+    for trial in trials:
+        last = (newest or {}).get(trial.trial_id) or trial.last_result or {}
+        epochs = int(last.get(EPOCH, 0) or 0)
+        seconds = float(last.get(TIME_TOTAL_S, math.nan) or math.nan)
+        value = last.get(metric)
+        costs.append(
+            TrialCost(
+                cell=str(trial.config.get("cell", "")),
+                optimizer=str(trial.config.get("optimizer", "")),
+                value=float(value) if isinstance(value, (int, float)) else math.nan,
+                epochs=epochs,
+                planned=int(trial.config.get("epochs", 0) or 0),
+                seconds_per_epoch=seconds / epochs if epochs else math.nan,
+            )
+        )
+    return costs
