@@ -10,6 +10,7 @@ evaluation is its only reader.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ def evaluate_experiment(
     base_seed = int(exp.record.get("seed", 0))
     rounds = int(exp.record.get("bootstrap", 1000))
     contenders = choose_contenders(exp)
+    started = time.monotonic()
     echo(f"evaluate: {len(contenders)} configurations x {n_seeds} seed(s) on the test split")
     refs = {name: ray.put(arrays) for name, arrays in datasets.items()}
     others = {name: arrays.for_test() for name, arrays in datasets.items()}
@@ -126,6 +128,7 @@ def evaluate_experiment(
             evidence,
         )
     runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
+    echo(f"evaluate: {len(jobs)} models scored [{time.monotonic() - started:.0f} s]")
     for contender in contenders:
         first = runs[contender.key][0] if runs[contender.key] else None
         if "best" in contender.roles and first is not None and not first.get("diverged"):
@@ -139,7 +142,7 @@ def evaluate_experiment(
     result["external_sets"] = [ext.describe(name) for name, ext in externals.items()]
     write_atomic(folder / EVALUATION_FILE, json.dumps(result, indent=1))
     exp.evaluation = result
-    echo(f"evaluate: wrote {folder / EVALUATION_FILE}")
+    echo(f"evaluate: wrote {folder / EVALUATION_FILE} [{time.monotonic() - started:.0f} s]")
     return result
 
 

@@ -134,6 +134,16 @@ class SplitFeatures:
     external: Mapping[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class SplitLogits:
+    """The logits of the same passes as ``SplitFeatures`` (the test split's and the external
+    sets' are scored from these: one pass over each image, not two)."""
+
+    val: np.ndarray
+    test: np.ndarray
+    external: Mapping[str, np.ndarray]
+
+
 def ood_evidence(features: SplitFeatures) -> tuple[dict[str, Any], bytes]:
     """Fit the OOD statistics (training features, threshold from the validation features) and
     score the own test split and each external set.
@@ -276,9 +286,9 @@ def split_features(
     settings: Any,
     batch_size: int,
     request: EvidenceRequest,
-) -> tuple[SplitFeatures, np.ndarray]:
+) -> tuple[SplitFeatures, SplitLogits]:
     """Penultimate features of the training sample, the validation, the test split and each
-    external test split; and the validation logits (for the calibration)."""
+    external test split; and the logits of the validation, test and external passes."""
     train = dataset.split("train")
     rows = sample_indices(len(train), request.ood_train_images, request.seed)
 
@@ -286,10 +296,17 @@ def split_features(
         return features_of(model, name, np.asarray(images), settings, batch_size)
 
     val, val_logits = of(dataset.split("val").images)
+    test, test_logits = of(dataset.split("test").images)
+    passes = {other: of(others[other].split("test").images) for other in external}
     found = SplitFeatures(
         train=of(np.asarray(train.images)[rows])[0],
         val=val,
-        test=of(dataset.split("test").images)[0],
-        external={other: of(others[other].split("test").images)[0] for other in external},
+        test=test,
+        external={other: features for other, (features, _) in passes.items()},
     )
-    return found, val_logits
+    logits = SplitLogits(
+        val=val_logits,
+        test=test_logits,
+        external={other: values for other, (_, values) in passes.items()},
+    )
+    return found, logits

@@ -96,8 +96,19 @@ def evaluate_run(
     def probabilities(images: Any) -> np.ndarray:
         return _activate(logits_of(images), dataset.task)
 
+    explained = None
+    if evidence is not None and evidence.explain:
+        from cxr_tune.evaluation.evidence import split_features
+
+        explained = split_features(
+            state.model, cfg.model, dataset, others or {}, external, settings, batch, evidence
+        )
+    # The features pass runs without autocast: its logits are the scored ones only where the
+    # loop runs in float32 too (on CPUs), which spares a second pass over the test split and
+    # every external set; under mixed precision they are scored as every other model is.
+    reuse = explained is not None and settings.autocast_dtype is None
     test = dataset.split("test")
-    test_logits = logits_of(test.images)
+    test_logits = explained[1].test if reuse and explained else logits_of(test.images)
     own = _activate(test_logits, dataset.task)
     run: dict[str, Any] = {"seed": seed, "source": source, "seconds": time.perf_counter() - started}
     run["probabilities"] = own.round(PROBABILITY_DIGITS).tolist()
@@ -110,9 +121,12 @@ def evaluate_run(
             "probabilities": probabilities(images).round(PROBABILITY_DIGITS).tolist(),
         }
     for name in external:
-        other = (others or {})[name].split("test")
+        if reuse and explained:
+            scored = _activate(explained[1].external[name], dataset.task)
+        else:
+            scored = probabilities((others or {})[name].split("test").images)
         run.setdefault("external", {})[name] = {
-            "probabilities": probabilities(other.images).round(PROBABILITY_DIGITS).tolist()
+            "probabilities": scored.round(PROBABILITY_DIGITS).tolist()
         }
     if evidence is not None:
         run.update(
@@ -121,10 +135,8 @@ def evaluate_run(
                 cfg.model,
                 dataset,
                 test_logits,
-                others or {},
-                external,
+                explained,
                 settings,
-                batch,
                 evidence,
                 logits_of,
             )  # fmt: skip
@@ -153,39 +165,32 @@ def _evidence(
     name: str,
     dataset: DatasetArrays,
     test_logits: np.ndarray,
-    others: Mapping[str, DatasetArrays],
-    external: Sequence[str],
+    explained: Any,
     settings: Any,
-    batch: int,
     request: EvidenceRequest,
     logits_of: Any,
 ) -> dict[str, Any]:
-    """Calibration (and with ``request.explain`` OOD statistics and saliency) of one model."""
+    """Calibration (and with ``request.explain`` OOD statistics and saliency) of one model;
+    ``explained``: the features and logits of ``split_features`` (None without ``explain``)."""
     from cxr_tune.evaluation.evidence import (
         OOD_FILE,
         calibration_evidence,
         ood_evidence,
         saliency_evidence,
-        split_features,
     )
 
     out: dict[str, Any] = {}
     val = dataset.split("val")
-    if request.explain:
-        features, val_logits = split_features(
-            model, name, dataset, others, external, settings, batch, request
-        )
-    else:
-        val_logits = logits_of(val.images)
+    val_logits = explained[1].val if explained is not None else logits_of(val.images)
     if request.calibrate and len(val):
         out.update(
             calibration_evidence(
                 val_logits, np.asarray(val.labels), test_logits, dataset.task, request.positive
             )
         )
-    if request.explain:
+    if explained is not None:
         artefacts: dict[str, Any] = {}
-        out["ood"], artefacts[OOD_FILE] = ood_evidence(features)
+        out["ood"], artefacts[OOD_FILE] = ood_evidence(explained[0])
         out["saliency"], artefacts["overlays"] = saliency_evidence(
             model, name, dataset.split("test"), dataset.classes, settings, request
         )
