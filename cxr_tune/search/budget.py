@@ -27,15 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 from cxr_tune.constants import EPOCH, STATUS, STATUS_OK, TIME_TOTAL_S
 from cxr_tune.errors import ConfigError
+from cxr_tune.search.reserve import (
+    LIVE_STATUSES,
+    FinishingCosts,
+    contenders,
+    finishing_seconds,
+    trial_costs,
+)
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-    from cxr_tune.search.reserve import FinishingCosts
-
 CELL_KEY = "cell"  # the trial config's cell id
-# Ray Tune's Trial.PENDING and Trial.RUNNING: the trials with an epoch under way.
-LIVE_STATUSES = ("PENDING", "RUNNING")
 EPOCH_KEY = EPOCH  # the result's epoch count (ASHA's time attribute too)
 
 
@@ -119,7 +122,9 @@ class BudgetKeeper:
         if ends_anyway:
             return True
         cell = cell_of(trial)
-        if time_budget is not None and time_budget.stops(epoch, getattr(self, "rungs", ())):
+        if time_budget is not None and time_budget.stops(
+            epoch, getattr(self, "rungs", ()), str(trial.trial_id)
+        ):
             for_time = self.__dict__.setdefault("stopped_for_time", {})
             for_time[cell] = for_time.get(cell, 0) + 1
             return False
@@ -247,6 +252,9 @@ class TimeBudget:
         self.metric = metric
         self.reserve_s = (budget.wall_s or 0.0) * budget.evaluation_share
         self.reserve_measured = False
+        # Live trials the evaluation would score (each cell's best, the best of each
+        # optimizer): the reserve counts their remaining epochs, so they are let finish.
+        self.contender_ids: set[str] = set()
 
     def wall_spent_s(self) -> float:
         return self.wall_spent_before_s + self.clock() - self.started
@@ -267,13 +275,14 @@ class TimeBudget:
         self, trials: Iterable[Trial], trial: Trial, result: Mapping[str, Any]
     ) -> None:
         """The finishing's reserve, from every trial's measured epochs (``reserve.py``)."""
-        from cxr_tune.search.reserve import finishing_seconds, trial_costs
-
         assert self.finishing is not None
         costs = trial_costs(trials, self.metric, {trial.trial_id: result})
         if any(math.isfinite(c.seconds_per_epoch) for c in costs):
             self.reserve_s = finishing_seconds(costs, self.finishing)
             self.reserve_measured = True
+            self.contender_ids = {
+                c.trial_id for c, _ in contenders(costs, self.finishing.mode) if c.live
+            }
 
     def search_wall_s(self) -> float | None:
         """The search's share of the wall-clock budget: what the finishing's reserve leaves."""
@@ -299,9 +308,14 @@ class TimeBudget:
         """Whether the search is past its share by the margin: running trials stop at once."""
         return self._used() >= 1.0 + BUDGET_MARGIN
 
-    def stops(self, epoch: int, rungs: Collection[int]) -> bool:
-        """Whether a trial that just finished ``epoch`` stops for this budget."""
-        return self.overrun() or (self.spent() and epoch in rungs)
+    def stops(self, epoch: int, rungs: Collection[int], trial_id: str = "") -> bool:
+        """Whether a trial that just finished ``epoch`` stops for this budget: past the margin
+        at once; once spent at its next rung, unless the evaluation would score it (stopped,
+        it would be retrained from scratch, which costs more than its remaining epochs)."""
+        if self.overrun():
+            return True
+        contender = trial_id in getattr(self, "contender_ids", set())
+        return self.spent() and epoch in rungs and not contender
 
     def account(self) -> dict[str, float]:
         """What was spent, for the experiment record."""

@@ -25,6 +25,9 @@ from typing import Any
 
 from cxr_tune.constants import EPOCH, TIME_TOTAL_S
 
+# Ray Tune's Trial.PENDING and Trial.RUNNING: the trials with an epoch under way.
+LIVE_STATUSES = ("PENDING", "RUNNING")
+
 # Scoring a cell's best model (test split, external sets, probe, validation logits for the
 # calibration, features for the OOD statistics, Grad-CAM overlays) is forward passes, whatever
 # the batch size the trial trained with: so it is counted in the cell's fastest epoch (its
@@ -51,6 +54,8 @@ class TrialCost:
         epochs: epochs it reported.
         planned: epochs it would train to the end.
         seconds_per_epoch: its time so far over its epochs (NaN before its first).
+        live: whether it is still training (it may train to its end in the search).
+        trial_id: Tune's id of the trial.
     """
 
     cell: str
@@ -59,6 +64,8 @@ class TrialCost:
     epochs: int
     planned: int
     seconds_per_epoch: float
+    live: bool = False
+    trial_id: str = ""
 
     @property
     def trained_to_the_end(self) -> bool:
@@ -125,9 +132,14 @@ def task_seconds(trials: Sequence[TrialCost], costs: FinishingCosts) -> list[flo
         else:
             scoring = costs.other_scoring_epochs * fastest[trial.cell]
         for seed in range(costs.seeds):
-            # The first seed scores the search trial's own weights when it trained them all.
-            retrain = seed > 0 or not trial.trained_to_the_end
-            tasks.append(costs.task_start_s + scoring + (trial.planned * epoch if retrain else 0))
+            # The first seed scores the search trial's own weights when it trained them all. A
+            # contender still training is let finish (the budget keeper does not stop it at a
+            # rung): what is left of it is its remaining epochs, not a retraining.
+            if seed > 0 or not (trial.trained_to_the_end or trial.live):
+                training = trial.planned * epoch
+            else:
+                training = (trial.planned - trial.epochs) * epoch
+            tasks.append(costs.task_start_s + scoring + training)
     return tasks
 
 
@@ -163,6 +175,8 @@ def trial_costs(
                 epochs=epochs,
                 planned=int(trial.config.get("epochs", 0) or 0),
                 seconds_per_epoch=seconds / epochs if epochs else math.nan,
+                live=str(getattr(trial, "status", "")) in LIVE_STATUSES,
+                trial_id=str(trial.trial_id),
             )
         )
     return costs

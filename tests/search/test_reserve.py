@@ -57,6 +57,12 @@ def test_a_min_metric_picks_the_lowest() -> None:
     assert contenders([low, high], mode="min") == [(low, True)]
 
 
+def test_a_contender_still_training_costs_its_remaining_epochs_not_a_retraining() -> None:
+    best = _trial("c", "adam", 0.6, 3, 10.0)
+    live = TrialCost("c", "sgd", 0.4, 1, 3, 20.0, live=True)  # 2 epochs of 20 s to go
+    assert task_seconds([best, live], COSTS) == [5.0 + 12.0, 5.0 + 5.0 + 40.0]
+
+
 def test_each_task_costs_its_start_its_scoring_and_any_retraining() -> None:
     best = _trial("c", "adam", 0.6, 3, 10.0)  # trained to the end: its own weights are scored
     alternate = _trial("c", "sgd", 0.4, 2, 20.0)  # stopped at 2 of 3: retrained, 3 x 20 s
@@ -102,7 +108,7 @@ def _result(epoch: int, seconds: float, value: float) -> dict[str, Any]:
 def test_trial_costs_read_the_newest_result_of_the_trial_that_reported() -> None:
     trial = FakeTrial("t", {"cell": "c", "optimizer": "sgd", "epochs": 3}, last_result={})
     (cost,) = trial_costs([trial], "val_macro_f1", {"t": _result(2, 30.0, 0.4)})
-    assert cost == TrialCost("c", "sgd", 0.4, 2, 3, 15.0)
+    assert cost == TrialCost("c", "sgd", 0.4, 2, 3, 15.0, live=True, trial_id="t")
 
 
 def test_the_budget_reserves_the_measured_finishing_and_refreshes_it() -> None:
@@ -110,10 +116,10 @@ def test_the_budget_reserves_the_measured_finishing_and_refreshes_it() -> None:
     limits = ExperimentBudget(wall_s=300.0, evaluation_share=0.0)
     budget = TimeBudget(limits, {}, clock=lambda: now[0], finishing=COSTS, metric="val_macro_f1")
     assert budget.search_wall_s() == 300.0  # nothing measured yet: the up-front share (none)
-    adam = FakeTrial("a", {"cell": "c", "optimizer": "adam", "epochs": 3})
-    sgd = FakeTrial("s", {"cell": "c", "optimizer": "sgd", "epochs": 3})
+    adam = FakeTrial("a", {"cell": "c", "optimizer": "adam", "epochs": 3}, status="TERMINATED")
+    sgd = FakeTrial("s", {"cell": "c", "optimizer": "sgd", "epochs": 3}, status="TERMINATED")
     adam.last_result = _result(3, 30.0, 0.6)
-    budget.observe([adam, sgd], sgd, _result(1, 20.0, 0.4))
+    budget.observe([adam, sgd], sgd, _result(1, 20.0, 0.4))  # sgd stopped after epoch 1
     # The sgd alternate retrains 3 epochs of 20 s: 5 + 0.5 x 10 + 60 = 70 s, beside the best's
     # 5 + 12 = 17 s; and the fixed 20 s.
     assert budget.reserve_s == pytest.approx(70.0 + 20.0)
@@ -122,7 +128,7 @@ def test_the_budget_reserves_the_measured_finishing_and_refreshes_it() -> None:
     assert not budget.spent()
     now[0] = 211.0
     assert budget.spent()
-    # sgd trains to the end: nothing left to retrain, the reserve shrinks.
+    # Had sgd trained on to its end, nothing would be left to retrain: the reserve shrinks.
     budget.observe([adam, sgd], sgd, _result(3, 60.0, 0.4))
     # Two tasks side by side: the best's 17 s, the alternate's 5 + 0.5 x 10 = 10 s.
     assert budget.reserve_s == pytest.approx(17.0 + 20.0)
@@ -156,8 +162,35 @@ def test_the_asha_scheduler_refreshes_the_reserve_on_a_trials_last_epoch() -> No
     for epoch in (1, 2):
         scheduler.on_trial_result(controller, trial, _result(epoch, 10.0 * epoch, 0.5))
         trial.last_result = _result(epoch, 10.0 * epoch, 0.5)
-    # At epoch 2 of 3 the best trial would be retrained: 5 + 12 + 30 s, and the fixed 20 s.
-    assert budget.reserve_s == pytest.approx(67.0)
+    # At epoch 2 of 3 the best trial, still training, has one epoch left: 5 + 12 + 10 s, and
+    # the fixed 20 s.
+    assert budget.reserve_s == pytest.approx(47.0)
     # Its last epoch, after which ASHA stops it anyway, still refreshes the reserve.
     scheduler.on_trial_result(controller, trial, _result(3, 30.0, 0.5))
     assert budget.reserve_s == pytest.approx(17.0 + 20.0)
+
+
+def test_once_spent_a_live_contender_goes_on_past_its_rung_and_the_others_stop() -> None:
+    from cxr_tune.search.budget import BudgetKeeper
+
+    now = [0.0]
+    limits = ExperimentBudget(wall_s=300.0)
+    budget = TimeBudget(limits, {}, clock=lambda: now[0], finishing=COSTS, metric="val_macro_f1")
+    keeper = BudgetKeeper(None, budget, rungs=(1,))
+    config = {"cell": "c", "optimizer": "adam", "epochs": 3}
+    best, worse = FakeTrial("b", dict(config)), FakeTrial("w", dict(config))
+    controller = FakeController([best, worse])
+    worse.last_result = _result(1, 10.0, 0.3)
+    assert keeper.lets_go_on(best, _result(1, 10.0, 0.6), controller)
+    best.last_result = _result(1, 10.0, 0.6)
+    # The best has 2 epochs to go: 5 + 12 + 20 s, and the fixed 20 s: the search has 243 s.
+    assert budget.reserve_s == pytest.approx(57.0)
+    now[0] = 250.0  # spent, not past the margin
+    assert budget.spent() and not budget.overrun()
+    assert not keeper.lets_go_on(worse, _result(1, 10.0, 0.3), controller)  # stops at its rung
+    assert keeper.lets_go_on(best, _result(1, 10.0, 0.6), controller)  # the evaluation's model
+    # At its epoch 2 one epoch is left (reserve 47 s, search 253 s); past 1.1 x 253 s every
+    # trial stops at once, the evaluation's model too.
+    now[0] = 280.0
+    assert not keeper.lets_go_on(best, _result(2, 20.0, 0.6), controller)
+    assert budget.search_wall_s() == pytest.approx(253.0)
