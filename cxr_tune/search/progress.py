@@ -18,12 +18,21 @@ class ProgressLines(Callback):
     """Prints ``HH:MM:SS cell trial epoch e/E metric=... (config)`` and trial outcomes."""
 
     def __init__(
-        self, metric: str, budget_epochs: int | None = None, no_skill_epoch: int = 0
+        self,
+        metric: str,
+        budget_epochs: int | None = None,
+        no_skill_epoch: int = 0,
+        time_budget: Any = None,
     ) -> None:
         self._metric = metric
         self._budget = budget_epochs
         self._no_skill_epoch = no_skill_epoch
+        self._time_budget = time_budget
         self._last_epoch: dict[str, int] = {}
+
+    def use_time_budget(self, budget: Any) -> None:
+        """Say stops for ``budget`` from now on (a restored callback holds the previous run's)."""
+        self._time_budget = budget
 
     def _say(self, text: str) -> None:
         # sys.stdout is looked up on each call: the callback is pickled with the Tuner.
@@ -64,6 +73,11 @@ class ProgressLines(Callback):
                     f"{float(last.get('train_loss', math.nan)):.4f}; predicting the class "
                     f"frequencies: {float(last[NO_SKILL_KEY]):.4f}, "
                     f"{float(last.get(TRAIN_NO_SKILL_KEY, math.nan)):.4f})"
+                )
+            elif (budget := getattr(self, "_time_budget", None)) is not None and budget.spent():
+                self._say(
+                    f"{self._label(trial)}: stopped after epoch {epoch}: the search's share of "
+                    "the time budget is spent"
                 )
             elif may_go_on(self._budget, trial, last, trials):
                 self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")

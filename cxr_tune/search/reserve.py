@@ -39,8 +39,9 @@ OTHER_SCORING_EPOCHS = 0.2
 # A new Ray worker for each evaluation task: Python, torch and the task's data.
 TASK_START_S = 6.0
 # Besides the tasks: the assembly (bootstrap intervals, transfer, artefacts) and the report
-# with its figures (about 20 s each on the main job here).
-FIXED_S = 40.0
+# with its figures, a few seconds and a few more per contender (36 s for the main job's 6 here).
+FIXED_S = 5.0
+CONTENDER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class FinishingCosts:
     other_scoring_epochs: float = OTHER_SCORING_EPOCHS
     task_start_s: float = TASK_START_S
     fixed_s: float = FIXED_S
+    contender_s: float = CONTENDER_S
 
 
 def contenders(trials: Sequence[TrialCost], mode: str = "max") -> list[tuple[TrialCost, bool]]:
@@ -153,7 +155,8 @@ def makespan(durations: Iterable[float], slots: int) -> float:
 
 def finishing_seconds(trials: Sequence[TrialCost], costs: FinishingCosts) -> float:
     """The finishing's expected wall-clock seconds after a search that ran ``trials``."""
-    return makespan(task_seconds(trials, costs), costs.slots) + costs.fixed_s
+    assembly = costs.fixed_s + costs.contender_s * len(contenders(trials, costs.mode))
+    return makespan(task_seconds(trials, costs), costs.slots) + assembly
 
 
 def trial_costs(

@@ -635,7 +635,12 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=2),
             stop=OverrunStopper(time_budget) if time_budget else None,
             callbacks=[
-                ProgressLines(plan.space.metric, plan.budget_epochs, plan.scheduler.no_skill_epoch),
+                ProgressLines(
+                    plan.space.metric,
+                    plan.budget_epochs,
+                    plan.scheduler.no_skill_epoch,
+                    time_budget,
+                ),
                 TrialTensorBoard(),
                 *([] if request.keep_checkpoints else [CheckpointRetention()]),
             ],
@@ -658,6 +663,9 @@ def _use_time_budget(tuner: Any, budget: TimeBudget | None) -> None:
         budget is not None or isinstance(run_config.stop, OverrunStopper)
     ):
         run_config.stop = OverrunStopper(budget) if budget else None
+    for callback in getattr(run_config, "callbacks", None) or ():
+        if hasattr(callback, "use_time_budget"):
+            callback.use_time_budget(budget)
 
 
 def _use_study_db(tuner: Any, study_db: str) -> None:

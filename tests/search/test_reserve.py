@@ -30,6 +30,7 @@ COSTS = FinishingCosts(
     other_scoring_epochs=0.5,
     task_start_s=5.0,
     fixed_s=20.0,
+    contender_s=0.0,
 )
 
 
@@ -91,6 +92,9 @@ def test_finishing_is_the_makespan_plus_the_fixed_part() -> None:
     # Tasks: a's best 5 + 12 = 17 s, a's sgd 5 + 5 + 30 = 40 s, b's best 5 + 42 = 47 s. On 2
     # slots: 47 | 40, then 17 after the 40: 57 s, and the fixed 20 s.
     assert finishing_seconds(cells, COSTS) == pytest.approx(57.0 + 20.0)
+    # The assembly and report: a few seconds more per contender (three here).
+    per_contender = FinishingCosts(**{**COSTS.__dict__, "contender_s": 4.0})
+    assert finishing_seconds(cells, per_contender) == pytest.approx(57.0 + 20.0 + 12.0)
 
 
 @dataclass

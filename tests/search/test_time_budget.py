@@ -199,9 +199,9 @@ def _search(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_a_real_search_ends_within_its_time_budget_and_a_resume_starts_nothing_more(
     tmp_path: Path,
 ) -> None:
-    # Far more trials than a minute buys on 2 cores, one at a time: the budget, not
-    # num_samples, ends the search; its evaluation and report still follow, inside the budget.
-    budget_s = 60.0
+    # Far more trials than 90 s buy on 2 cores, one at a time: the budget, not num_samples,
+    # ends the search; its evaluation and report still follow, inside the budget.
+    budget_s = 90.0
     args = ("--num-samples", "60", "--max-concurrent", "1", "--time-budget", f"{budget_s:g}s")
     started = time.monotonic()
     run = _search(tmp_path, *args)
