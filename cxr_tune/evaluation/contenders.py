@@ -9,7 +9,7 @@ trial trained all its epochs (same seed, same result); other seeds retrain from 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,37 +30,68 @@ class Contender:
         return f"{self.cell}#{self.trial.trial_id}"
 
 
-def choose_contenders(exp: Experiment) -> list[Contender]:
-    """Per cell: the best trial, plus the best trial of each optimizer searched in the cell."""
-    contenders: list[Contender] = []
-    for cell in exp.cells():
-        best = exp.best_trial(cell, completed_only=False)
-        if best is None:
-            continue
-        roles: dict[str, list[str]] = {best.trial_id: ["best"]}
-        chosen: dict[str, TrialRecord] = {best.trial_id: best}
-        optimizers = sorted({str(t.config.get("optimizer")) for t in exp.trials_of(cell)})
+@dataclass(frozen=True)
+class Candidate:
+    """What the choice of contenders reads of a trial (an evaluated experiment's, or a running
+    search's: ``search/reserve.py`` costs the contenders a time budget must leave room for)."""
+
+    key: str
+    cell: str
+    optimizer: str
+    value: float
+    completed: bool
+
+
+def pick_contenders(
+    candidates: Sequence[Candidate], mode: str = "max"
+) -> list[tuple[Candidate, tuple[str, ...]]]:
+    """Per cell: the best candidate (role ``best``) and, where the cell tried several
+    optimizers, the best of each (``best_<optimizer>``); completed trials first, else any with
+    a finite value. A candidate chosen twice is listed once, with both roles."""
+    sign = 1.0 if mode == "max" else -1.0
+    scored = [c for c in candidates if math.isfinite(c.value)]
+
+    def top(pool: list[Candidate]) -> Candidate | None:
+        pool = [c for c in pool if c.completed] or pool
+        return max(pool, key=lambda c: sign * c.value) if pool else None
+
+    chosen: list[tuple[Candidate, tuple[str, ...]]] = []
+    for cell in dict.fromkeys(c.cell for c in scored):
+        mine = [c for c in scored if c.cell == cell]
+        roles: dict[str, list[str]] = {}
+        picked: dict[str, Candidate] = {}
+        best = top(mine)
+        assert best is not None
+        roles[best.key], picked[best.key] = ["best"], best
+        optimizers = sorted({c.optimizer for c in mine})
         if len(optimizers) > 1:
             for optimizer in optimizers:
-                trial = _best_of(exp, cell, _with_optimizer(optimizer))
-                if trial is not None:
-                    roles.setdefault(trial.trial_id, []).append(f"best_{optimizer}")
-                    chosen[trial.trial_id] = trial
-        contenders += [Contender(cell, tuple(roles[i]), chosen[i]) for i in chosen]
-    return contenders
+                alternate = top([c for c in mine if c.optimizer == optimizer])
+                if alternate is not None:
+                    roles.setdefault(alternate.key, []).append(f"best_{optimizer}")
+                    picked[alternate.key] = alternate
+        chosen += [(picked[key], tuple(roles[key])) for key in picked]
+    return chosen
 
 
-def _with_optimizer(optimizer: str) -> Callable[[TrialRecord], bool]:
-    return lambda trial: str(trial.config.get("optimizer")) == optimizer
-
-
-def _best_of(exp: Experiment, cell: str, keep: Callable[[TrialRecord], bool]) -> TrialRecord | None:
-    """Best completed trial passing ``keep``; failing that, the best with any finite result."""
-    sign = 1.0 if exp.mode == "max" else -1.0
-    trials = [t for t in exp.trials_of(cell) if keep(t) and math.isfinite(t.value(exp.metric))]
-    completed = [t for t in trials if t.state == COMPLETED]
-    pool = completed or trials
-    return max(pool, key=lambda t: sign * t.value(exp.metric)) if pool else None
+def choose_contenders(exp: Experiment) -> list[Contender]:
+    """Per cell: the best trial, plus the best trial of each optimizer searched in the cell."""
+    by_key = {trial.trial_id: trial for trial in exp.trials}
+    candidates = [
+        Candidate(
+            key=trial.trial_id,
+            cell=cell,
+            optimizer=str(trial.config.get("optimizer")),
+            value=trial.value(exp.metric),
+            completed=trial.state == COMPLETED,
+        )
+        for cell in exp.cells()
+        for trial in exp.trials_of(cell)
+    ]
+    return [
+        Contender(candidate.cell, roles, by_key[candidate.key])
+        for candidate, roles in pick_contenders(candidates, exp.mode)
+    ]
 
 
 def final_checkpoint(trial: TrialRecord) -> Path | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cxr_tune.constants import EPOCH, TIME_TOTAL_S
+from cxr_tune.evaluation.contenders import Candidate, pick_contenders
 
 # Ray Tune's Trial.PENDING and Trial.RUNNING: the trials with an epoch under way.
 LIVE_STATUSES = ("PENDING", "RUNNING")
@@ -95,29 +96,22 @@ class FinishingCosts:
 
 
 def contenders(trials: Sequence[TrialCost], mode: str = "max") -> list[tuple[TrialCost, bool]]:
-    """Per cell: the best trial and the best of each optimizer, each with whether it is the
-    cell's best, as ``evaluation/contenders.py`` chooses them: trials trained to the end
-    first."""
-    sign = 1.0 if mode == "max" else -1.0
-    scored = [t for t in trials if math.isfinite(t.value) and math.isfinite(t.seconds_per_epoch)]
-    chosen: list[tuple[TrialCost, bool]] = []
-    for cell in sorted({t.cell for t in scored}):
-        mine = [t for t in scored if t.cell == cell]
-
-        def top(pool: list[TrialCost]) -> TrialCost:
-            pool = [t for t in pool if t.trained_to_the_end] or pool
-            return max(pool, key=lambda t: sign * t.value)
-
-        best = top(mine)
-        picked = [best]
-        optimizers = sorted({t.optimizer for t in mine})
-        if len(optimizers) > 1:
-            for optimizer in optimizers:
-                alternate = top([t for t in mine if t.optimizer == optimizer])
-                if all(alternate is not p for p in picked):
-                    picked.append(alternate)
-        chosen += [(t, t is best) for t in picked]
-    return chosen
+    """The trials the evaluation would score after these, each with whether it is its cell's
+    best: ``evaluation/contenders.py``'s own choice (trained to the end first), among the
+    trials with a measured epoch."""
+    measured = {
+        str(k): t
+        for k, t in enumerate(trials)
+        if math.isfinite(t.value) and math.isfinite(t.seconds_per_epoch)
+    }
+    candidates = [
+        Candidate(key, t.cell, t.optimizer, t.value, t.trained_to_the_end)
+        for key, t in measured.items()
+    ]
+    return [
+        (measured[candidate.key], "best" in roles)
+        for candidate, roles in pick_contenders(candidates, mode)
+    ]
 
 
 def task_seconds(trials: Sequence[TrialCost], costs: FinishingCosts) -> list[float]:
