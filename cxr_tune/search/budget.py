@@ -229,6 +229,8 @@ class TimeBudget:
             share only).
         metric: the search metric, which chooses the contenders the finishing retrains.
         started: when the command started, on ``clock`` (None: now).
+        reserve_s: the reserve until a trial reports (None: the up-front share); a resumed
+            run starts from the one its last run estimated.
     """
 
     def __init__(
@@ -241,6 +243,7 @@ class TimeBudget:
         finishing: FinishingCosts | None = None,
         metric: str = "",
         started: float | None = None,
+        reserve_s: float | None = None,
     ) -> None:
         self.budget = budget
         self.gpu_shares = dict(gpu_shares or {})
@@ -250,7 +253,9 @@ class TimeBudget:
         self.gpu_s = 0.0
         self.finishing = finishing
         self.metric = metric
-        self.reserve_s = (budget.wall_s or 0.0) * budget.evaluation_share
+        self.reserve_s = (
+            (budget.wall_s or 0.0) * budget.evaluation_share if reserve_s is None else reserve_s
+        )
         self.reserve_measured = False
         # Live trials the evaluation would score (each cell's best, the best of each
         # optimizer): the reserve counts their remaining epochs, so they are let finish.

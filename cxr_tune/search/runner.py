@@ -387,7 +387,11 @@ def _time_budget(
     starts from what the earlier runs spent."""
     if plan.budget is None:
         return None
-    spent = ((previous or {}).get("budget") or {}).get("spent") or {}
+    recorded = (previous or {}).get("budget") or {}
+    spent = recorded.get("spent") or {}
+    # What earlier runs used of the budget: each whole command, its evaluation and report
+    # included (the search alone where a run ended before its finishing was recorded).
+    before = (recorded.get("finishing") or {}).get("total_wall_s") or spent.get("wall_s") or 0.0
     models = {str(plan.base_config(cell).get("model")) for cell in plan.cells}
     gpu_shares = {model: plan.resources(model)["GPU"] for model in models}
     finishing = FinishingCosts(
@@ -396,10 +400,12 @@ def _time_budget(
     return TimeBudget(
         plan.budget,
         gpu_shares,
-        wall_spent_before_s=float(spent.get("wall_s", 0.0) or 0.0),
+        wall_spent_before_s=float(before),
         finishing=finishing,
         metric=plan.space.metric,
         started=started,
+        # Until this run's trials report, the reserve the last run estimated.
+        reserve_s=recorded.get("evaluation_reserve_s"),
     )
 
 
