@@ -5,7 +5,6 @@ report."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from cxr_tune.search.reserve import (
     task_seconds,
     trial_costs,
 )
+from tests.search.fakes import FakeController, FakeTrial
 
 # Round numbers, so each expected figure can be worked out by hand.
 COSTS = FinishingCosts(
@@ -97,14 +97,6 @@ def test_finishing_is_the_makespan_plus_the_fixed_part() -> None:
     assert finishing_seconds(cells, per_contender) == pytest.approx(57.0 + 20.0 + 12.0)
 
 
-@dataclass
-class FakeTrial:
-    trial_id: str
-    config: dict[str, Any]
-    status: str = "RUNNING"
-    last_result: dict[str, Any] = field(default_factory=dict)
-
-
 def _result(epoch: int, seconds: float, value: float) -> dict[str, Any]:
     return {"epoch": epoch, "time_total_s": seconds, "val_macro_f1": value, "status": "ok"}
 
@@ -141,14 +133,6 @@ def test_the_budget_reserves_the_measured_finishing_and_refreshes_it() -> None:
     assert shown["evaluation_reserve_s"] == pytest.approx(37.0)
     assert shown["search_time_s"] == pytest.approx(263.0)
     assert shown["reserve_basis"] == "measured epochs"
-
-
-@dataclass
-class FakeController:
-    trials: list[FakeTrial]
-
-    def get_trials(self) -> list[FakeTrial]:
-        return self.trials
 
 
 def test_the_asha_scheduler_refreshes_the_reserve_on_a_trials_last_epoch() -> None:

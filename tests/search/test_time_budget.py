@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from cxr_tune.search.budget import (
 from cxr_tune.search.plan import Overrides, build_plan
 from cxr_tune.search.searcher import SEARCH_ENDED, CellSearcher
 from cxr_tune.spaces import parse_space
+from tests.search.fakes import FakeController, FakeTrial
 
 EPOCHS = 8
 
@@ -38,22 +38,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@dataclass
-class FakeTrial:
-    trial_id: str
-    config: dict[str, Any]
-    status: str = "RUNNING"
-    last_result: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class FakeController:
-    trials: list[FakeTrial]
-
-    def get_trials(self) -> list[FakeTrial]:
-        return self.trials
 
 
 def _plan(overrides: Overrides | None = None, eval_seeds: int = 3, profile: str = "gpu"):
