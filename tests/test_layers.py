@@ -69,9 +69,11 @@ RAY_FREE = (
     "cxr_tune.evaluation.artefacts",
     "cxr_tune.evaluation.assemble",
     "cxr_tune.evaluation.contenders",
+    "cxr_tune.evaluation.costs",
     "cxr_tune.evaluation.evidence",
     "cxr_tune.evaluation.generalisation",
     "cxr_tune.evaluation.runs",
+    "cxr_tune.evaluation.schedule",
     "cxr_tune.evaluation.sources",
     "cxr_tune.bundle",
 )

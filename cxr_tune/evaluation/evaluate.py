@@ -19,10 +19,12 @@ from cxr_tune.constants import EVALUATION_FILE
 from cxr_tune.data.types import DatasetArrays
 from cxr_tune.evaluation.artefacts import store_artefacts
 from cxr_tune.evaluation.assemble import assemble
-from cxr_tune.evaluation.contenders import choose_contenders, final_checkpoint, retrain_seconds
+from cxr_tune.evaluation.contenders import choose_contenders
+from cxr_tune.evaluation.costs import FinishingCosts
 from cxr_tune.evaluation.evidence import EvidenceRequest
 from cxr_tune.evaluation.generalisation import generalisation_plan, positive_class
 from cxr_tune.evaluation.runs import evaluate_run
+from cxr_tune.evaluation.schedule import NO_ROOM, Job, LeftOut, fastest_epochs, schedule
 from cxr_tune.evaluation.sources import ExternalSet, reload_datasets
 from cxr_tune.experiment import Experiment
 from cxr_tune.files import write_atomic
@@ -49,6 +51,8 @@ def evaluate_experiment(
     checkpoint_root: str | None = None,
     externals: Mapping[str, ExternalSet] | None = None,
     label_map: str | Path | None = None,
+    deadline: float | None = None,
+    slots: int = 1,
 ) -> dict[str, Any]:
     """Evaluate an experiment's contenders on the test split and write ``evaluation.json``.
 
@@ -70,6 +74,10 @@ def evaluate_experiment(
         externals: datasets that were not searched, scored as external sets (test split only).
         label_map: a user's label-map file laid over the built-in mapping (default: the one
             the search was given, if any).
+        deadline: when (``time.monotonic()``) the evaluation and the report should be done,
+            under a time budget: what does not fit is cut back (``schedule.py``) and the
+            evaluation says what. None: every contender and seed, trained to the end.
+        slots: evaluation tasks that run at once (for the deadline's estimate).
 
     Raises:
         ConfigError: a class of an external or imagefolder dataset is close to a shared
@@ -86,22 +94,26 @@ def evaluate_experiment(
     rounds = int(exp.record.get("bootstrap", 1000))
     contenders = choose_contenders(exp)
     started = time.monotonic()
+    costs = FinishingCosts(seeds=n_seeds, slots=slots, mode=exp.mode)
+    jobs, left_out = schedule(
+        contenders,
+        n_seeds,
+        fastest_epochs(exp.trials),
+        costs,
+        None if deadline is None else deadline - started,
+    )
     echo(f"evaluate: {len(contenders)} configurations x {n_seeds} seed(s) on the test split")
+    _say_cut_back(jobs, left_out, echo)
     refs = {name: ray.put(arrays) for name, arrays in datasets.items()}
     others = {name: arrays.for_test() for name, arrays in datasets.items()}
     others.update({name: ext.arrays.for_test() for name, ext in externals.items()})
     others_ref = ray.put(others)
-    jobs = [
-        (contender, k, final_checkpoint(contender.trial) if k == 0 else None)
-        for contender in contenders
-        for k in range(n_seeds)
-    ]
-    # Longest first: retraining runs go out before checkpoint loads (seconds), so the last
-    # task to finish is not a long one started when the others were done.
-    jobs.sort(key=lambda job: -retrain_seconds(job[0].trial) if job[2] is None else 0.0)
     positives = {name: positive_class(plan.classes[name], plan.maps) for name in datasets}
     pending: dict[str, dict[int, Any]] = {}
-    for contender, k, checkpoint in jobs:
+    # Longest first (``schedule`` sorts them): retraining runs go out before checkpoint loads
+    # (seconds), so the last task to finish is not a long one started when the others were done.
+    for job in jobs:
+        contender, k = job.contender, job.seed_index
         config = contender.trial.config
         best = "best" in contender.roles
         resources = _resources(exp, str(config.get("model")))
@@ -121,29 +133,56 @@ def evaluate_experiment(
             config,
             int(config.get("seed", base_seed)) + k,
             refs[str(config["dataset"])],
-            _checkpoint_location(checkpoint, folder, checkpoint_root),
+            _checkpoint_location(job.checkpoint, folder, checkpoint_root),
             others_ref if best else None,
             tuple(plan.pairs.get(str(config["dataset"]), {})) if best else (),
             best,
             evidence,
         )
-    runs = {key: ray.get([by_seed[k] for k in sorted(by_seed)]) for key, by_seed in pending.items()}
+    by_key = {(job.contender.key, job.seed_index): job for job in jobs}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for key, by_seed in pending.items():
+        runs[key] = []
+        for k in sorted(by_seed):
+            run = ray.get(by_seed[k])
+            run["source"] = by_key[(key, k)].source
+            if by_key[(key, k)].epochs_trained is not None:
+                run["epochs_trained"] = by_key[(key, k)].epochs_trained
+            runs[key].append(run)
     echo(f"evaluate: {len(jobs)} models scored [{time.monotonic() - started:.0f} s]")
-    for contender in contenders:
-        first = runs[contender.key][0] if runs[contender.key] else None
-        if "best" in contender.roles and first is not None and not first.get("diverged"):
-            first["files"] = store_artefacts(
-                folder, contender, first, final_checkpoint(contender.trial)
-            )
+    scored = [c for c in contenders if runs.get(c.key)]
+    for contender in scored:
+        first = runs[contender.key][0]
+        first_job = by_key.get((contender.key, 0))
+        if "best" in contender.roles and first_job is not None and not first.get("diverged"):
+            first["files"] = store_artefacts(folder, contender, first, first_job.checkpoint)
         for run in runs[contender.key]:
             run.pop("artefacts", None)
     all_sets = {**datasets, **{name: ext.arrays for name, ext in externals.items()}}
-    result = assemble(exp, datasets, contenders, runs, rounds, plan=plan, others=all_sets)
+    result = assemble(exp, datasets, scored, runs, rounds, plan=plan, others=all_sets)
     result["external_sets"] = [ext.describe(name) for name, ext in externals.items()]
+    if left_out:
+        result["left_out"] = [each.describe() for each in left_out]
     write_atomic(folder / EVALUATION_FILE, json.dumps(result, indent=1))
     exp.evaluation = result
     echo(f"evaluate: wrote {folder / EVALUATION_FILE} [{time.monotonic() - started:.0f} s]")
     return result
+
+
+def _say_cut_back(jobs: list[Job], left_out: list[LeftOut], echo: Echo) -> None:
+    """One line per model scored as it stands, or left out, to meet a time budget."""
+    for job in jobs:
+        if job.epochs_trained is not None:
+            echo(
+                f"evaluate: {job.contender.cell} ({', '.join(job.contender.roles)}): "
+                f"{job.source}: {NO_ROOM}"
+            )
+    for each in left_out:
+        what = "left out" if each.seed_index == 0 else f"extra seed {each.seed_index} left out"
+        echo(
+            f"evaluate: {each.contender.cell} ({', '.join(each.contender.roles)}): {what}: "
+            f"{each.reason}"
+        )
 
 
 def _resources(exp: Experiment, model: str) -> dict[str, float]:

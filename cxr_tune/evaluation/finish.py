@@ -46,6 +46,9 @@ class FinishOptions:
         cache_dir: the decoded-dataset cache (default: ``$CXR_TUNE_CACHE``).
         ray_address: the cluster to run the evaluation on when no Ray is running yet
             (default: ``$RAY_ADDRESS``, else a local one).
+        deadline: when (``time.monotonic()``) the evaluation and report should be done (a
+            time budget's end): the evaluation scores what fits (``schedule.py``). None: all.
+        slots: evaluation tasks that run at once (for the deadline's estimate).
     """
 
     evaluate: bool = True
@@ -54,6 +57,8 @@ class FinishOptions:
     label_map: str | None = None
     cache_dir: Path | None = None
     ray_address: str | None = None
+    deadline: float | None = None
+    slots: int = 1
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,8 @@ def _evaluate(
             checkpoint_root=checkpoint_root,
             externals=externals,
             label_map=options.label_map,
+            deadline=options.deadline,
+            slots=options.slots,
         )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from cxr_tune.search.reserve import (
     LIVE_STATUSES,
     FinishingCosts,
     contenders,
+    epoch_seconds_by_cell,
     finishing_seconds,
     trial_costs,
 )
@@ -78,37 +79,38 @@ class BudgetKeeper:
 
     Args:
         budget_epochs: the most epochs trained per cell (None: no limit).
-        time_budget: the experiment's wall-clock and GPU-hour budget (None: none).
-        rungs: the epochs at which early stopping compares trials. Once the time budget is
-            spent, a running trial stops at the next of these it reaches; without rungs (no
-            early stopping) it trains to its end. Past the budget's margin it stops at once.
+        time_budget: the experiment's wall-clock and GPU-hour budget (None: none). A trial the
+            evaluation would not score stops at the first result after which its next epoch
+            would end past the search's share; one it would score goes on (the reserve counts
+            its remaining epochs); past the budget's margin every trial stops at once.
     """
 
-    def __init__(
-        self,
-        budget_epochs: int | None,
-        time_budget: TimeBudget | None = None,
-        rungs: Iterable[int] = (),
-    ) -> None:
+    def __init__(self, budget_epochs: int | None, time_budget: TimeBudget | None = None) -> None:
         self.budget = budget_epochs
         self.time = time_budget
-        self.rungs = frozenset(rungs)
         self.stopped: dict[str, int] = {}
         self.stopped_for_time: dict[str, int] = {}
 
-    def use_time_budget(self, budget: TimeBudget | None, rungs: Iterable[int] = ()) -> None:
-        """Keep ``budget`` (and stop at ``rungs`` once it is spent) from now on."""
+    def use_time_budget(self, budget: TimeBudget | None) -> None:
+        """Keep ``budget`` from now on."""
         self.time = budget
-        if rungs:
-            self.rungs = frozenset(rungs)
 
-    def observe(self, trial: Trial, result: Mapping[str, Any], tune_controller: Any) -> None:
+    def observe(
+        self,
+        trial: Trial,
+        result: Mapping[str, Any],
+        tune_controller: Any,
+        *,
+        ending: bool = False,
+    ) -> None:
         """Account ``trial``'s newest ``result`` in the time budget (its GPU time, and the
         finishing's reserve). A scheduler calls this on every result, also those after which
-        the trial stops anyway (its last epoch, or a stop by early stopping)."""
+        the trial stops anyway (its last epoch, or a stop by early stopping), and again with
+        ``ending`` when it stops the trial: a contender stopped before its end is retrained by
+        the evaluation, which the reserve must count from then on."""
         time_budget = getattr(self, "time", None)  # a keeper saved before time budgets: none
         if time_budget is not None:
-            time_budget.observe(tune_controller.get_trials(), trial, result)
+            time_budget.observe(tune_controller.get_trials(), trial, result, ending=ending)
 
     def lets_go_on(self, trial: Trial, result: dict[str, Any], tune_controller: Any) -> bool:
         """False when ``trial`` must stop for a budget. A trial that ends anyway (its last
@@ -122,17 +124,21 @@ class BudgetKeeper:
         if ends_anyway:
             return True
         cell = cell_of(trial)
+        seconds = float(result.get(TIME_TOTAL_S, math.nan) or math.nan)
         if time_budget is not None and time_budget.stops(
-            epoch, getattr(self, "rungs", ()), str(trial.trial_id)
+            str(trial.trial_id), seconds / epoch if epoch else math.nan
         ):
             for_time = self.__dict__.setdefault("stopped_for_time", {})
             for_time[cell] = for_time.get(cell, 0) + 1
+            time_budget.__dict__.setdefault("stopped_trials", set()).add(str(trial.trial_id))
+            self.observe(trial, result, tune_controller, ending=True)
             return False
         if self.budget is None or may_go_on(
             self.budget, trial, result, tune_controller.get_trials()
         ):
             return True
         self.stopped[cell] = self.stopped.get(cell, 0) + 1
+        self.observe(trial, result, tune_controller, ending=True)
         return False
 
 
@@ -260,12 +266,29 @@ class TimeBudget:
         # Live trials the evaluation would score (each cell's best, the best of each
         # optimizer): the reserve counts their remaining epochs, so they are let finish.
         self.contender_ids: set[str] = set()
+        # Each cell's median seconds per epoch so far: whether a new trial's first epoch fits.
+        self.epoch_s_by_cell: dict[str, float] = {}
+        # When the reserve was last estimated (wall seconds spent), and the longest remaining
+        # training of a live contender then: time the search spends on those epochs after
+        # the share is spent was reserved for them, and is no overrun.
+        self.estimated_at_s = 0.0
+        self.contender_left_s = 0.0
+        # Trials the schedulers stopped for this budget (the progress lines say so).
+        self.stopped_trials: set[str] = set()
 
     def wall_spent_s(self) -> float:
         return self.wall_spent_before_s + self.clock() - self.started
 
-    def observe(self, trials: Iterable[Trial], trial: Trial, result: Mapping[str, Any]) -> None:
-        """Recount the GPU time of every trial, ``trial`` at its newest ``result``."""
+    def observe(
+        self,
+        trials: Iterable[Trial],
+        trial: Trial,
+        result: Mapping[str, Any],
+        *,
+        ending: bool = False,
+    ) -> None:
+        """Recount the GPU time of every trial, ``trial`` at its newest ``result``, and the
+        finishing's reserve (``ending``: ``trial`` stops after this result)."""
         total = 0.0
         for each in trials:
             last = result if each is trial else (each.last_result or {})
@@ -274,20 +297,26 @@ class TimeBudget:
                 total += seconds * self.gpu_shares.get(str(each.config.get("model")), 0.0)
         self.gpu_s = total
         if self.finishing is not None and self.budget.wall_s is not None:
-            self._estimate_reserve(trials, trial, result)
+            self._estimate_reserve(trials, trial, result, ending)
 
     def _estimate_reserve(
-        self, trials: Iterable[Trial], trial: Trial, result: Mapping[str, Any]
+        self, trials: Iterable[Trial], trial: Trial, result: Mapping[str, Any], ending: bool
     ) -> None:
         """The finishing's reserve, from every trial's measured epochs (``reserve.py``)."""
         assert self.finishing is not None
-        costs = trial_costs(trials, self.metric, {trial.trial_id: result})
-        if any(math.isfinite(c.seconds_per_epoch) for c in costs):
-            self.reserve_s = finishing_seconds(costs, self.finishing)
-            self.reserve_measured = True
-            self.contender_ids = {
-                c.trial_id for c, _ in contenders(costs, self.finishing.mode) if c.live
-            }
+        ended = {str(trial.trial_id)} if ending else set()
+        costs = trial_costs(trials, self.metric, {trial.trial_id: result}, ended)
+        if not any(math.isfinite(c.seconds_per_epoch) for c in costs):
+            return
+        self.reserve_s = finishing_seconds(costs, self.finishing)
+        self.reserve_measured = True
+        live = [c for c, _ in contenders(costs, self.finishing.mode) if c.live]
+        self.contender_ids = {c.trial_id for c in live}
+        self.contender_left_s = max(
+            ((c.planned - c.epochs) * c.seconds_per_epoch for c in live), default=0.0
+        )
+        self.estimated_at_s = self.wall_spent_s()
+        self.epoch_s_by_cell = epoch_seconds_by_cell(costs)
 
     def search_wall_s(self) -> float | None:
         """The search's share of the wall-clock budget: what the finishing's reserve leaves."""
@@ -295,12 +324,20 @@ class TimeBudget:
             return None
         return max(self.budget.wall_s - self.reserve_s, 0.0)
 
-    def _used(self) -> float:
-        """The larger of the spent shares of the search's wall and GPU budgets (0..)."""
+    def _contender_credit_s(self) -> float:
+        """Seconds since the last estimate that live contenders spent on epochs the reserve
+        already counts (at most what they had left then)."""
+        since = max(self.wall_spent_s() - getattr(self, "estimated_at_s", 0.0), 0.0)
+        return min(since, getattr(self, "contender_left_s", 0.0))
+
+    def _used(self, credited: bool = False) -> float:
+        """The larger of the spent shares of the search's wall and GPU budgets (0..);
+        ``credited``: less the reserved contender epochs trained since the last estimate."""
         shares = [0.0]
         search_wall_s = self.search_wall_s()
         if search_wall_s is not None:
-            shares.append(self.wall_spent_s() / max(search_wall_s, 1e-9))
+            wall = self.wall_spent_s() - (self._contender_credit_s() if credited else 0.0)
+            shares.append(wall / max(search_wall_s, 1e-9))
         if self.budget.search_gpu_s is not None:
             shares.append(self.gpu_s / max(self.budget.search_gpu_s, 1e-9))
         return max(shares)
@@ -310,17 +347,34 @@ class TimeBudget:
         return self._used() >= 1.0
 
     def overrun(self) -> bool:
-        """Whether the search is past its share by the margin: running trials stop at once."""
-        return self._used() >= 1.0 + BUDGET_MARGIN
+        """Whether the search is past its share by the margin, not counting the contenders'
+        reserved epochs: running trials stop at once."""
+        return self._used(credited=True) >= 1.0 + BUDGET_MARGIN
 
-    def stops(self, epoch: int, rungs: Collection[int], trial_id: str = "") -> bool:
-        """Whether a trial that just finished ``epoch`` stops for this budget: past the margin
-        at once; once spent at its next rung, unless the evaluation would score it (stopped,
-        it would be retrained from scratch, which costs more than its remaining epochs)."""
+    def fits(self, seconds: float) -> bool:
+        """Whether ``seconds`` more of search end within the search's share (NaN: unknown,
+        so it fits while the share is not spent)."""
+        if self.spent():
+            return False
+        search_wall_s = self.search_wall_s()
+        if search_wall_s is None or not math.isfinite(seconds):
+            return True
+        return self.wall_spent_s() + seconds <= search_wall_s
+
+    def has_time_for(self, cell: str) -> bool:
+        """Whether a new trial's first epoch in ``cell`` (its median epoch so far) fits."""
+        return self.fits(getattr(self, "epoch_s_by_cell", {}).get(cell, math.nan))
+
+    def stops(self, trial_id: str, epoch_s: float = math.nan) -> bool:
+        """Whether a trial that just reported, ``epoch_s`` seconds an epoch, stops for this
+        budget: past the margin at once; else when its next epoch would end past the search's
+        share, unless the evaluation would score it (stopped, it would be retrained from
+        scratch, which costs more than the remaining epochs its reserve counts)."""
         if self.overrun():
             return True
-        contender = trial_id in getattr(self, "contender_ids", set())
-        return self.spent() and epoch in rungs and not contender
+        if trial_id in getattr(self, "contender_ids", set()):
+            return False
+        return not self.fits(epoch_s)
 
     def account(self) -> dict[str, float]:
         """What was spent, for the experiment record."""

@@ -434,4 +434,8 @@ def _budget_text(budget) -> str:
             f"{budget.gpu_hours:g} GPU-hours: the search {budget.search_gpu_s / 3600:.2f}, the "
             f"final evaluation's reserve {budget.gpu_hours * budget.evaluation_share:.2f} ({share})"
         )
-    return "; ".join(parts) + "; no trial starts once the search's share is spent"
+    return "; ".join(parts) + (
+        "; no trial starts, or goes on to, an epoch expected to end past the search's share "
+        "(the evaluation's contenders excepted: their remaining epochs are reserved); the "
+        "evaluation scores what fits in the rest, each cell's best model always"
+    )

@@ -428,6 +428,10 @@ def _effective_fixed(
         fixed["image_size"] = overrides.image_size
     if overrides.epochs is not None:
         fixed["epochs"] = overrides.epochs
+    if overrides.time_budget_s is not None and "checkpoint_every" not in space.fixed:
+        # Under a wall-clock budget the evaluation may have to score a trial as it stood when
+        # the budget stopped it (``evaluation/schedule.py``): each epoch leaves its weights.
+        fixed["checkpoint_every"] = 1
     return fixed
 
 

@@ -74,10 +74,12 @@ class ProgressLines(Callback):
                     f"frequencies: {float(last[NO_SKILL_KEY]):.4f}, "
                     f"{float(last.get(TRAIN_NO_SKILL_KEY, math.nan)):.4f})"
                 )
-            elif (budget := getattr(self, "_time_budget", None)) is not None and budget.spent():
+            elif (budget := getattr(self, "_time_budget", None)) is not None and (
+                trial.trial_id in getattr(budget, "stopped_trials", ()) or budget.spent()
+            ):
                 self._say(
-                    f"{self._label(trial)}: stopped after epoch {epoch}: the search's share of "
-                    "the time budget is spent"
+                    f"{self._label(trial)}: stopped after epoch {epoch}: another epoch would "
+                    "end past the search's share of the time budget"
                 )
             elif may_go_on(self._budget, trial, last, trials):
                 self._say(f"{self._label(trial)}: stopped early by ASHA after epoch {epoch}")

@@ -9,40 +9,25 @@ written. A budget that reserved only the extra seeds' retraining reserved nothin
 and the command ran half as long again as its budget.
 
 Here each piece is costed in the unit the search measures, the trial's own seconds per epoch
-(``time_total_s / epochs``), and the evaluation's tasks are laid on its slots longest first, as
-``evaluation/evaluate.py`` sends them, to give the wall-clock time. Constants below cover what
-no epoch measures (a task's worker start, decoding the external sets, the report); they were
-measured with ``scripts/bench/finishing.py``.
+(``time_total_s / epochs``; ``evaluation/costs.py`` holds what no epoch measures), and the
+evaluation's tasks are laid on its slots longest first, as ``evaluation/evaluate.py`` sends
+them, to give the wall-clock time.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import statistics
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cxr_tune.constants import EPOCH, TIME_TOTAL_S
 from cxr_tune.evaluation.contenders import Candidate, pick_contenders
+from cxr_tune.evaluation.costs import FinishingCosts, makespan
 
 # Ray Tune's Trial.PENDING and Trial.RUNNING: the trials with an epoch under way.
 LIVE_STATUSES = ("PENDING", "RUNNING")
-
-# Scoring a cell's best model (test split, external sets, probe, validation logits for the
-# calibration, features for the OOD statistics, Grad-CAM overlays) is forward passes, whatever
-# the batch size the trial trained with: so it is counted in the cell's fastest epoch (its
-# largest batch), plus the OOD statistics' fit. The other contenders score the test split only.
-# Measured on the main job (external set 1.4x the training split): 1.4-1.5 epochs.
-BEST_SCORING_EPOCHS = 1.5
-BEST_SCORING_S = 12.0
-OTHER_SCORING_EPOCHS = 0.2
-# A new Ray worker for each evaluation task: Python, torch and the task's data.
-TASK_START_S = 6.0
-# Besides the tasks: the assembly (bootstrap intervals, transfer, artefacts) and the report
-# with its figures, a few seconds and a few more per contender (36 s for the main job's 6 here).
-FIXED_S = 5.0
-CONTENDER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,27 +59,6 @@ class TrialCost:
         return self.epochs >= self.planned
 
 
-@dataclass(frozen=True)
-class FinishingCosts:
-    """What the finishing does besides the contenders' own costs.
-
-    Attributes:
-        seeds: evaluation seeds per contender.
-        slots: evaluation tasks that run at once.
-        mode: ``max`` or ``min``, the metric's direction.
-    """
-
-    seeds: int
-    slots: int
-    mode: str = "max"
-    best_scoring_epochs: float = BEST_SCORING_EPOCHS
-    best_scoring_s: float = BEST_SCORING_S
-    other_scoring_epochs: float = OTHER_SCORING_EPOCHS
-    task_start_s: float = TASK_START_S
-    fixed_s: float = FIXED_S
-    contender_s: float = CONTENDER_S
-
-
 def contenders(trials: Sequence[TrialCost], mode: str = "max") -> list[tuple[TrialCost, bool]]:
     """The trials the evaluation would score after these, each with whether it is its cell's
     best: ``evaluation/contenders.py``'s own choice (trained to the end first), among the
@@ -123,41 +87,42 @@ def task_seconds(trials: Sequence[TrialCost], costs: FinishingCosts) -> list[flo
     tasks = []
     for trial, best in contenders(trials, costs.mode):
         epoch = trial.seconds_per_epoch
-        if best:
-            scoring = costs.best_scoring_epochs * fastest[trial.cell] + costs.best_scoring_s
-        else:
-            scoring = costs.other_scoring_epochs * fastest[trial.cell]
         for seed in range(costs.seeds):
             # The first seed scores the search trial's own weights when it trained them all. A
-            # contender still training is let finish (the budget keeper does not stop it at a
-            # rung): what is left of it is its remaining epochs, not a retraining.
+            # contender still training is let finish (the budget keeper does not stop it): what
+            # is left of it is its remaining epochs, not a retraining.
             if seed > 0 or not (trial.trained_to_the_end or trial.live):
                 training = trial.planned * epoch
             else:
                 training = (trial.planned - trial.epochs) * epoch
-            tasks.append(costs.task_start_s + scoring + training)
+            tasks.append(costs.task_s(best, fastest[trial.cell], training))
     return tasks
-
-
-def makespan(durations: Iterable[float], slots: int) -> float:
-    """Wall-clock time of tasks handed longest first to whichever of ``slots`` frees first."""
-    ends = [0.0] * max(1, slots)
-    for duration in sorted(durations, reverse=True):
-        heapq.heapreplace(ends, ends[0] + duration)
-    return max(ends)
 
 
 def finishing_seconds(trials: Sequence[TrialCost], costs: FinishingCosts) -> float:
     """The finishing's expected wall-clock seconds after a search that ran ``trials``."""
-    assembly = costs.fixed_s + costs.contender_s * len(contenders(trials, costs.mode))
+    assembly = costs.assembly_s(len(contenders(trials, costs.mode)))
     return makespan(task_seconds(trials, costs), costs.slots) + assembly
 
 
+def epoch_seconds_by_cell(trials: Sequence[TrialCost]) -> dict[str, float]:
+    """Each cell's median seconds per epoch over its measured trials."""
+    by_cell: dict[str, list[float]] = {}
+    for trial in trials:
+        if math.isfinite(trial.seconds_per_epoch):
+            by_cell.setdefault(trial.cell, []).append(trial.seconds_per_epoch)
+    return {cell: statistics.median(seconds) for cell, seconds in by_cell.items()}
+
+
 def trial_costs(
-    trials: Iterable[Any], metric: str, newest: Mapping[str, Mapping[str, Any]] | None = None
+    trials: Iterable[Any],
+    metric: str,
+    newest: Mapping[str, Mapping[str, Any]] | None = None,
+    ended: Collection[str] = (),
 ) -> list[TrialCost]:
     """``TrialCost`` of Ray Tune trials (``newest``: a trial id's result not yet in its
-    ``last_result``, as a scheduler sees it)."""
+    ``last_result``, as a scheduler sees it; ``ended``: trials being stopped, no longer
+    live whatever their status says)."""
     costs = []
     for trial in trials:
         last = (newest or {}).get(trial.trial_id) or trial.last_result or {}
@@ -172,7 +137,8 @@ def trial_costs(
                 epochs=epochs,
                 planned=int(trial.config.get("epochs", 0) or 0),
                 seconds_per_epoch=seconds / epochs if epochs else math.nan,
-                live=str(getattr(trial, "status", "")) in LIVE_STATUSES,
+                live=str(getattr(trial, "status", "")) in LIVE_STATUSES
+                and str(trial.trial_id) not in ended,
                 trial_id=str(trial.trial_id),
             )
         )

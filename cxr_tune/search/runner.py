@@ -369,6 +369,8 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
                 evaluate=request.evaluate and not interrupted,
                 label_map=request.label_map,
                 cache_dir=request.cache_dir,
+                deadline=_finishing_deadline(time_budget),
+                slots=request.plan.max_concurrent,
             ),
             echo,
         )
@@ -409,6 +411,14 @@ def _time_budget(
     )
 
 
+def _finishing_deadline(budget: TimeBudget | None) -> float | None:
+    """When (``time.monotonic()``) the wall-clock budget ends: the evaluation scores what fits
+    by then (None: no wall-clock budget)."""
+    if budget is None or budget.budget.wall_s is None:
+        return None
+    return time.monotonic() + budget.budget.wall_s - budget.wall_spent_s()
+
+
 def _record_finishing(
     request: SearchRequest,
     record: dict[str, Any],
@@ -431,8 +441,8 @@ def _record_finishing(
             "budget: overrun: "
             + (
                 "the evaluation and report needed more than the search left of the budget "
-                "(each cell's best model is trained to its last epoch and scored, whatever "
-                "the budget); give a larger --time-budget"
+                "(each cell's best model is scored, whatever the budget); give a larger "
+                "--time-budget"
                 if searched + budget.reserve_s > wall * (1 + BUDGET_MARGIN)
                 else "the evaluation and report took longer than their estimate"
             )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +55,7 @@ def scheduler_for(
     resumed run checks its restored trials against (None: nothing to check).
     """
     scheduler = _scheduler_for(plan, study_db)
-    scheduler.use_time_budget(time_budget, plan.rung_epochs())
+    scheduler.use_time_budget(time_budget)
     return scheduler
 
 
@@ -203,6 +202,8 @@ class CellASHA(_RetiresEndedTrials, FIFOScheduler):
             action = TrialScheduler.STOP
         if action == TrialScheduler.STOP and not last_epoch:
             self._stopped[cell] = self._stopped.get(cell, 0) + 1
+            # Stopped before its end: a contender now costs the evaluation a retraining.
+            self._budget.observe(trial, result, tune_controller, ending=True)
         if action == TrialScheduler.CONTINUE and not self._budget.lets_go_on(
             trial, result, tune_controller
         ):
@@ -244,9 +245,9 @@ class CellASHA(_RetiresEndedTrials, FIFOScheduler):
         """Trials stopped before their last epoch because their cell's budget was spent."""
         return dict(self._budget.stopped)
 
-    def use_time_budget(self, budget: TimeBudget | None, rungs: Iterable[int] = ()) -> None:
+    def use_time_budget(self, budget: TimeBudget | None) -> None:
         """Keep ``budget`` from now on (a restored scheduler holds the previous run's)."""
-        self._budget.use_time_budget(budget, rungs)
+        self._budget.use_time_budget(budget)
 
     def debug_string(self) -> str:
         stopped = sum(self._stopped.values())
@@ -289,9 +290,9 @@ class SavingFIFO(_RetiresEndedTrials, FIFOScheduler):
         """Trials stopped before their last epoch because their cell's budget was spent."""
         return dict(self._budget.stopped)
 
-    def use_time_budget(self, budget: TimeBudget | None, rungs: Iterable[int] = ()) -> None:
+    def use_time_budget(self, budget: TimeBudget | None) -> None:
         """Keep ``budget`` from now on (a restored scheduler holds the previous run's)."""
-        self._budget.use_time_budget(budget, rungs)
+        self._budget.use_time_budget(budget)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         self._retire_once(tune_controller)

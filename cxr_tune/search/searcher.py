@@ -155,9 +155,15 @@ class CellSearcher(Searcher):
         open_cells = self._open_cells()
         if not open_cells:
             return Searcher.FINISHED  # type: ignore[return-value]  # Ray's sentinel string
-        ready = [c for c in open_cells if self._has_room(c)]
+        ready = [c for c in open_cells if self._has_room(c) and self._has_time(c)]
         if not ready:
-            # Every open cell's budget is held by its live trials: ask again when one ends.
+            if not any(self._live(c) for c in self._plan.cells):
+                # No trial left to report: what is left of the time budget fits no epoch.
+                for cell in open_cells:
+                    self._end_cell(cell, "time budget spent")
+                return Searcher.FINISHED  # type: ignore[return-value]
+            # Every open cell's budget is held by its live trials, or no first epoch fits what
+            # is left of the search's time: ask again when one reports.
             return None
         cell = min(ready, key=lambda c: self._dealt[c.id])
         study = self._study(cell)
@@ -319,6 +325,11 @@ class CellSearcher(Searcher):
     def _live(self, cell: Cell) -> int:
         """Trials of ``cell`` started and not ended (each has one epoch under way)."""
         return sum(c == cell.id and t not in self._told for t, (c, _, _) in self._trials.items())
+
+    def _has_time(self, cell: Cell) -> bool:
+        """Whether a new trial's first epoch in ``cell`` ends within the search's time."""
+        budget = getattr(self, "_time_budget", None)
+        return budget is None or budget.has_time_for(cell.id)
 
     def _has_room(self, cell: Cell) -> bool:
         spent = sum(self._epochs.get(t, 0) for t, (c, _, _) in self._trials.items() if c == cell.id)

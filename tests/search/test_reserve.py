@@ -143,7 +143,7 @@ def test_the_asha_scheduler_refreshes_the_reserve_on_a_trials_last_epoch() -> No
     scheduler = CellASHA(
         metric="val_macro_f1", mode="max", grace_period=1, reduction_factor=3, max_t=3
     )
-    scheduler.use_time_budget(budget, rungs=(1,))
+    scheduler.use_time_budget(budget)
     trial = FakeTrial("a", {"cell": "c", "optimizer": "adam", "epochs": 3})
     controller = FakeController([trial])
     scheduler.on_trial_add(controller, trial)
@@ -158,13 +158,13 @@ def test_the_asha_scheduler_refreshes_the_reserve_on_a_trials_last_epoch() -> No
     assert budget.reserve_s == pytest.approx(17.0 + 20.0)
 
 
-def test_once_spent_a_live_contender_goes_on_past_its_rung_and_the_others_stop() -> None:
+def test_once_spent_a_live_contender_goes_on_and_the_others_stop() -> None:
     from cxr_tune.search.budget import BudgetKeeper
 
     now = [0.0]
     limits = ExperimentBudget(wall_s=300.0)
     budget = TimeBudget(limits, {}, clock=lambda: now[0], finishing=COSTS, metric="val_macro_f1")
-    keeper = BudgetKeeper(None, budget, rungs=(1,))
+    keeper = BudgetKeeper(None, budget)
     config = {"cell": "c", "optimizer": "adam", "epochs": 3}
     best, worse = FakeTrial("b", dict(config)), FakeTrial("w", dict(config))
     controller = FakeController([best, worse])
@@ -175,10 +175,33 @@ def test_once_spent_a_live_contender_goes_on_past_its_rung_and_the_others_stop()
     assert budget.reserve_s == pytest.approx(57.0)
     now[0] = 250.0  # spent, not past the margin
     assert budget.spent() and not budget.overrun()
-    assert not keeper.lets_go_on(worse, _result(1, 10.0, 0.3), controller)  # stops at its rung
+    assert not keeper.lets_go_on(worse, _result(1, 10.0, 0.3), controller)  # stops
     assert keeper.lets_go_on(best, _result(1, 10.0, 0.6), controller)  # the evaluation's model
-    # At its epoch 2 one epoch is left (reserve 47 s, search 253 s); past 1.1 x 253 s every
-    # trial stops at once, the evaluation's model too.
-    now[0] = 280.0
-    assert not keeper.lets_go_on(best, _result(2, 20.0, 0.6), controller)
+    # At its epoch 2 one epoch is left (reserve 47 s, search 253 s). The 20 s it trains after
+    # that were reserved: no overrun at 1.1 x 253 s + 10 s ...
+    keeper.lets_go_on(best, _result(2, 20.0, 0.6), controller)
     assert budget.search_wall_s() == pytest.approx(253.0)
+    now[0] = 1.1 * 253.0 + 9.0
+    assert not budget.overrun()
+    # ... but past it, once the reserved epoch is used up, every trial stops at once.
+    now[0] = 1.1 * 253.0 + 11.0
+    assert budget.overrun()
+    assert not keeper.lets_go_on(best, _result(2, 20.0, 0.6), controller)
+
+
+def test_a_contender_stopped_before_its_end_is_reserved_a_retraining() -> None:
+    from cxr_tune.search.budget import BudgetKeeper
+
+    limits = ExperimentBudget(wall_s=300.0)
+    budget = TimeBudget(limits, {}, clock=lambda: 0.0, finishing=COSTS, metric="val_macro_f1")
+    keeper = BudgetKeeper(4, budget)  # the cell's epoch budget: 4
+    adam = FakeTrial("a", {"cell": "c", "optimizer": "adam", "epochs": 3}, status="TERMINATED")
+    adam.last_result = _result(3, 30.0, 0.9)
+    sgd = FakeTrial("s", {"cell": "c", "optimizer": "sgd", "epochs": 3})
+    controller = FakeController([adam, sgd])
+    # After its epoch 1 the sgd alternate has used the cell's last epoch: it stops. Live, it
+    # was reserved its 2 remaining epochs; stopped, it is retrained: 5 + 0.5 x 10 + 3 x 10 s.
+    assert not keeper.lets_go_on(sgd, _result(1, 10.0, 0.3), controller)
+    assert keeper.stopped == {"c": 1}
+    assert budget.reserve_s == pytest.approx(40.0 + 20.0)
+    assert budget.contender_ids == set()

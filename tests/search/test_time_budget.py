@@ -1,6 +1,7 @@
 """Time and GPU-hour budgets of a whole experiment: parsed, planned with the final evaluation's
-reserve, kept by the searcher (no new trial once spent), the schedulers (running trials stop at
-their next rung, or at once past the margin) and a resumed run (what is left)."""
+reserve, kept by the searcher (no new trial once spent, nor one whose first epoch would end
+past the search's share), the schedulers (a running trial stops once its next epoch would end
+past the share, every trial at once past the margin) and a resumed run (what is left)."""
 
 from __future__ import annotations
 
@@ -129,32 +130,34 @@ def test_gpu_hours_are_each_trials_time_times_its_gpu_share() -> None:
     assert budget.spent() and budget.account()["gpu_hours"] == pytest.approx(1.0)
 
 
-def _result(epoch: int) -> dict[str, Any]:
-    return {"epoch": epoch, "status": "ok", "val_macro_f1": 0.5, "time_total_s": 1.0}
+def _result(epoch: int, epoch_s: float = 1.0) -> dict[str, Any]:
+    return {"epoch": epoch, "status": "ok", "val_macro_f1": 0.5, "time_total_s": epoch * epoch_s}
 
 
-def test_a_spent_budget_stops_a_running_trial_at_its_next_rung() -> None:
-    budget, clock = _budget(wall_s=200.0)
-    keeper = BudgetKeeper(None, budget, rungs=(1, 2, 4))
+def test_a_trial_stops_once_its_next_epoch_would_end_past_the_searchs_share() -> None:
+    budget, clock = _budget(wall_s=200.0)  # the search's share: 100 s
+    keeper = BudgetKeeper(None, budget)
     trial = FakeTrial("a", {"model": "alexnet", "epochs": EPOCHS, "cell": "c"})
     controller = FakeController([trial])
-    assert keeper.lets_go_on(trial, _result(3), controller)  # within the budget
-    clock.now += 100.0  # spent, not overrun
-    assert keeper.lets_go_on(trial, _result(3), controller)  # epoch 3 is no rung: go on
-    assert not keeper.lets_go_on(trial, _result(4), controller)  # the rung at 4: stop
+    assert keeper.lets_go_on(trial, _result(3, 10.0), controller)  # 10 s of 100: go on
+    clock.now += 85.0
+    assert keeper.lets_go_on(trial, _result(3, 10.0), controller)  # ends at 95 s: go on
+    clock.now += 6.0
+    assert not keeper.lets_go_on(trial, _result(4, 10.0), controller)  # would end at 101 s
     assert keeper.stopped_for_time == {"c": 1}
-    assert keeper.lets_go_on(trial, _result(EPOCHS), controller)  # the last epoch ends anyway
+    assert keeper.lets_go_on(trial, _result(EPOCHS, 10.0), controller)  # the last ends anyway
 
 
-def test_past_the_margin_a_trial_stops_at_once_and_without_rungs_runs_to_its_end() -> None:
+def test_once_spent_every_trial_stops_and_past_the_margin_at_once() -> None:
     budget, clock = _budget(wall_s=200.0)
     trial = FakeTrial("a", {"model": "alexnet", "epochs": EPOCHS, "cell": "c"})
     controller = FakeController([trial])
-    no_rungs = BudgetKeeper(None, budget)
+    keeper = BudgetKeeper(None, budget)
     clock.now += 100.0
-    assert no_rungs.lets_go_on(trial, _result(3), controller)  # spent: a trial runs to its end
+    assert budget.spent() and not budget.overrun()
+    assert not keeper.lets_go_on(trial, _result(3, 0.001), controller)  # spent: no epoch fits
     clock.now += 100.0 * BUDGET_MARGIN
-    assert not no_rungs.lets_go_on(trial, _result(3), controller)  # overrun: stops at once
+    assert budget.overrun()
 
 
 def test_the_searcher_starts_no_trial_once_the_budget_is_spent(tmp_path: Path) -> None:
@@ -170,6 +173,31 @@ def test_the_searcher_starts_no_trial_once_the_budget_is_spent(tmp_path: Path) -
         study_name="phantom/alexnet", storage=f"sqlite:///{searcher.study_db}"
     )
     assert study.user_attrs[SEARCH_ENDED] == "time budget spent"
+
+
+def test_the_searcher_starts_no_trial_whose_first_epoch_would_end_past_the_share(
+    tmp_path: Path,
+) -> None:
+    from cxr_tune.search.reserve import FinishingCosts
+
+    limits = ExperimentBudget(wall_s=200.0)
+    clock = Clock()
+    costs = FinishingCosts(seeds=1, slots=1, fixed_s=0.0, contender_s=0.0, task_start_s=0.0)
+    budget = TimeBudget(limits, {}, clock=clock, finishing=costs, metric="val_macro_f1")
+    searcher = CellSearcher(_plan(), str(tmp_path / "optuna.db"))
+    searcher.use_time_budget(budget)
+    first = searcher.suggest("a")
+    assert isinstance(first, dict)
+    cell = first["cell"]
+    trial = FakeTrial("a", {**first, "epochs": EPOCHS}, status="RUNNING")
+    # One epoch of 40 s measured: the best, live, has 7 left (280 s) and its scoring to
+    # go, which leaves the search less than another trial's first epoch.
+    budget.observe([trial], trial, {"epoch": 1, "time_total_s": 40.0, "val_macro_f1": 0.5})
+    assert budget.epoch_s_by_cell == {cell: 40.0}
+    assert not budget.has_time_for(cell)
+    assert searcher.suggest("b") is None  # the live trial may still free some time
+    searcher.on_trial_complete("a", {"epoch": 1})
+    assert searcher.suggest("c") == CellSearcher.FINISHED  # nothing left to report: ended
 
 
 def _search(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

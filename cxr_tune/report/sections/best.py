@@ -149,6 +149,19 @@ def best_sections(exp: Experiment, ctx: Context) -> list[Section]:
             rows,
         )
     )
+    left_out = (exp.evaluation or {}).get("left_out", [])
+    if left_out:
+        section.blocks.append(Paragraph("Left out of the final evaluation by the time budget:"))
+        section.blocks.append(
+            Bullets(
+                tuple(
+                    f"`{each['cell']}` ({', '.join(each['roles'])}, trial `{each['trial_id']}`"
+                    + (f", extra seed {each['seed_index']}" if each.get("seed_index") else "")
+                    + f"): not scored: {each['reason']}"
+                    for each in left_out
+                )
+            )
+        )
     sections = [section]
     for cell, trial in chosen.items():
         sections.append(_cell_section(exp, ctx, cell, trial, entries.get(cell)))
@@ -180,6 +193,15 @@ def _cell_section(
             )
         )
     )
+    scored_as = [r.get("source") for r in (entry or {}).get("runs", [])]
+    if any("not retrained" in str(source) for source in scored_as):
+        section.blocks.append(
+            Paragraph(
+                f"Scored from its {scored_as[0]}: the time budget left no room to retrain it "
+                "to its last epoch, so these test scores are of a model trained for fewer "
+                "epochs than planned."
+            )
+        )
     if entry and entry.get("summary"):
         section.blocks.append(_test_table(entry))
         if entry.get("confusion"):
