@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pyarrow.fs
 import pytest
@@ -103,3 +104,67 @@ def test_staging_folders_are_per_worker_and_dead_workers_leftovers_are_removed(
     finally:
         alive.kill()
         alive.wait()
+
+
+class _Storage:
+    def __init__(self, path) -> None:
+        self.storage_filesystem = pyarrow.fs.LocalFileSystem()
+        self.trial_fs_path = str(path)
+
+
+class _Trial:
+    """What retention reads of a Tune trial: id, config, last result, storage."""
+
+    def __init__(self, tmp_path, trial_id: str, optimizer: str, value: float, epoch: int):
+        self.trial_id = trial_id
+        self.config = {"cell": "c", "optimizer": optimizer, "epochs": 3}
+        self.last_result = {
+            "epoch": epoch,
+            "status": "ok",
+            "val_macro_f1": value,
+            "time_total_s": 10.0 * epoch,
+        }
+        self.storage = _Storage(tmp_path / trial_id)
+        payload = checkpoint_payload(_state(epoch=epoch), TrialConfig(epochs=3))
+        (tmp_path / trial_id).mkdir()
+        for n in range(epoch):
+            _write_checkpoint(tmp_path / trial_id / f"checkpoint_{n:06d}", payload,
+                              optimizer_state=True)  # fmt: skip
+
+    def checkpoints(self) -> list[str]:
+        return sorted(p.name for p in _dir(self).iterdir())
+
+
+def _dir(trial: _Trial) -> Path:
+    return Path(trial.storage.trial_fs_path)
+
+
+def test_under_a_time_budget_a_stopped_contender_keeps_its_last_weights_until_replaced(
+    tmp_path,
+):
+    from cxr_tune.search.reserve import ContenderIds
+    from cxr_tune.search.retention import CheckpointRetention
+
+    retention = CheckpointRetention(ContenderIds("val_macro_f1"))
+    best = _Trial(tmp_path, "a", "adam", 0.9, epoch=3)
+    worse_adam = _Trial(tmp_path, "w", "adam", 0.2, epoch=1)
+    first_sgd = _Trial(tmp_path, "s1", "sgd", 0.3, epoch=2)
+    trials = [best, worse_adam, first_sgd]
+    retention.on_trial_complete(0, trials, worse_adam)  # no contender: its checkpoints go
+    assert worse_adam.checkpoints() == []
+    retention.on_trial_complete(0, trials, first_sgd)  # the best SGD trial: its last kept
+    assert first_sgd.checkpoints() == ["checkpoint_000001"]
+    assert torch.load(_dir(first_sgd) / "checkpoint_000001" / CHECKPOINT_FILE)["optimizer"] is None
+    better_sgd = _Trial(tmp_path, "s2", "sgd", 0.5, epoch=1)
+    trials.append(better_sgd)
+    retention.on_trial_complete(0, trials, better_sgd)  # takes s1's place: s1's weights go
+    assert better_sgd.checkpoints() == ["checkpoint_000000"]
+    assert first_sgd.checkpoints() == []
+
+
+def test_without_a_time_budget_a_stopped_trial_drops_its_checkpoints(tmp_path):
+    from cxr_tune.search.retention import CheckpointRetention
+
+    only_sgd = _Trial(tmp_path, "s", "sgd", 0.3, epoch=2)
+    CheckpointRetention().on_trial_complete(0, [only_sgd], only_sgd)
+    assert only_sgd.checkpoints() == []

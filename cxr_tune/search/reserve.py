@@ -143,3 +143,17 @@ def trial_costs(
             )
         )
     return costs
+
+
+@dataclass(frozen=True)
+class ContenderIds:
+    """The ids of the trials the evaluation would score (a cell's best, the best of each
+    optimizer), from Ray Tune's trials: what checkpoint retention keeps under a time budget.
+    A class, not a closure: Tune pickles its callbacks with the experiment."""
+
+    metric: str
+    mode: str = "max"
+
+    def __call__(self, trials: Iterable[Any]) -> set[str]:
+        costs = trial_costs(trials, self.metric)
+        return {cost.trial_id for cost, _ in contenders(costs, self.mode)}

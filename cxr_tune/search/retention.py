@@ -8,7 +8,10 @@ When a trial ends, nothing will ever resume it:
 - a trial that trained every epoch keeps its final model weights (the final evaluation scores
   them as its first seed); the trainable writes that last checkpoint without optimizer state
   (a third of the size with Adam), and one written with it is slimmed here;
-- a trial stopped early, diverged or failed drops its checkpoints.
+- a trial stopped early, diverged or failed drops its checkpoints; under a time budget, a
+  trial stopped early that the evaluation would score (its cell's best, or the best of an
+  optimizer) keeps its last weights, slimmed, so the evaluation can score it as it stands when
+  the budget leaves no room to retrain it; they go once another trial takes its place.
 
 ``--keep-checkpoints`` turns this off.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -28,15 +32,35 @@ from cxr_tune.constants import CHECKPOINT_FILE, EPOCH, STATUS, STATUS_OK, TRIAL_
 
 
 class CheckpointRetention(Callback):
-    """Slim or remove a trial's checkpoints once the trial has ended."""
+    """Slim or remove a trial's checkpoints once the trial has ended.
+
+    Args:
+        contenders_of: under a time budget, the ids of the ended trials the evaluation would
+            score, from all trials (``search/reserve.py``); their last weights are kept.
+    """
+
+    def __init__(self, contenders_of: Callable[[list[Any]], set[str]] | None = None) -> None:
+        self.contenders_of = contenders_of
+        self.kept_stopped: set[str] = set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         planned = int(trial.config.get("epochs", 0))
         last = trial.last_result or {}
-        completed = (
-            last.get(STATUS, STATUS_OK) == STATUS_OK and int(last.get(EPOCH, 0)) >= planned > 0
-        )
-        self._apply(trial, keep_final=completed)
+        ok = last.get(STATUS, STATUS_OK) == STATUS_OK
+        completed = ok and int(last.get(EPOCH, 0)) >= planned > 0
+        if completed or not ok or self.contenders_of is None:
+            self._apply(trial, keep_final=completed)
+            return
+        contenders = self.contenders_of(trials)
+        self._apply(trial, keep_final=str(trial.trial_id) in contenders)
+        if str(trial.trial_id) in contenders:
+            self.kept_stopped.add(str(trial.trial_id))
+        # Stopped contenders another trial has since replaced: nothing will score them now.
+        for other in trials:
+            other_id = str(other.trial_id)
+            if other_id in self.kept_stopped and other_id not in contenders:
+                self._apply(other, keep_final=False)
+                self.kept_stopped.discard(other_id)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._apply(trial, keep_final=False)

@@ -34,7 +34,7 @@ from cxr_tune.evaluation.finish import Finished, FinishOptions, finish
 from cxr_tune.search._ray_internals import restored_parts
 from cxr_tune.search.budget import BUDGET_MARGIN, TimeBudget
 from cxr_tune.search.plan import Plan, check_batch_sizes, uses_pretrained
-from cxr_tune.search.reserve import FinishingCosts
+from cxr_tune.search.reserve import ContenderIds, FinishingCosts
 from cxr_tune.storage import Storage, scratch_dir
 
 Echo = Callable[[str], None]
@@ -658,7 +658,17 @@ def build_tuner(
                     time_budget,
                 ),
                 TrialTensorBoard(),
-                *([] if request.keep_checkpoints else [CheckpointRetention()]),
+                *(
+                    []
+                    if request.keep_checkpoints
+                    else [
+                        CheckpointRetention(
+                            ContenderIds(plan.space.metric, plan.space.mode)
+                            if time_budget
+                            else None
+                        )
+                    ]
+                ),
             ],
             verbose=0,
         ),
