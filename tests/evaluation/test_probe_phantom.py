@@ -1,9 +1,9 @@
 """The evaluation's checks of how far a model can be trusted, on real trained models (trains;
 minutes). On the phantom with a class-correlated marker outside the lungs, the shortcut probe
 and the saliency check both fire; on the default phantom neither does. The default phantom's
-model flags a noise image, a flat image and a colour photograph out of distribution, and puts
-its site B (``phantom_b``) further from its training images than its own test split (though it
-flags no more of it: see ``_check_ood``).
+model flags a noise image, a flat image and a colour photograph out of distribution, and its
+distance tells its site B (``phantom_b``) from its own test split (though it flags no more of
+it: see ``_check_ood``).
 
 One model per dataset serves every check: the evaluation task trains it once
 (``evaluate_run`` with the probe and the evidence a best model gets).
@@ -82,9 +82,12 @@ def _check_ood(run: dict, arrays: object) -> None:
     own, site_b = ood["own"], ood["external"]["phantom_b"]
     # Site B lies further from the training images than the own test split does; measured at
     # 128 px: median distance 5.50 against 3.91. Its flag rate is not higher, though (0% against
-    # 1%): no site-B image passes the validation split's 99th percentile (10.0), so the flag
-    # catches images unlike the training data's kind, not this change of acquisition look.
+    # 1%): no site-B image passes the validation split's 99th percentile (10.0, about the
+    # largest of 98 validation distances). Over five AlexNet models the rate went from 0% to
+    # 11% with the seed and learning rate, while the distance told site B from the own split
+    # every time; so the test asserts that separation (AUROC of the distance).
     assert site_b["median_distance"] > own["median_distance"], ood
+    assert site_b["separation_auroc"] > 0.7, ood
     stats = OodStats.from_bytes(run["artefacts"][OOD_FILE])
     model = create_model("alexnet", num_classes=4)
     model.load_state_dict(torch.load(io.BytesIO(run["artefacts"]["weights"]), weights_only=True))
