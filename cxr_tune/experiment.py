@@ -302,7 +302,9 @@ def classify(trial: TrialRecord, *, finished: bool, default_epochs: int | None =
         return UNFINISHED  # still running (or queued) when the search stopped
     if trial.error and (finished or not trial.results):
         return FAILED
-    if finished and trial.results:
+    # A finished search's trial that Tune ended before its first epoch (a time budget's stop)
+    # was stopped too, not left unfinished.
+    if finished and (trial.results or trial.ray_status == "TERMINATED"):
         return STOPPED_EARLY
     return UNFINISHED
 

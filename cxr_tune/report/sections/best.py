@@ -177,7 +177,14 @@ def _cell_section(
 ) -> Section:
     section = Section(cell, level=3)
     if trial is None:
-        section.blocks.append(Paragraph("No trial of this cell has a result yet."))
+        budgeted = bool((exp.record.get("budget") or {}).get("time_budget_s")) and exp.finished
+        section.blocks.append(
+            Paragraph(
+                "No trial of this cell finished an epoch within the time budget."
+                if budgeted
+                else "No trial of this cell has a result yet."
+            )
+        )
         return section
     best_value, best_epoch = trial.best(exp.metric, exp.mode)
     checkpoint = trial.checkpoints()[-1] if trial.checkpoints() else None
