@@ -191,3 +191,27 @@ def test_efficiency_section_counts_the_no_skill_stops(tmp_path: Path) -> None:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     text = write_report(folder).read_text()
     assert "stopped 2 trials (1 of them by the no-skill check: nothing learned by epoch 2)" in text
+
+
+def test_a_time_budgets_cut_backs_are_stated_where_they_change_a_reading(tmp_path: Path) -> None:
+    evaluation = ablation_evaluation()
+    sgd = evaluation["entries"][1]
+    sgd["runs"] = [{"seed": 0, "source": "search checkpoint at epoch 1 of 2, not retrained"}]
+    evaluation["left_out"] = [
+        {
+            "cell": "phantom/resnet50",
+            "roles": ["best_sgd"],
+            "trial_id": "b9",
+            "seed_index": 0,
+            "reason": "the time budget left no room to retrain it to its last epoch",
+        }
+    ]
+    folder = write_experiment(tmp_path / "exp", ablation_trials(), evaluation=evaluation)
+    text = write_report(folder).read_text()
+    assert (
+        "Not at equal training: the time budget left no room to retrain "
+        "`covid19_radiography/alexnet` best_sgd (search checkpoint at epoch 1 of 2, not "
+        "retrained) to the last epoch" in text
+    )
+    assert "Left out of the final evaluation by the time budget:" in text
+    assert "`phantom/resnet50` (best_sgd, trial `b9`): not scored: the time budget" in text

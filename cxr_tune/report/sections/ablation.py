@@ -114,6 +114,15 @@ def _optimizer_section(exp: Experiment, ctx: Context, rows: Sequence[Mapping[str
             )
         )
         section.blocks.append(Bullets(tuple(optimizer_conclusion(c, metric) for c in comparisons)))
+        shorter = _scored_short(exp)
+        if shorter:
+            section.blocks.append(
+                Paragraph(
+                    "Not at equal training: the time budget left no room to retrain "
+                    + "; ".join(shorter)
+                    + " to the last epoch, so those sides were scored as they stood."
+                )
+            )
         return section
     if rows:
         section.blocks.append(
@@ -168,3 +177,15 @@ def importance_sections(exp: Experiment, ctx: Context) -> list[Section]:
     if notes:
         section.blocks.append(Bullets(tuple(notes)))
     return [section]
+
+
+def _scored_short(exp: Experiment) -> list[str]:
+    """'`phantom/vgg11` best_sgd (search checkpoint at epoch 1 of 3, not retrained)' for each
+    optimizer's best that a time budget had scored before its last epoch."""
+    found = []
+    for entry in (exp.evaluation or {}).get("entries", []):
+        sources = [str(r.get("source", "")) for r in entry.get("runs", [])]
+        roles = [r for r in entry.get("roles", []) if r.startswith("best_")]
+        if roles and sources and "not retrained" in sources[0]:
+            found.append(f"`{entry.get('cell')}` {', '.join(roles)} ({sources[0]})")
+    return found
