@@ -345,7 +345,7 @@ def run_search(request: SearchRequest, echo: Echo = print) -> SearchOutcome:
                 # experiment's pause between runs is left out, as the budget leaves it out).
                 "origin_unix": time.time() - time_budget.wall_spent_s(),
             }
-            echo(f"budget: {_budget_line(time_budget)}")
+            echo(f"budget: {_budget_end_line(time_budget)}")
         if not interrupted:
             record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         request.storage.write_text(request.name, RECORD_FILE, json.dumps(record, indent=2))
@@ -467,10 +467,35 @@ def _budget_line(budget: TimeBudget) -> str:
             f"(evaluation and report reserve {budget.reserve_s / 60:.1f} min)"
         )
     if limits.search_gpu_s is not None:
-        parts.append(
-            f"{spent['gpu_hours']:.2f} of {limits.search_gpu_s / 3600:.2f} search GPU-hours spent"
-        )
+        parts.append(_gpu_part(budget))
     return ", ".join(parts)
+
+
+def _gpu_part(budget: TimeBudget) -> str:
+    """'0.50 of 1.00 search GPU-hours spent'."""
+    spent, search_gpu_s = budget.account()["gpu_hours"], budget.budget.search_gpu_s or 0.0
+    return f"{spent:.2f} of {search_gpu_s / 3600:.2f} search GPU-hours spent"
+
+
+def _budget_end_line(budget: TimeBudget) -> str:
+    """After the search: what it spent, and what is left for the evaluation and report against
+    their full reserve ('search 5.0 min; 3.0 min left of 8.0 for the evaluation and report
+    (their full reserve 4.7 min: the evaluation scores what fits)')."""
+    wall = budget.budget.wall_s
+    if wall is None:
+        return _budget_line(budget)
+    spent = budget.wall_spent_s()
+    left = max(wall - spent, 0.0)
+    line = (
+        f"search {spent / 60:.1f} min; {left / 60:.1f} min left of {wall / 60:.1f} for the "
+        f"evaluation and report (their full reserve {budget.reserve_s / 60:.1f} min"
+    )
+    if budget.reserve_s > left:
+        line += ": the evaluation scores what fits"
+    line += ")"
+    if budget.budget.search_gpu_s is not None:
+        line += f", {_gpu_part(budget)}"
+    return line
 
 
 def was_interrupted(
