@@ -130,7 +130,7 @@ class BudgetKeeper:
         ):
             for_time = self.__dict__.setdefault("stopped_for_time", {})
             for_time[cell] = for_time.get(cell, 0) + 1
-            time_budget.__dict__.setdefault("stopped_trials", set()).add(str(trial.trial_id))
+            time_budget.stopped_trials.add(str(trial.trial_id))
             self.observe(trial, result, tune_controller, ending=True)
             return False
         if self.budget is None or may_go_on(

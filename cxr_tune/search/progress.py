@@ -75,7 +75,7 @@ class ProgressLines(Callback):
                     f"{float(last.get(TRAIN_NO_SKILL_KEY, math.nan)):.4f})"
                 )
             elif (budget := getattr(self, "_time_budget", None)) is not None and (
-                trial.trial_id in getattr(budget, "stopped_trials", ()) or budget.spent()
+                trial.trial_id in budget.stopped_trials or budget.spent()
             ):
                 self._say(
                     f"{self._label(trial)}: stopped after epoch {epoch}: another epoch would "
