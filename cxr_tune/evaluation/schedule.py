@@ -30,6 +30,7 @@ from cxr_tune.evaluation.costs import FinishingCosts, makespan
 from cxr_tune.experiment import TrialRecord
 
 NO_ROOM = "the time budget left no room to retrain it to its last epoch"
+NO_ROOM_TO_SCORE = "the time budget left no room to score it"
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def schedule(
                 best_retrains.append(first)
         else:
             alternates += [j for j in (fallback, first) if j is not None]
-            left[(contender.key, 0)] = LeftOut(contender, 0, NO_ROOM)
+            reason = NO_ROOM_TO_SCORE if final is not None else NO_ROOM
+            left[(contender.key, 0)] = LeftOut(contender, 0, reason)
         extra_seeds += seeds_after
         left.update(
             {
