@@ -144,8 +144,8 @@ class BudgetKeeper:
 
 # --- Time and GPU-hour budgets of a whole experiment ----------------------------------------
 
-# Past the search's share of a budget by this fraction, running trials stop at once (instead of
-# at their next rung): a slow rung must not overrun the budget by much.
+# Past the search's share of a budget by this fraction (the contenders' reserved epochs not
+# counted), running trials stop at once, mid-epoch: a slow epoch must not overrun by much.
 BUDGET_MARGIN = 0.10
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|min|s)", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
@@ -213,8 +213,9 @@ class ExperimentBudget:
 
 class TimeBudget:
     """The running account of an experiment's budget, shared by the searcher (which starts no
-    trial once it is spent), the scheduler (which stops running trials at their next rung)
-    and ``OverrunStopper`` (which stops every trial at once past the margin).
+    trial whose first epoch would end past the search's share), the scheduler (which stops a
+    running trial, the evaluation's contenders excepted, once its next epoch would end past
+    it) and ``OverrunStopper`` (which stops every trial at once past the margin).
 
     Wall-clock time counts from the start of this run of the command plus what earlier runs
     of the experiment spent (``--resume`` continues with what is left). GPU time is each

@@ -115,10 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-budget",
         metavar="DURATION",
-        help="wall-clock budget of the whole experiment, e.g. 3h, 90m, 1h30m: no trial starts "
-        "once the search's share is spent (the final evaluation's share is kept back), running "
-        "trials stop at their next rung (at once past a 10%% margin); --resume goes on with "
-        "what is left",
+        help="wall-clock budget of the whole experiment, e.g. 3h, 90m, 1h30m: the search "
+        "spends what the evaluation and report leave (no epoch starts that would end past its "
+        "share; all trials stop at once past a 10%% margin), the evaluation scores what fits "
+        "in the rest, each cell's best model always; --resume goes on with what is left",
     )
     parser.add_argument(
         "--gpu-hours",

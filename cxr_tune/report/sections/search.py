@@ -172,8 +172,10 @@ def budget_lines(exp: Experiment, budget: Mapping[str, Any]) -> list[str]:
             f"{float(spent.get('gpu_hours', 0.0)):.2f}"
         )
     lines.append(
-        "once the search's share was spent no trial started, running trials stopped at their "
-        f"next rung, and all stopped at once past a {_percent(margin)} margin"
+        "no trial started, or went on to, an epoch expected to end past the search's share "
+        "(the evaluation's contenders excepted: their remaining epochs were reserved), all "
+        f"stopped at once past a {_percent(margin)} margin, and the evaluation scored what "
+        "fitted in the rest"
     )
     trained = epochs_per_cell(exp)
     bought = ", ".join(
