@@ -328,8 +328,8 @@ class TimeBudget:
     def _contender_credit_s(self) -> float:
         """Seconds since the last estimate that live contenders spent on epochs the reserve
         already counts (at most what they had left then)."""
-        since = max(self.wall_spent_s() - getattr(self, "estimated_at_s", 0.0), 0.0)
-        return min(since, getattr(self, "contender_left_s", 0.0))
+        since = max(self.wall_spent_s() - self.estimated_at_s, 0.0)
+        return min(since, self.contender_left_s)
 
     def _used(self, credited: bool = False) -> float:
         """The larger of the spent shares of the search's wall and GPU budgets (0..);
@@ -364,7 +364,7 @@ class TimeBudget:
 
     def has_time_for(self, cell: str) -> bool:
         """Whether a new trial's first epoch in ``cell`` (its median epoch so far) fits."""
-        return self.fits(getattr(self, "epoch_s_by_cell", {}).get(cell, math.nan))
+        return self.fits(self.epoch_s_by_cell.get(cell, math.nan))
 
     def stops(self, trial_id: str, epoch_s: float = math.nan) -> bool:
         """Whether a trial that just reported, ``epoch_s`` seconds an epoch, stops for this
@@ -373,7 +373,7 @@ class TimeBudget:
         scratch, which costs more than the remaining epochs its reserve counts)."""
         if self.overrun():
             return True
-        if trial_id in getattr(self, "contender_ids", set()):
+        if trial_id in self.contender_ids:
             return False
         return not self.fits(epoch_s)
 

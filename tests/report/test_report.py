@@ -196,7 +196,13 @@ def test_efficiency_section_counts_the_no_skill_stops(tmp_path: Path) -> None:
 def test_a_time_budgets_cut_backs_are_stated_where_they_change_a_reading(tmp_path: Path) -> None:
     evaluation = ablation_evaluation()
     sgd = evaluation["entries"][1]
-    sgd["runs"] = [{"seed": 0, "source": "search checkpoint at epoch 1 of 2, not retrained"}]
+    sgd["runs"] = [
+        {
+            "seed": 0,
+            "source": "search checkpoint at epoch 1 of 2, not retrained",
+            "epochs_trained": 1,
+        }
+    ]
     evaluation["left_out"] = [
         {
             "cell": "phantom/resnet50",

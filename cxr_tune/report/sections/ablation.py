@@ -184,8 +184,8 @@ def _scored_short(exp: Experiment) -> list[str]:
     optimizer's best that a time budget had scored before its last epoch."""
     found = []
     for entry in (exp.evaluation or {}).get("entries", []):
-        sources = [str(r.get("source", "")) for r in entry.get("runs", [])]
+        first_run = (entry.get("runs") or [{}])[0]
         roles = [r for r in entry.get("roles", []) if r.startswith("best_")]
-        if roles and sources and "not retrained" in sources[0]:
-            found.append(f"`{entry.get('cell')}` {', '.join(roles)} ({sources[0]})")
+        if roles and first_run.get("epochs_trained") is not None:
+            found.append(f"`{entry.get('cell')}` {', '.join(roles)} ({first_run.get('source')})")
     return found

@@ -200,13 +200,13 @@ def _cell_section(
             )
         )
     )
-    scored_as = [r.get("source") for r in (entry or {}).get("runs", [])]
-    if any("not retrained" in str(source) for source in scored_as):
+    first_run = ((entry or {}).get("runs") or [{}])[0]
+    if first_run.get("epochs_trained") is not None:
         section.blocks.append(
             Paragraph(
-                f"Scored from its {scored_as[0]}: the time budget left no room to retrain it "
-                "to its last epoch, so these test scores are of a model trained for fewer "
-                "epochs than planned."
+                f"Scored from its {first_run.get('source')}: the time budget left no room to "
+                "retrain it to its last epoch, so these test scores are of a model trained for "
+                "fewer epochs than planned."
             )
         )
     if entry and entry.get("summary"):
